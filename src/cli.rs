@@ -1,0 +1,467 @@
+//! The command line: clap definitions, and printing each command's result as text for people or
+//! JSON for scripts (`--json`). Results go to stdout, logs and errors to stderr.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::VmConfig;
+use crate::error::{Error, Result};
+use crate::paths::Home;
+use crate::units::{AccelChoice, Arch, ByteSize, PortForward, VmName, human_bytes};
+use crate::vm::{self, StopMode};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmctl",
+    version,
+    about = "Create, run and control QEMU/KVM virtual machines",
+    after_help = "State lives in --home (default /var/lib/vmctl for root, else ~/.local/share/vmctl).\nExit codes: 0 ok, 1 failure, 2 usage/config, 3 not found, 4 host cannot, 5 QEMU failed, 6 timeout, 7 wrong state."
+)]
+pub struct Cli {
+    /// vmctl's state directory (VMs, images).
+    #[arg(long, global = true, env = "VMCTL_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// More logging: -v lifecycle steps, -vv QEMU argv and QMP traffic.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Define a VM and create its disk (a thin qcow2 overlay on the image).
+    Create(CreateArgs),
+    /// Boot a VM in the background.
+    Start {
+        name: VmName,
+        /// Return only when the guest answers on its forwarded TCP ports.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power the guest off (ACPI button, re-sent until it reacts; then quit; then kill).
+    Stop {
+        name: VmName,
+        /// Seconds to wait for the guest before `quit` (default: the VM's stop_timeout, 60).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        /// Skip the ACPI power-off: QMP quit, then SIGKILL.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop (gracefully) and start again.
+    Restart {
+        name: VmName,
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Kill QEMU at once (SIGKILL); the guest gets no chance to shut down.
+    Kill { name: VmName },
+    /// Delete a VM's definition and disk.
+    Rm {
+        name: VmName,
+        /// Kill the VM first if it runs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List VMs.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a VM's state (from QMP), accelerator, pid, ports and uptime.
+    Status {
+        name: VmName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the guest's serial console log.
+    Logs {
+        name: VmName,
+        /// Keep printing as the guest writes.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print the exact QEMU command line `start` runs.
+    ShowCmd { name: VmName },
+    /// Show host facts: QEMU binaries, KVM and the accelerator decision with its reason.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build and list base images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Run a VM in the foreground, supervising QEMU (what a systemd unit runs).
+    Run {
+        name: VmName,
+        /// Report readiness on stdout to a parent `vmctl start` (internal).
+        #[arg(long, hide = true)]
+        notify_stdout: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build a built-in image (`tiny`) from Debian packages.
+    Build {
+        name: String,
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
+        /// Rebuild even if the image exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List built images.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_cpus(s: &str) -> std::result::Result<u64, String> {
+    let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if n == 0 || n > crate::spec::MAX_CPUS {
+        return Err(format!("must be 1-{}; got {n}", crate::spec::MAX_CPUS));
+    }
+    Ok(n)
+}
+
+fn parse_mem(s: &str) -> std::result::Result<ByteSize, String> {
+    let m: ByteSize = s.parse()?;
+    if m.0 < crate::spec::MIN_MEMORY {
+        return Err(format!(
+            "must be at least {}; got {s}",
+            ByteSize(crate::spec::MIN_MEMORY)
+        ));
+    }
+    Ok(m)
+}
+
+fn parse_disk(s: &str) -> std::result::Result<ByteSize, String> {
+    let d: ByteSize = s.parse()?;
+    if d.0 == 0 {
+        return Err("must be larger than 0".into());
+    }
+    Ok(d)
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: VmName,
+    /// Start from a TOML definition; flags given here override its values.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Virtual CPUs (default 1).
+    #[arg(long, value_parser = parse_cpus, value_name = "N")]
+    pub cpus: Option<u64>,
+    /// Guest RAM, e.g. 512M, 2G (default 512M).
+    #[arg(long, value_parser = parse_mem, value_name = "SIZE")]
+    pub mem: Option<ByteSize>,
+    /// Virtual disk size, e.g. 10G, 1T (default 10G); thin, so only what the guest writes is used.
+    #[arg(long, value_parser = parse_disk, value_name = "SIZE")]
+    pub disk: Option<ByteSize>,
+    /// Base image (default tiny); see `vmctl image list`.
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<String>,
+    /// Forward a host port to the guest: [ADDR:]HOST:GUEST[/tcp|/udp]; ADDR defaults to 127.0.0.1.
+    #[arg(long = "port", short = 'p', value_name = "SPEC")]
+    pub ports: Vec<PortForward>,
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelChoice>,
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Seconds `stop` waits for the guest to power off (default 60).
+    #[arg(long, value_name = "SECS")]
+    pub stop_timeout: Option<u64>,
+}
+
+impl CreateArgs {
+    fn as_config(&self) -> VmConfig {
+        VmConfig {
+            cpus: self.cpus,
+            memory: self.mem.map(|m| m.to_string()),
+            disk: self.disk.map(|d| d.to_string()),
+            image: self.image.clone(),
+            arch: self.arch.map(|a| a.to_string()),
+            accel: self.accel.map(|a| a.to_string()),
+            ports: self.ports.iter().map(|p| p.to_string()).collect(),
+            stop_timeout: self.stop_timeout,
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
+}
+
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    let home = Home::resolve(cli.home)?;
+    match cli.command {
+        Cmd::Create(args) => {
+            let (base, source) = match &args.from {
+                Some(f) => (VmConfig::load(f)?, f.display().to_string()),
+                None => (VmConfig::default(), "command line".to_string()),
+            };
+            let cfg = base.overlay(args.as_config());
+            let spec = vm::create(&home, &args.name, &cfg, &source)?;
+            println!(
+                "Created VM {}: {} CPU, {} RAM, {} disk on image {} ({}){}",
+                spec.name,
+                spec.cpus,
+                spec.memory,
+                spec.disk,
+                spec.image,
+                spec.arch,
+                if spec.ports.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", ports {}",
+                        spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+                    )
+                }
+            );
+        }
+        Cmd::Start {
+            name,
+            wait,
+            timeout,
+            json,
+        } => {
+            let s = vm::start(&home, &name, wait.then(|| Duration::from_secs(timeout)))?;
+            if json {
+                print_json(&s);
+            } else {
+                println!(
+                    "Started VM {} (QEMU pid {}, {}: {}){}",
+                    s.name,
+                    s.pid,
+                    s.accel,
+                    s.accel_reason,
+                    s.ready_seconds
+                        .map(|t| format!("; ready after {t:.1} s"))
+                        .unwrap_or_default()
+                );
+                for p in &s.ports {
+                    println!("  {}:{} -> guest {}/{}", p.addr, p.host, p.guest, p.proto);
+                }
+            }
+        }
+        Cmd::Stop {
+            name,
+            timeout,
+            force,
+            json,
+        } => {
+            let mode = if force {
+                StopMode::Force
+            } else {
+                let t = match timeout {
+                    Some(t) => Duration::from_secs(t),
+                    None => vm::load(&home, &name)?.stop_timeout,
+                };
+                StopMode::Graceful(t)
+            };
+            let s = vm::stop(&home, &name, mode)?;
+            if json {
+                print_json(&s);
+            } else {
+                print_stopped(&s);
+            }
+        }
+        Cmd::Restart {
+            name,
+            timeout,
+            wait,
+        } => {
+            let t = match timeout {
+                Some(t) => Duration::from_secs(t),
+                None => vm::load(&home, &name)?.stop_timeout,
+            };
+            print_stopped(&vm::stop(&home, &name, StopMode::Graceful(t))?);
+            let s = vm::start(&home, &name, wait.then(|| Duration::from_secs(300)))?;
+            println!("Started VM {} (QEMU pid {}, {})", s.name, s.pid, s.accel);
+        }
+        Cmd::Kill { name } => print_stopped(&vm::stop(&home, &name, StopMode::Kill)?),
+        Cmd::Rm { name, force } => {
+            vm::rm(&home, &name, force)?;
+            println!("Removed VM {name}");
+        }
+        Cmd::List { json } => {
+            let l = vm::list(&home);
+            if json {
+                print_json(&l);
+            } else {
+                println!(
+                    "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} PORTS",
+                    "NAME", "STATE", "CPUS", "MEM", "DISK", "IMAGE", "ACCEL"
+                );
+                for s in l {
+                    println!(
+                        "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} {}",
+                        s.name,
+                        s.state,
+                        s.cpus.map(|c| c.to_string()).unwrap_or_default(),
+                        s.memory.unwrap_or_default(),
+                        s.disk.unwrap_or_default(),
+                        s.image.unwrap_or_default(),
+                        s.accel.unwrap_or_else(|| "-".into()),
+                        s.error.unwrap_or_else(|| s.ports.join(" ")),
+                    );
+                }
+            }
+        }
+        Cmd::Status { name, json } => {
+            let s = vm::status(&home, &name)?;
+            if json {
+                print_json(&s);
+            } else {
+                println!("VM:      {}", s.name);
+                println!("State:   {}", s.state);
+                if let Some(pid) = s.pid {
+                    println!("PID:     {pid}");
+                }
+                if let (Some(a), Some(r)) = (&s.accel, &s.accel_reason) {
+                    println!("Accel:   {a} ({r})");
+                }
+                if let Some(u) = s.uptime_secs {
+                    println!("Uptime:  {u} s");
+                }
+                println!(
+                    "Shape:   {} CPU, {} RAM, {} disk, image {} ({})",
+                    s.cpus, s.memory, s.disk, s.image, s.arch
+                );
+                println!(
+                    "Ports:   {}",
+                    if s.ports.is_empty() {
+                        "none".into()
+                    } else {
+                        s.ports.join(" ")
+                    }
+                );
+                println!("Console: {}", s.serial_log);
+                if s.pid.is_none() {
+                    if let Some(e) = &s.last_exit {
+                        println!("Last exit: {}", describe_exit(e));
+                    }
+                }
+            }
+        }
+        Cmd::Logs { name, follow } => vm::logs(&home, &name, follow)?,
+        Cmd::ShowCmd { name } => println!("{}", crate::qemu::shell_quote(&vm::show_cmd(&home, &name)?)),
+        Cmd::Doctor { json } => {
+            let d = crate::doctor::run(&home);
+            if json {
+                print_json(&d);
+            } else {
+                crate::doctor::print(&d);
+            }
+        }
+        Cmd::Image(ImageCmd::Build { name, arch, force }) => {
+            let arch = arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
+            let (img, built) = crate::image::build(&home, &name, arch, force)?;
+            if built {
+                println!("Built image {} for {} in {}", img.manifest.name, arch, img.dir.display());
+            } else {
+                println!(
+                    "Image {} for {} is already built ({}); --force rebuilds it",
+                    img.manifest.name,
+                    arch,
+                    img.dir.display()
+                );
+            }
+        }
+        Cmd::Image(ImageCmd::List { json }) => {
+            let l = crate::image::list(&home);
+            if json {
+                print_json(&l);
+            } else {
+                println!("{:<16} {:<8} {:>9}  DESCRIPTION", "NAME", "ARCH", "SIZE");
+                for i in l {
+                    println!(
+                        "{:<16} {:<8} {:>9}  {}",
+                        i.manifest.name,
+                        i.manifest.arch,
+                        ByteSize(i.manifest.virtual_size).to_string(),
+                        i.manifest.description
+                    );
+                }
+            }
+        }
+        Cmd::Run {
+            name,
+            notify_stdout,
+        } => {
+            let mode = if notify_stdout {
+                crate::supervisor::Mode::Notify
+            } else {
+                crate::supervisor::Mode::Foreground
+            };
+            let spec = match vm::load(&home, &name) {
+                Ok(s) => s,
+                Err(e) => {
+                    if notify_stdout {
+                        println!("ERROR {} {}", e.code(), e.to_string().replace('\n', "\\n"));
+                    }
+                    return Err(e);
+                }
+            };
+            return crate::supervisor::run(&home, &spec, mode);
+        }
+    }
+    Ok(0)
+}
+
+fn describe_exit(e: &crate::runtime::LastExit) -> String {
+    let how = match (e.code, e.signal) {
+        (Some(c), _) => format!("QEMU exited with status {c}"),
+        (None, Some(s)) => format!("QEMU was killed by signal {s}"),
+        _ => "QEMU ended".into(),
+    };
+    match &e.stopped_by {
+        Some(by) => format!("{how} (stopped by {by})"),
+        None => how,
+    }
+}
+
+fn print_stopped(s: &vm::Stopped) {
+    match &s.outcome {
+        None => println!("VM {} is not running", s.name),
+        Some(o) => {
+            println!(
+                "Stopped VM {} in {:.1} s: {}{}",
+                s.name,
+                o.seconds,
+                o.step.describe(),
+                s.exit
+                    .as_ref()
+                    .map(|e| format!("; {}", describe_exit(e)))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub fn memory_line(total: u64, avail: u64) -> String {
+    format!("{} total, {} available", human_bytes(total), human_bytes(avail))
+}
+
+impl From<clap::Error> for Error {
+    fn from(e: clap::Error) -> Self {
+        Error::Usage(e.to_string())
+    }
+}

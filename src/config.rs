@@ -1,0 +1,135 @@
+//! The VM definition's wire format: what a user writes in TOML (`vm-configs/*.toml`, `create
+//! --from`) and what vmctl stores as `vms/NAME/vm.toml`.
+//!
+//! Fields are kept as the user wrote them (strings for sizes and ports) so that `spec::validate`
+//! can report every bad field at once, by name; unknown keys are refused by serde. Defaults live
+//! here and only here.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+pub const DEFAULT_CPUS: u64 = 1;
+pub const DEFAULT_MEMORY: &str = "512M";
+pub const DEFAULT_DISK: &str = "10G";
+pub const DEFAULT_IMAGE: &str = "tiny";
+pub const DEFAULT_STOP_TIMEOUT_SECS: u64 = 60;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// Virtual CPUs (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u64>,
+    /// Guest RAM, e.g. "2G" (default 512M).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Virtual disk size, e.g. "10G"; at least the image's size (default 10G).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Base image name, see `vmctl image list` (default "tiny").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Guest architecture: x86_64 or aarch64 (default: the host's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// auto, kvm or tcg (default auto).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    /// Port forwards "[ADDR:]HOST:GUEST[/tcp|/udp]"; ADDR defaults to 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Seconds `stop` waits for the guest to power off before `quit` (default 60).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
+}
+
+impl VmConfig {
+    pub fn parse(text: &str, source_name: &str) -> Result<VmConfig> {
+        toml::from_str(text).map_err(|e| Error::Invalid {
+            source_name: source_name.to_string(),
+            problems: vec![crate::error::FieldError {
+                field: e
+                    .span()
+                    .map(|s| format!("line {}", line_of(text, s.start)))
+                    .unwrap_or_else(|| "file".into()),
+                message: e.message().trim().to_string(),
+            }],
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<VmConfig> {
+        let text = std::fs::read_to_string(path).path_ctx("read", path)?;
+        VmConfig::parse(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a VmConfig always serializes")
+    }
+
+    /// Fields set in `over` replace those of `self` (command-line flags over `--from FILE`).
+    pub fn overlay(mut self, over: VmConfig) -> VmConfig {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
+        }
+        take!(cpus, memory, disk, image, arch, accel, stop_timeout);
+        if !over.ports.is_empty() {
+            self.ports = over.ports;
+        }
+        self
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let e = VmConfig::parse("cpus = 1\nmemroy = \"2G\"\n", "web.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("web.toml") && msg.contains("memroy") && msg.contains("line 2"), "{msg}");
+        assert_eq!(e.code(), crate::error::exit::USAGE);
+    }
+
+    #[test]
+    fn malformed_toml_is_refused() {
+        let e = VmConfig::parse("cpus = = 1", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("x.toml"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_file_values() {
+        let file = VmConfig {
+            cpus: Some(2),
+            memory: Some("1G".into()),
+            ports: vec!["80:80".into()],
+            ..Default::default()
+        };
+        let flags = VmConfig {
+            memory: Some("2G".into()),
+            ..Default::default()
+        };
+        let merged = file.overlay(flags);
+        assert_eq!(merged.cpus, Some(2));
+        assert_eq!(merged.memory.as_deref(), Some("2G"));
+        assert_eq!(merged.ports, vec!["80:80".to_string()]);
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = VmConfig {
+            cpus: Some(1),
+            memory: Some("2G".into()),
+            ports: vec!["5080:8080".into()],
+            ..Default::default()
+        };
+        assert_eq!(VmConfig::parse(&c.to_toml(), "t").unwrap(), c);
+    }
+}

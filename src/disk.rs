@@ -1,0 +1,79 @@
+//! qcow2 disks through `qemu-img`: thin overlays on a base image (O(1) in the virtual size: only
+//! metadata is written) and blank base disks.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+use crate::units::ByteSize;
+
+fn qemu_img(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
+    tracing::debug!(?args, "qemu-img");
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .ctx(|| "Cannot run qemu-img (install qemu-utils)".to_string())?;
+    if !out.status.success() {
+        return Err(Error::Qemu(format!(
+            "{what}: qemu-img failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `qemu-img create -f qcow2 -F qcow2 -b BASE PATH SIZE`.
+pub fn create_overlay(path: &Path, base: &Path, size: ByteSize) -> Result<()> {
+    let size = size.bytes().to_string();
+    qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            "qcow2".as_ref(),
+            "-b".as_ref(),
+            base.as_os_str(),
+            path.as_os_str(),
+            size.as_ref(),
+        ],
+        &format!("Cannot create disk {}", path.display()),
+    )
+}
+
+pub fn create_blank(path: &Path, size: ByteSize) -> Result<()> {
+    let size = size.bytes().to_string();
+    qemu_img(
+        &[
+            "create".as_ref(),
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            path.as_os_str(),
+            size.as_ref(),
+        ],
+        &format!("Cannot create disk {}", path.display()),
+    )
+}
+
+/// Virtual size of a disk image, from `qemu-img info --output=json`.
+pub fn virtual_size(path: &Path) -> Result<u64> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output()
+        .ctx(|| "Cannot run qemu-img (install qemu-utils)".to_string())?;
+    if !out.status.success() {
+        return Err(Error::Qemu(format!(
+            "Cannot read {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Qemu(format!("qemu-img info {}: {e}", path.display())))?;
+    v["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| Error::Qemu(format!("qemu-img info {}: no virtual-size", path.display())))
+}

@@ -1,0 +1,134 @@
+//! Typed errors for every way a vmctl request can fail, and the exit code each one maps to.
+//!
+//! Messages are short, sentence-case, and carry the values involved (file, field, number). The
+//! cause chain is printed once, at the top, by `lib::main`; nothing below prints errors itself.
+
+use std::path::PathBuf;
+
+/// Exit codes, documented in README.md. Stable: scripts depend on them.
+pub mod exit {
+    /// Something failed that fits no narrower class (I/O, an unexpected reply).
+    pub const FAILURE: u8 = 1;
+    /// The request itself is wrong: bad flag, bad config value, name taken.
+    pub const USAGE: u8 = 2;
+    /// The VM or image named does not exist.
+    pub const NOT_FOUND: u8 = 3;
+    /// The host cannot do what was asked (no QEMU binary, KVM requested but unusable).
+    pub const HOST: u8 = 4;
+    /// QEMU refused to start, died, or answered QMP with an error.
+    pub const QEMU: u8 = 5;
+    /// A bounded wait ran out.
+    pub const TIMEOUT: u8 = 6;
+    /// The VM is in the wrong state for the request (running, busy, port taken).
+    pub const STATE: u8 = 7;
+}
+
+/// One invalid field of a definition or command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Field name as the user wrote it (`memory`, `ports[1]`, `--mem`).
+    pub field: String,
+    /// What is wrong, with the offending value.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+
+    /// Every problem of one definition at once, each naming its field.
+    #[error("{source_name}: invalid VM definition:\n  {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        source_name: String,
+        problems: Vec<FieldError>,
+    },
+
+    #[error("{what} {name:?} not found{hint}")]
+    NotFound {
+        what: &'static str,
+        name: String,
+        hint: String,
+    },
+
+    #[error("{0}")]
+    Host(String),
+
+    #[error("{0}")]
+    Qemu(String),
+
+    #[error("{0}")]
+    Timeout(String),
+
+    #[error("{0}")]
+    State(String),
+
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::Invalid { .. } => exit::USAGE,
+            Error::NotFound { .. } => exit::NOT_FOUND,
+            Error::Host(_) => exit::HOST,
+            Error::Qemu(_) => exit::QEMU,
+            Error::Timeout(_) => exit::TIMEOUT,
+            Error::State(_) => exit::STATE,
+            Error::Io { .. } | Error::Other(_) => exit::FAILURE,
+        }
+    }
+
+    pub fn vm_not_found(name: &str) -> Self {
+        Error::NotFound {
+            what: "VM",
+            name: name.to_string(),
+            hint: " (see `vmctl list`)".into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach "what we were doing, on which path" to an I/O error.
+pub trait IoContext<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+    fn path_ctx(self, verb: &str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: what(),
+            source,
+        })
+    }
+    fn path_ctx(self, verb: &str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: format!("Cannot {verb} {}", path.display()),
+            source,
+        })
+    }
+}
+
+/// Convenience for building an I/O error about a path outside an `io::Result`.
+pub fn io_err(verb: &str, path: &PathBuf, source: std::io::Error) -> Error {
+    Error::Io {
+        context: format!("Cannot {verb} {}", path.display()),
+        source,
+    }
+}

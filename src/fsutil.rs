@@ -1,0 +1,130 @@
+//! File-system primitives that keep state whole: atomic writes (temp file + rename), advisory
+//! locks (flock) and self-removing temporary directories.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Write `data` to `path` so that readers see the old file or the new one, never a part.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.path_ctx("write", path)
+}
+
+pub type Lock = Flock<File>;
+
+fn open_lock(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .path_ctx("open lock", path)
+}
+
+/// Block until the exclusive lock on `path` is ours; released on drop.
+pub fn lock_exclusive(path: &Path) -> Result<Lock> {
+    let f = open_lock(path)?;
+    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::Io {
+        context: format!("Cannot lock {}", path.display()),
+        source: e.into(),
+    })
+}
+
+/// Take the lock if nobody holds it; `Ok(None)` when somebody does.
+pub fn try_lock_exclusive(path: &Path) -> Result<Option<Lock>> {
+    let f = open_lock(path)?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(Error::Io {
+            context: format!("Cannot lock {}", path.display()),
+            source: e.into(),
+        }),
+    }
+}
+
+/// A directory removed with its contents when dropped.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(parent: &Path, prefix: &str) -> Result<TempDir> {
+        let path = parent.join(format!("{prefix}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).path_ctx("create", &path)?;
+        Ok(TempDir { path })
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The last `n` lines of a text file (for error messages quoting a log).
+pub fn tail(path: &Path, n: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.toml");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_held_lock_is_not_taken_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let held = lock_exclusive(&p).unwrap();
+        assert!(try_lock_exclusive(&p).unwrap().is_none());
+        drop(held);
+        assert!(try_lock_exclusive(&p).unwrap().is_some());
+    }
+}

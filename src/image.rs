@@ -1,0 +1,276 @@
+//! The image store: base images VMs are overlaid on, their manifests, and building the built-in
+//! ones from the recipes in `images/` (embedded in the binary, so vmctl needs no checkout).
+//!
+//! An image lives in `images/NAME/ARCH/` with an `image.toml` manifest, a qcow2 `disk.qcow2`, and
+//! optionally a `kernel` + `initrd` + command line for direct boot. Builds happen in a temporary
+//! directory beside the target and are renamed into place at the end, under a lock, so an
+//! interrupted or failed build leaves no half image.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::paths::Home;
+use crate::units::{Arch, ByteSize};
+
+/// A recipe in `images/NAME/image.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    pub description: String,
+    pub arches: Vec<Arch>,
+    pub disk_size: String,
+    pub cmdline: String,
+}
+
+/// A built-in image: its recipe and the files its build runs (all embedded).
+pub struct Builtin {
+    pub recipe_toml: &'static str,
+    pub files: &'static [(&'static str, &'static str)],
+}
+
+pub const BUILTINS: &[Builtin] = &[Builtin {
+    recipe_toml: include_str!("../images/tiny/image.toml"),
+    files: &[
+        ("build.sh", include_str!("../images/tiny/build.sh")),
+        ("init", include_str!("../images/tiny/init")),
+    ],
+}];
+
+pub fn recipe(b: &Builtin) -> Recipe {
+    toml::from_str(b.recipe_toml).expect("built-in recipes are tested to parse")
+}
+
+fn builtin(name: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().find(|b| recipe(b).name == name)
+}
+
+/// `images/NAME/ARCH/image.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub arch: Arch,
+    pub description: String,
+    pub disk: String,
+    pub virtual_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Unix seconds.
+    pub built_at: u64,
+    #[serde(default)]
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Image {
+    pub dir: PathBuf,
+    #[serde(flatten)]
+    pub manifest: Manifest,
+}
+
+impl Image {
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(&self.manifest.disk)
+    }
+    pub fn kernel(&self) -> Option<PathBuf> {
+        self.manifest.kernel.as_ref().map(|k| self.dir.join(k))
+    }
+    pub fn initrd(&self) -> Option<PathBuf> {
+        self.manifest.initrd.as_ref().map(|k| self.dir.join(k))
+    }
+
+    pub fn load(dir: &Path) -> Result<Image> {
+        let path = dir.join("image.toml");
+        let text = std::fs::read_to_string(&path).path_ctx("read", &path)?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| {
+            Error::Other(format!("{}: {}", path.display(), e.message()))
+        })?;
+        Ok(Image {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+}
+
+/// Find a built image, or say what exists and how to build the one asked for.
+pub fn find(home: &Home, name: &str, arch: Arch) -> Result<Image> {
+    let dir = home.image_dir(name, arch);
+    if dir.join("image.toml").exists() {
+        return Image::load(&dir);
+    }
+    let hint = if builtin(name).is_some() {
+        let flag = if Some(arch) == Arch::host() {
+            String::new()
+        } else {
+            format!(" --arch {arch}")
+        };
+        format!(" for {arch}; build it with `vmctl image build {name}{flag}`")
+    } else {
+        let have: Vec<String> = list(home)
+            .iter()
+            .map(|i| format!("{}/{}", i.manifest.name, i.manifest.arch))
+            .collect();
+        format!(
+            " for {arch}; built images: {}",
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        )
+    };
+    Err(Error::NotFound {
+        what: "image",
+        name: name.to_string(),
+        hint,
+    })
+}
+
+pub fn list(home: &Home) -> Vec<Image> {
+    let mut out = Vec::new();
+    let Ok(names) = std::fs::read_dir(home.images_dir()) else {
+        return out;
+    };
+    for n in names.flatten() {
+        if n.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let Ok(arches) = std::fs::read_dir(n.path()) else {
+            continue;
+        };
+        for a in arches.flatten() {
+            if let Ok(img) = Image::load(&a.path()) {
+                out.push(img);
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.manifest.name, a.manifest.arch.as_str()).cmp(&(&b.manifest.name, b.manifest.arch.as_str()))
+    });
+    out
+}
+
+/// Build a built-in image. Returns the image and whether anything was built.
+pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image, bool)> {
+    let b = builtin(name).ok_or_else(|| Error::NotFound {
+        what: "image recipe",
+        name: name.to_string(),
+        hint: format!(
+            "; built-in recipes: {}",
+            BUILTINS
+                .iter()
+                .map(|b| recipe(b).name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })?;
+    let r = recipe(b);
+    if !r.arches.contains(&arch) {
+        return Err(Error::Usage(format!(
+            "image {name:?} cannot be built for {arch}; it supports {}",
+            r.arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let images = home.images_dir();
+    std::fs::create_dir_all(&images).path_ctx("create", &images)?;
+    let _lock = fsutil::lock_exclusive(&images.join(".lock"))?;
+    let target = home.image_dir(name, arch);
+    if target.join("image.toml").exists() && !force {
+        return Ok((Image::load(&target)?, false));
+    }
+    // Leftovers of interrupted builds (we hold the lock, so none is running).
+    if let Ok(entries) = std::fs::read_dir(&images) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".build-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let tmp = fsutil::TempDir::new(&images, &format!(".build-{name}-{arch}-"))?;
+    let src = tmp.path().join("src");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&src).path_ctx("create", &src)?;
+    std::fs::create_dir_all(&out).path_ctx("create", &out)?;
+    for (file, text) in b.files {
+        let p = src.join(file);
+        std::fs::write(&p, text).path_ctx("write", &p)?;
+    }
+    let cache = crate::paths::cache_dir();
+    std::fs::create_dir_all(&cache).path_ctx("create", &cache)?;
+    eprintln!("vmctl: building image {name} for {arch} (package cache {})", cache.display());
+    let status = Command::new("bash")
+        .arg(src.join("build.sh"))
+        .arg(arch.as_str())
+        .arg(&out)
+        .env("VMCTL_CACHE_DIR", &cache)
+        .status()
+        .ctx(|| "Cannot run bash for the image build".to_string())?;
+    if !status.success() {
+        return Err(Error::Other(format!(
+            "Building image {name} for {arch} failed ({status}); nothing was installed"
+        )));
+    }
+    let size: ByteSize = r
+        .disk_size
+        .parse()
+        .map_err(|e| Error::Other(format!("recipe {name}: disk_size: {e}")))?;
+    crate::disk::create_blank(&out.join("disk.qcow2"), size)?;
+    let packages = std::fs::read_to_string(out.join("packages.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let manifest = Manifest {
+        name: name.to_string(),
+        arch,
+        description: r.description.clone(),
+        disk: "disk.qcow2".into(),
+        virtual_size: size.0,
+        kernel: Some("kernel".into()),
+        initrd: Some("initrd".into()),
+        cmdline: Some(r.cmdline.clone()),
+        built_at: fsutil::unix_now(),
+        packages,
+    };
+    let _ = std::fs::remove_file(out.join("packages.txt"));
+    fsutil::write_atomic(
+        &out.join("image.toml"),
+        toml::to_string(&manifest)
+            .expect("manifests serialize")
+            .as_bytes(),
+    )?;
+    let parent = target.parent().expect("image dirs have a parent");
+    std::fs::create_dir_all(parent).path_ctx("create", parent)?;
+    if target.exists() {
+        let old = tmp.path().join("old");
+        std::fs::rename(&target, &old).path_ctx("move aside", &target)?;
+    }
+    std::fs::rename(&out, &target).path_ctx("install", &target)?;
+    drop(tmp);
+    Ok((Image::load(&target)?, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_recipe_parses_and_has_its_files() {
+        for b in BUILTINS {
+            let r: Recipe = toml::from_str(b.recipe_toml).unwrap();
+            assert!(!r.arches.is_empty());
+            r.disk_size.parse::<ByteSize>().unwrap();
+            assert!(b.files.iter().any(|(f, _)| *f == "build.sh"));
+        }
+    }
+}

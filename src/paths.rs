@@ -1,0 +1,178 @@
+//! Every file vmctl keeps, named in one place: the home directory, each VM's definition, disk,
+//! sockets, pidfile, logs and lock, the image store, and the cache.
+//!
+//! Layout under the home (`--home`, `VMCTL_HOME`, `/var/lib/vmctl` for root, else
+//! `$XDG_DATA_HOME/vmctl`):
+//! ```text
+//! vms/NAME/vm.toml        definition           vms/NAME/disk.qcow2    overlay disk
+//! vms/NAME/run/           runtime state: qmp.sock, qmp-ctl.sock, qemu.pid, state.json
+//! vms/NAME/serial.log     guest console        vms/NAME/qemu.log      QEMU's and the supervisor's stderr
+//! vms/NAME/lock           flock for start/stop vms/NAME/last-exit.json how QEMU last ended
+//! images/NAME/ARCH/       image.toml manifest, disk.qcow2, kernel, initrd
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::units::{Arch, VmName};
+
+/// A unix socket path must fit `sockaddr_un.sun_path` (108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    /// Resolve the home from the flag/env value or the per-user default.
+    pub fn resolve(explicit: Option<PathBuf>) -> Result<Home> {
+        let root = match explicit {
+            Some(p) => p,
+            None => default_home()?,
+        };
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::Usage(format!("Cannot resolve home {}: {e}", root.display())))?
+                .join(root)
+        };
+        Ok(Home { root })
+    }
+
+    pub fn vms_dir(&self) -> PathBuf {
+        self.root.join("vms")
+    }
+    /// Serialises creation and removal of definitions (name and port uniqueness).
+    pub fn vms_lock(&self) -> PathBuf {
+        self.root.join("vms/.lock")
+    }
+    pub fn vm(&self, name: &VmName) -> VmPaths {
+        VmPaths {
+            dir: self.vms_dir().join(name.as_str()),
+        }
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    pub fn image_dir(&self, name: &str, arch: Arch) -> PathBuf {
+        self.images_dir().join(name).join(arch.as_str())
+    }
+}
+
+/// Cache for downloaded packages and the accelerator verdict: `VMCTL_CACHE_DIR`, else
+/// `/var/cache/vmctl` for root, else `$XDG_CACHE_HOME/vmctl`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("VMCTL_CACHE_DIR") {
+        return PathBuf::from(p);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/cache/vmctl");
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("vmctl");
+    }
+    home_env().join(".cache/vmctl")
+}
+
+fn home_env() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn default_home() -> Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/vmctl"));
+    }
+    if let Some(p) = std::env::var_os("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(p).join("vmctl"));
+    }
+    Ok(home_env().join(".local/share/vmctl"))
+}
+
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    pub dir: PathBuf,
+}
+
+impl VmPaths {
+    pub fn definition(&self) -> PathBuf {
+        self.dir.join("vm.toml")
+    }
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    /// The supervisor's own QMP connection (events, graceful stop on SIGTERM).
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.run_dir().join("qmp.sock")
+    }
+    /// The socket one-shot clients (stop, status, pause...) use, serialised by `ctl_lock`.
+    pub fn qmp_ctl_socket(&self) -> PathBuf {
+        self.run_dir().join("qmp-ctl.sock")
+    }
+    pub fn ctl_lock(&self) -> PathBuf {
+        self.run_dir().join("qmp-ctl.lock")
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.run_dir().join("qemu.pid")
+    }
+    /// Written by the supervisor once QEMU answers QMP: pid, accel and its reason, start time.
+    pub fn state(&self) -> PathBuf {
+        self.run_dir().join("state.json")
+    }
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial.log")
+    }
+    pub fn qemu_log(&self) -> PathBuf {
+        self.dir.join("qemu.log")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    pub fn last_exit(&self) -> PathBuf {
+        self.dir.join("last-exit.json")
+    }
+
+    /// Every socket path must fit in `sun_path`; say which one does not and what to do.
+    pub fn check_socket_paths(&self) -> Result<()> {
+        for p in [self.qmp_socket(), self.qmp_ctl_socket()] {
+            check_socket_path(&p)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn check_socket_path(p: &Path) -> Result<()> {
+    let len = p.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(Error::Usage(format!(
+            "Socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of unix sockets; use a shorter --home or VM name",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_socket_paths_are_refused_with_the_path() {
+        let home = Home {
+            root: PathBuf::from(format!("/{}", "h".repeat(60))),
+        };
+        let vm = home.vm(&"x".repeat(40).parse().unwrap());
+        let e = vm.check_socket_paths().unwrap_err().to_string();
+        assert!(e.contains("qmp.sock") && e.contains("107-byte"), "{e}");
+        let short = Home {
+            root: PathBuf::from("/var/lib/vmctl"),
+        };
+        assert!(short.vm(&"x".repeat(64).parse().unwrap()).check_socket_paths().is_ok());
+    }
+}

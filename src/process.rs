@@ -1,0 +1,107 @@
+//! Processes vmctl does not necessarily own: liveness by signal 0 plus a command-line check
+//! (a recycled pid is not our QEMU), waiting for exit through a pidfd (no polling), signals.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+/// The process exists (signal 0 succeeds, or fails only for lack of permission).
+pub fn alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) => !is_zombie(pid),
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The process's argv, from /proc.
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
+}
+
+pub fn signal(pid: i32, sig: Signal) -> bool {
+    pid > 0 && kill(Pid::from_raw(pid), sig).is_ok()
+}
+
+/// Waits for a process to exit. Uses a pidfd where the kernel has them (5.3+); polls otherwise.
+pub struct ExitWatch {
+    pid: i32,
+    fd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl ExitWatch {
+    pub fn new(pid: i32) -> ExitWatch {
+        // SAFETY: pidfd_open takes a pid and flags by value and returns a new descriptor or -1;
+        // no memory is shared with the kernel.
+        #[allow(unsafe_code)]
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = (fd >= 0).then(|| {
+            // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+            #[allow(unsafe_code)]
+            let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            owned
+        });
+        ExitWatch {
+            pid,
+            fd: fd.and_then(|f| {
+                // SAFETY: `f` is an OwnedFd moved into the AsyncFd, so it stays open and names the
+                // same pidfd for the AsyncFd's whole lifetime; OwnedFd::as_raw_fd never changes.
+                #[allow(unsafe_code)]
+                let r = unsafe { AsyncFd::register(f) };
+                r.ok()
+            }),
+        }
+    }
+
+    /// Resolves when the process has exited.
+    pub async fn exited(&mut self) {
+        if let Some(fd) = &self.fd {
+            if let Ok(mut guard) = fd.readable().await {
+                guard.retain_ready();
+            }
+            return;
+        }
+        while alive(self.pid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// True if the process exited before `deadline`.
+    pub async fn wait_until(&mut self, deadline: Instant) -> bool {
+        if !alive(self.pid) {
+            return true;
+        }
+        tokio::time::timeout_at(deadline, self.exited()).await.is_ok() || !alive(self.pid)
+    }
+}
+
+/// Run the command in a new session (no controlling terminal), so it outlives ours.
+pub fn detach_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
+    // is async-signal-safe and touches no memory of the parent.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+}

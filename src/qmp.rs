@@ -1,0 +1,284 @@
+//! A QMP client over a unix socket: greeting and capability negotiation, typed commands from the
+//! `qapi` crate's schema, raw JSON commands for anything version-sensitive, and the event stream.
+//!
+//! The transport is our own (tokio, JSON lines) rather than `qapi`'s stream, because that stream
+//! deserializes every event into the schema's closed enum and breaks on events an older or newer
+//! QEMU sends. Commands carry an `id` so a reply is never confused with another; events that arrive
+//! while waiting for a reply are queued for `next_event`. Every read is bounded by a timeout.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::{Instant, timeout_at};
+
+use crate::error::Error;
+
+/// Default bound for one command's reply.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("QEMU closed the QMP connection")]
+    Eof,
+    #[error("no QMP reply within {0:?}")]
+    Timeout(Duration),
+    #[error("QMP I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("QMP command {command} failed: {desc} ({class})")]
+    Command {
+        command: String,
+        class: String,
+        desc: String,
+    },
+    #[error("unexpected QMP message: {0}")]
+    Protocol(String),
+}
+
+impl From<QmpError> for Error {
+    fn from(e: QmpError) -> Self {
+        match e {
+            QmpError::Timeout(_) => Error::Timeout(e.to_string()),
+            _ => Error::Qemu(e.to_string()),
+        }
+    }
+}
+
+/// An asynchronous QMP event, kept as JSON so unknown events never break the stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QmpEvent {
+    pub event: String,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub data: Value,
+    pub timestamp: f64,
+}
+
+pub struct Qmp {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    events: VecDeque<QmpEvent>,
+    next_id: u64,
+    /// QEMU's version as announced in the greeting, e.g. (7, 2, 22).
+    pub version: (u64, u64, u64),
+    pub timeout: Duration,
+}
+
+impl Qmp {
+    /// Connect once, read the greeting and leave capability negotiation mode.
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
+        let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
+            .await
+            .map_err(|_| QmpError::Timeout(timeout))??;
+        let (r, w) = stream.into_split();
+        let mut qmp = Qmp {
+            reader: BufReader::new(r),
+            writer: w,
+            events: VecDeque::new(),
+            next_id: 1,
+            version: (0, 0, 0),
+            timeout,
+        };
+        let greeting = qmp.read_message(Instant::now() + timeout).await?;
+        let v = greeting
+            .pointer("/QMP/version/qemu")
+            .ok_or_else(|| QmpError::Protocol(format!("expected a QMP greeting, got {greeting}")))?;
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        qmp.version = (n("major"), n("minor"), n("micro"));
+        qmp.execute(qapi::qmp::qmp_capabilities { enable: None })
+            .await?;
+        Ok(qmp)
+    }
+
+    /// Connect, retrying while QEMU has not created the socket yet (or is not yet accepting),
+    /// until `deadline`. `still_starting` is asked between attempts and aborts the wait when QEMU
+    /// has already exited.
+    pub async fn connect_retry(
+        path: &Path,
+        deadline: Instant,
+        mut still_starting: impl FnMut() -> bool,
+    ) -> Result<Qmp, QmpError> {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match Qmp::connect(path, left.min(COMMAND_TIMEOUT)).await {
+                Ok(q) => return Ok(q),
+                Err(QmpError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    if Instant::now() + backoff >= deadline {
+                        return Err(QmpError::Timeout(COMMAND_TIMEOUT));
+                    }
+                    if !still_starting() {
+                        return Err(QmpError::Eof);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Run a command from the `qapi` schema and decode its typed reply.
+    pub async fn execute<C: qapi::Command>(&mut self, command: C) -> Result<C::Ok, QmpError> {
+        let id = self.take_id();
+        let msg = serde_json::to_value(qapi::Execute::<C, u64>::new(command, Some(id)))
+            .map_err(|e| QmpError::Protocol(e.to_string()))?;
+        let reply = self.roundtrip(C::NAME, id, msg).await?;
+        serde_json::from_value(reply)
+            .map_err(|e| QmpError::Protocol(format!("reply to {}: {e}", C::NAME)))
+    }
+
+    /// Run any command by name with JSON arguments; the reply's `return` value comes back as JSON.
+    pub async fn execute_raw(&mut self, name: &str, args: Option<Value>) -> Result<Value, QmpError> {
+        let id = self.take_id();
+        let mut msg = json!({ "execute": name, "id": id });
+        if let Some(a) = args {
+            msg["arguments"] = a;
+        }
+        self.roundtrip(name, id, msg).await
+    }
+
+    /// A human monitor command. HMP reports failures as plain text in a successful reply; callers
+    /// that need errors use [`Qmp::hmp_checked`].
+    pub async fn hmp(&mut self, line: &str) -> Result<String, QmpError> {
+        self.execute(qapi::qmp::human_monitor_command {
+            command_line: line.to_string(),
+            cpu_index: None,
+        })
+        .await
+    }
+
+    /// Wait for the next event until `deadline`; `Ok(None)` when the deadline passes first.
+    pub async fn next_event(&mut self, deadline: Instant) -> Result<Option<QmpEvent>, QmpError> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        loop {
+            let msg = match self.read_message(deadline).await {
+                Ok(m) => m,
+                Err(QmpError::Timeout(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if let Some(ev) = parse_event(&msg) {
+                return Ok(Some(ev));
+            }
+            tracing::debug!(%msg, "QMP: ignoring a reply nobody waits for");
+        }
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    async fn roundtrip(&mut self, name: &str, id: u64, msg: Value) -> Result<Value, QmpError> {
+        let mut line = msg.to_string();
+        tracing::debug!(target: "vmctl::qmp", "-> {line}");
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                QmpError::Eof
+            } else {
+                QmpError::Io(e)
+            }
+        })?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let reply = self.read_message(deadline).await?;
+            if let Some(ev) = parse_event(&reply) {
+                self.events.push_back(ev);
+                continue;
+            }
+            if reply.get("id").and_then(Value::as_u64) != Some(id) {
+                tracing::debug!(%reply, "QMP: reply with a foreign id ignored");
+                continue;
+            }
+            if let Some(err) = reply.get("error") {
+                return Err(QmpError::Command {
+                    command: name.to_string(),
+                    class: err["class"].as_str().unwrap_or("GenericError").to_string(),
+                    desc: err["desc"].as_str().unwrap_or("").to_string(),
+                });
+            }
+            return reply
+                .get("return")
+                .cloned()
+                .ok_or_else(|| QmpError::Protocol(reply.to_string()));
+        }
+    }
+
+    async fn read_message(&mut self, deadline: Instant) -> Result<Value, QmpError> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = timeout_at(deadline, self.reader.read_line(&mut line))
+                .await
+                .map_err(|_| QmpError::Timeout(self.timeout))??;
+            if n == 0 {
+                return Err(QmpError::Eof);
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            tracing::debug!(target: "vmctl::qmp", "<- {}", line.trim_end());
+            return serde_json::from_str(&line)
+                .map_err(|e| QmpError::Protocol(format!("{e}: {}", line.trim_end())));
+        }
+    }
+}
+
+fn parse_event(msg: &Value) -> Option<QmpEvent> {
+    let event = msg.get("event")?.as_str()?.to_string();
+    let ts = msg.get("timestamp");
+    let secs = ts
+        .and_then(|t| t.get("seconds"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let usecs = ts
+        .and_then(|t| t.get("microseconds"))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    Some(QmpEvent {
+        event,
+        data: msg.get("data").cloned().unwrap_or(Value::Null),
+        timestamp: secs + usecs / 1e6,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_with_timestamps() {
+        let v: Value = serde_json::from_str(
+            r#"{"timestamp": {"seconds": 10, "microseconds": 500000}, "event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#,
+        )
+        .unwrap();
+        let e = parse_event(&v).unwrap();
+        assert_eq!(e.event, "SHUTDOWN");
+        assert_eq!(e.timestamp, 10.5);
+        assert_eq!(e.data["reason"], "guest-shutdown");
+        assert!(parse_event(&json!({"return": {}})).is_none());
+    }
+
+    #[test]
+    fn typed_commands_serialize_with_id() {
+        let v = serde_json::to_value(qapi::Execute::<_, u64>::new(
+            qapi::qmp::query_status {},
+            Some(7),
+        ))
+        .unwrap();
+        assert_eq!(v["execute"], "query-status");
+        assert_eq!(v["id"], 7);
+    }
+}

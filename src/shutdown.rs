@@ -1,0 +1,149 @@
+//! Stopping QEMU politely: the ACPI power button over QMP, pressed again until the guest reacts
+//! (presses before the guest's driver loads are lost), bounded by the VM's stop timeout; then QMP
+//! `quit`; then SIGKILL. Returns only once the process is gone, and says which step ended it.
+//! Shared by `vmctl stop` (over the control socket) and the supervisor (on SIGTERM).
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::process::{self, ExitWatch};
+use crate::qmp::{Qmp, QmpError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopStep {
+    /// The guest powered itself off after the ACPI power button.
+    Acpi,
+    /// QEMU quit on the QMP `quit` command.
+    Quit,
+    /// QEMU was killed with SIGKILL.
+    Kill,
+}
+
+impl StopStep {
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopStep::Acpi => "ACPI power-off by the guest",
+            StopStep::Quit => "QMP quit (the guest did not power off in time)",
+            StopStep::Kill => "SIGKILL (QEMU did not quit)",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopStep::Acpi => "acpi",
+            StopStep::Quit => "quit",
+            StopStep::Kill => "kill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StopOutcome {
+    pub step: StopStep,
+    pub seconds: f64,
+    pub presses: u32,
+}
+
+/// How long `quit` and SIGKILL each get before the next step.
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+const FIRST_PRESS_INTERVAL: Duration = Duration::from_millis(250);
+const MAX_PRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// ACPI → quit → kill. `qmp` is `None` when no monitor answers (then it goes straight to kill).
+pub async fn graceful(qmp: Option<&mut Qmp>, pid: i32, timeout: Duration) -> Result<StopOutcome> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut watch = ExitWatch::new(pid);
+    let mut presses = 0;
+    let mut qmp = qmp;
+    if let Some(q) = qmp.as_deref_mut() {
+        let mut interval = FIRST_PRESS_INTERVAL;
+        let mut reacted = false;
+        'press: while Instant::now() < deadline {
+            if !reacted {
+                match q.execute(qapi::qmp::system_powerdown {}).await {
+                    Ok(_) => presses += 1,
+                    Err(QmpError::Eof) => break 'press,
+                    Err(e) => tracing::warn!("system_powerdown: {e}"),
+                }
+            }
+            let tick = (Instant::now() + interval).min(deadline);
+            loop {
+                tokio::select! {
+                    _ = watch.exited() => {
+                        return Ok(outcome(StopStep::Acpi, started, presses));
+                    }
+                    ev = q.next_event(tick) => match ev {
+                        Ok(Some(e)) if e.event == "SHUTDOWN" => {
+                            tracing::info!(data = %e.data, "guest is shutting down");
+                            reacted = true;
+                        }
+                        Ok(Some(e)) => tracing::debug!(event = %e.event, "QMP event"),
+                        Ok(None) => break,
+                        Err(_) => break 'press,
+                    }
+                }
+            }
+            interval = (interval * 2).min(MAX_PRESS_INTERVAL);
+        }
+    }
+    // The monitor went away (QEMU is exiting) or the time is up.
+    if watch.wait_until(deadline).await {
+        return Ok(outcome(StopStep::Acpi, started, presses));
+    }
+    force_inner(qmp, &mut watch, pid, started, presses).await
+}
+
+/// `quit`, then SIGKILL: for `stop --force` and after a graceful stop timed out.
+pub async fn force(qmp: Option<&mut Qmp>, pid: i32) -> Result<StopOutcome> {
+    let mut watch = ExitWatch::new(pid);
+    force_inner(qmp, &mut watch, pid, Instant::now(), 0).await
+}
+
+async fn force_inner(
+    qmp: Option<&mut Qmp>,
+    watch: &mut ExitWatch,
+    pid: i32,
+    started: Instant,
+    presses: u32,
+) -> Result<StopOutcome> {
+    if let Some(q) = qmp {
+        match q.execute(qapi::qmp::quit {}).await {
+            Ok(_) | Err(QmpError::Eof) => {}
+            Err(e) => tracing::warn!("quit: {e}"),
+        }
+        if watch.wait_until(Instant::now() + QUIT_GRACE).await {
+            return Ok(outcome(StopStep::Quit, started, presses));
+        }
+    }
+    kill(watch, pid, started, presses).await
+}
+
+/// SIGKILL and wait for the process to be gone.
+pub async fn kill(
+    watch: &mut ExitWatch,
+    pid: i32,
+    started: Instant,
+    presses: u32,
+) -> Result<StopOutcome> {
+    process::signal(pid, Signal::SIGKILL);
+    if watch.wait_until(Instant::now() + QUIT_GRACE).await {
+        return Ok(outcome(StopStep::Kill, started, presses));
+    }
+    Err(Error::Timeout(format!(
+        "QEMU (pid {pid}) is still alive {:?} after SIGKILL",
+        QUIT_GRACE
+    )))
+}
+
+fn outcome(step: StopStep, started: Instant, presses: u32) -> StopOutcome {
+    StopOutcome {
+        step,
+        seconds: started.elapsed().as_secs_f64(),
+        presses,
+    }
+}

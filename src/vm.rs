@@ -1,0 +1,605 @@
+//! The lifecycle commands: create, start, stop, kill, restart, rm, list, status, logs, show-cmd.
+//! Each takes the VM's lock for what it changes; results are returned as data for `cli` to print
+//! as text or JSON.
+
+use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::VmConfig;
+use crate::error::{Error, FieldError, IoContext, Result};
+use crate::fsutil;
+use crate::image;
+use crate::paths::{Home, VmPaths};
+use crate::qmp::Qmp;
+use crate::runtime::{self, LastExit, Liveness};
+use crate::shutdown::{self, StopOutcome};
+use crate::spec::{self, Limits, VmSpec};
+use crate::units::{PortForward, Protocol, VmName};
+
+pub fn limits() -> Limits {
+    Limits {
+        host_memory: match crate::host::memory().0 {
+            0 => u64::MAX, // unknown: let QEMU be the judge
+            n => n,
+        },
+    }
+}
+
+/// Load and validate a stored definition.
+pub fn load(home: &Home, name: &VmName) -> Result<VmSpec> {
+    let paths = home.vm(name);
+    let def = paths.definition();
+    if !def.exists() {
+        return Err(Error::vm_not_found(name.as_str()));
+    }
+    let cfg = VmConfig::load(&def)?;
+    spec::validate(name, &cfg, limits(), &def.display().to_string())
+}
+
+/// Every stored VM name, sorted.
+pub fn names(home: &Home) -> Vec<VmName> {
+    let mut out: Vec<VmName> = std::fs::read_dir(home.vms_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("vm.toml").exists())
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Which other VM's definition forwards this host port, if any.
+pub fn port_owner(home: &Home, me: &VmName, f: &PortForward) -> Option<(VmName, PortForward)> {
+    for n in names(home) {
+        if &n == me {
+            continue;
+        }
+        let Ok(cfg) = VmConfig::load(&home.vm(&n).definition()) else {
+            continue;
+        };
+        for p in cfg.ports.iter().filter_map(|p| p.parse::<PortForward>().ok()) {
+            if spec::ports_overlap(&p, f) {
+                return Some((n, p));
+            }
+        }
+    }
+    None
+}
+
+pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> Result<VmSpec> {
+    let spec = spec::validate(name, cfg, limits(), source_name)?;
+    let vms = home.vms_dir();
+    std::fs::create_dir_all(&vms).path_ctx("create", &vms)?;
+    let _lock = fsutil::lock_exclusive(&home.vms_lock())?;
+    let paths = home.vm(name);
+    if paths.dir.exists() {
+        return Err(Error::Usage(format!(
+            "VM {name} already exists ({}); pick another name or `vmctl rm {name}` first",
+            paths.dir.display()
+        )));
+    }
+    paths.check_socket_paths()?;
+    let mut problems = Vec::new();
+    let img = match image::find(home, &spec.image, spec.arch) {
+        Ok(img) => Some(img),
+        Err(e) => {
+            problems.push(FieldError {
+                field: "image".into(),
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    if let Some(img) = &img {
+        if spec.disk.bytes() < img.manifest.virtual_size {
+            problems.push(FieldError {
+                field: "disk".into(),
+                message: format!(
+                    "{} is smaller than image {} ({})",
+                    spec.disk,
+                    spec.image,
+                    crate::units::ByteSize(img.manifest.virtual_size)
+                ),
+            });
+        }
+    }
+    for (i, f) in spec.ports.iter().enumerate() {
+        if let Some((vm, p)) = port_owner(home, name, f) {
+            problems.push(FieldError {
+                field: format!("ports[{i}]"),
+                message: format!("host port {} is already forwarded by VM {vm} ({p})", f.host),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Invalid {
+            source_name: source_name.to_string(),
+            problems,
+        });
+    }
+    let img = img.expect("no problems means the image was found");
+    // Build the VM in a temporary directory and rename it into place: all or nothing.
+    let tmp = fsutil::TempDir::new(&vms, &format!(".create-{name}-"))?;
+    let disk = tmp.path().join("disk.qcow2");
+    crate::disk::create_overlay(&disk, &img.disk(), spec.disk)?;
+    fsutil::write_atomic(
+        &tmp.path().join("vm.toml"),
+        definition_text(&spec).as_bytes(),
+    )?;
+    std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
+    Ok(spec)
+}
+
+fn definition_text(spec: &VmSpec) -> String {
+    format!(
+        "# VM {} — written by vmctl; edit while the VM is stopped.\n{}",
+        spec.name,
+        spec.to_config().to_toml()
+    )
+}
+
+#[derive(Debug, Serialize)]
+pub struct Started {
+    pub name: String,
+    pub pid: i32,
+    pub accel: String,
+    pub accel_reason: String,
+    pub ports: Vec<PortForward>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_seconds: Option<f64>,
+}
+
+/// Start the VM's supervisor detached and wait until QEMU answers QMP; with `wait`, also until
+/// every forwarded TCP port answers from inside the guest.
+pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Started> {
+    let spec = load(home, name)?;
+    let paths = home.vm(name);
+    let t0 = std::time::Instant::now();
+    let pid = {
+        let _lock = fsutil::lock_exclusive(&paths.lock())?;
+        if let Liveness::Running { pid, .. } = runtime::liveness(&paths) {
+            return Err(Error::State(format!(
+                "VM {name} is already running (QEMU pid {pid})"
+            )));
+        }
+        spawn_supervisor(home, &paths, name)?
+    };
+    let state = runtime::read_state(&paths);
+    let mut started = Started {
+        name: name.to_string(),
+        pid,
+        accel: state.as_ref().map(|s| s.accel.to_string()).unwrap_or_default(),
+        accel_reason: state.map(|s| s.accel_reason).unwrap_or_default(),
+        ports: spec.ports.clone(),
+        ready_seconds: None,
+    };
+    if let Some(timeout) = wait {
+        wait_ready(&paths, &spec, t0 + timeout)?;
+        started.ready_seconds = Some(t0.elapsed().as_secs_f64());
+    }
+    Ok(started)
+}
+
+fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> {
+    std::fs::create_dir_all(&paths.dir).path_ctx("create", &paths.dir)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.qemu_log())
+        .path_ctx("open", &paths.qemu_log())?;
+    let exe = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--home")
+        .arg(&home.root)
+        .args(["run", "--notify-stdout", name.as_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // The supervisor outlives this command: its own session, no controlling terminal.
+    crate::process::detach_session(&mut cmd);
+    let mut child = cmd.spawn().ctx(|| "Cannot start the VM supervisor".into())?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .ctx(|| "Cannot read from the VM supervisor".into())?;
+    // Reap it in the background if it exits; it normally lives on (re-parented to init).
+    std::thread::spawn(move || child.wait());
+    let line = line.trim_end();
+    if let Some(pid) = line.strip_prefix("READY ") {
+        return pid
+            .trim()
+            .parse()
+            .map_err(|_| Error::Other(format!("supervisor said {line:?}")));
+    }
+    if let Some(rest) = line.strip_prefix("ERROR ") {
+        let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
+        let msg = msg.replace("\\n", "\n");
+        return Err(match code.parse::<u8>().unwrap_or(1) {
+            crate::error::exit::USAGE => Error::Usage(msg),
+            crate::error::exit::NOT_FOUND => Error::Other(msg),
+            crate::error::exit::HOST => Error::Host(msg),
+            crate::error::exit::QEMU => Error::Qemu(msg),
+            crate::error::exit::TIMEOUT => Error::Timeout(msg),
+            crate::error::exit::STATE => Error::State(msg),
+            _ => Error::Other(msg),
+        });
+    }
+    Err(Error::Qemu(format!(
+        "The supervisor of VM {name} exited without starting QEMU; its log ({}) ends with:\n{}",
+        paths.qemu_log().display(),
+        fsutil::tail(&paths.qemu_log(), 10)
+    )))
+}
+
+/// Wait until each forwarded TCP port gets an answer from the guest (a TCP connect alone proves
+/// nothing: user-mode networking accepts it on the host side even with no guest).
+fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "Cannot start the async runtime".into())?;
+    rt.block_on(async {
+        let tcp: Vec<&PortForward> = spec.ports.iter().filter(|p| p.proto == Protocol::Tcp).collect();
+        let mut ready = vec![false; tcp.len()];
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            for (i, f) in tcp.iter().enumerate() {
+                if !ready[i] {
+                    ready[i] = port_answers(f).await;
+                }
+            }
+            if ready.iter().all(|r| *r) {
+                return Ok(());
+            }
+            if !runtime::liveness(paths).is_running() {
+                return Err(Error::Qemu(format!(
+                    "VM {} stopped while waiting for it; console log ends with:\n{}",
+                    spec.name,
+                    fsutil::tail(&paths.serial_log(), 15)
+                )));
+            }
+            if std::time::Instant::now() + backoff >= deadline {
+                let report: Vec<String> = tcp
+                    .iter()
+                    .zip(&ready)
+                    .map(|(f, r)| format!("  {f}: {}", if *r { "answers" } else { "no answer" }))
+                    .collect();
+                return Err(Error::Timeout(format!(
+                    "VM {} is running but not ready in time:\n{}\nconsole log ends with:\n{}",
+                    spec.name,
+                    report.join("\n"),
+                    fsutil::tail(&paths.serial_log(), 15)
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    })
+}
+
+/// Does a service in the guest answer on this forward? SSH ports must send their banner; any
+/// other port must send at least one byte in reply to an HTTP request.
+pub async fn port_answers(f: &PortForward) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = if f.addr.is_unspecified() {
+        std::net::Ipv4Addr::LOCALHOST
+    } else {
+        f.addr
+    };
+    let t = Duration::from_secs(2);
+    let Ok(Ok(mut s)) = tokio::time::timeout(t, tokio::net::TcpStream::connect((ip, f.host))).await
+    else {
+        return false;
+    };
+    let mut buf = [0u8; 64];
+    if f.guest == 22 {
+        return matches!(tokio::time::timeout(t, s.read(&mut buf)).await, Ok(Ok(n)) if n >= 4 && &buf[..4] == b"SSH-");
+    }
+    if s.write_all(b"HEAD / HTTP/1.0\r\n\r\n").await.is_err() {
+        return false;
+    }
+    matches!(tokio::time::timeout(t, s.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stopped {
+    pub name: String,
+    /// False when the VM was not running.
+    pub was_running: bool,
+    #[serde(flatten)]
+    pub outcome: Option<StopOutcome>,
+    pub exit: Option<LastExit>,
+}
+
+/// How a stop should proceed.
+#[derive(Debug, Clone, Copy)]
+pub enum StopMode {
+    Graceful(Duration),
+    /// `quit`, then SIGKILL.
+    Force,
+    /// SIGKILL at once.
+    Kill,
+}
+
+pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
+    let paths = home.vm(name);
+    if !paths.definition().exists() {
+        return Err(Error::vm_not_found(name.as_str()));
+    }
+    let _lock = fsutil::lock_exclusive(&paths.lock())?;
+    let (pid, state) = match runtime::liveness(&paths) {
+        Liveness::Running { pid, state } => (pid, state),
+        Liveness::Stale => {
+            runtime::clean(&paths);
+            return Ok(Stopped {
+                name: name.to_string(),
+                was_running: false,
+                outcome: None,
+                exit: runtime::read_last_exit(&paths),
+            });
+        }
+        Liveness::Stopped => {
+            return Ok(Stopped {
+                name: name.to_string(),
+                was_running: false,
+                outcome: None,
+                exit: None,
+            });
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "Cannot start the async runtime".into())?;
+    let outcome = rt.block_on(async {
+        let mut qmp = match mode {
+            StopMode::Kill => None,
+            _ => ctl_connect(&paths).await.ok(),
+        };
+        let outcome = match mode {
+            StopMode::Graceful(t) => shutdown::graceful(qmp.as_mut().map(|(q, _)| q), pid, t).await,
+            StopMode::Force => shutdown::force(qmp.as_mut().map(|(q, _)| q), pid).await,
+            StopMode::Kill => {
+                let mut w = crate::process::ExitWatch::new(pid);
+                shutdown::kill(&mut w, pid, Instant::now(), 0).await
+            }
+        }?;
+        // The supervisor records the exit status and cleans up; wait for it to finish.
+        if let Some(s) = &state {
+            let mut w = crate::process::ExitWatch::new(s.supervisor_pid);
+            if !w.wait_until(Instant::now() + Duration::from_secs(5)).await {
+                tracing::warn!("the supervisor (pid {}) is still running", s.supervisor_pid);
+            }
+        }
+        Ok::<_, Error>(outcome)
+    })?;
+    if runtime::liveness(&paths).is_running() {
+        return Err(Error::Other(format!("VM {name} is still running")));
+    }
+    runtime::clean(&paths);
+    Ok(Stopped {
+        name: name.to_string(),
+        was_running: true,
+        outcome: Some(outcome),
+        exit: runtime::read_last_exit(&paths),
+    })
+}
+
+/// Connect to the control socket, holding its lock so concurrent vmctl commands queue up
+/// instead of timing out behind each other (QEMU serves one client per socket).
+async fn ctl_connect(paths: &VmPaths) -> Result<(Qmp, fsutil::Lock)> {
+    let lock = fsutil::lock_exclusive(&paths.ctl_lock())?;
+    let q = Qmp::connect(&paths.qmp_ctl_socket(), crate::qmp::COMMAND_TIMEOUT)
+        .await
+        .map_err(|e| Error::Qemu(format!("Cannot talk to QEMU at {}: {e}", paths.qmp_ctl_socket().display())))?;
+    Ok((q, lock))
+}
+
+pub fn rm(home: &Home, name: &VmName, force: bool) -> Result<()> {
+    let paths = home.vm(name);
+    if !paths.definition().exists() {
+        return Err(Error::vm_not_found(name.as_str()));
+    }
+    if runtime::liveness(&paths).is_running() {
+        if !force {
+            return Err(Error::State(format!(
+                "VM {name} is running; stop it first (`vmctl stop {name}`) or use `vmctl rm --force {name}`"
+            )));
+        }
+        stop(home, name, StopMode::Kill)?;
+    }
+    let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
+    let _lock = fsutil::lock_exclusive(&paths.lock())?;
+    if runtime::liveness(&paths).is_running() {
+        return Err(Error::State(format!("VM {name} was started again meanwhile")));
+    }
+    // Rename first so a half-deleted directory never looks like a VM.
+    let trash = home
+        .vms_dir()
+        .join(format!(".trash-{name}-{}", std::process::id()));
+    std::fs::rename(&paths.dir, &trash).path_ctx("remove", &paths.dir)?;
+    std::fs::remove_dir_all(&trash).path_ctx("remove", &trash)?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub state: String,
+    pub pid: Option<i32>,
+    pub cpus: Option<u32>,
+    pub memory: Option<String>,
+    pub disk: Option<String>,
+    pub image: Option<String>,
+    pub arch: Option<String>,
+    pub accel: Option<String>,
+    pub ports: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every VM with its state from the pidfile (no QMP round trips: `list` stays fast).
+pub fn list(home: &Home) -> Vec<Summary> {
+    names(home)
+        .into_iter()
+        .map(|n| {
+            let paths = home.vm(&n);
+            let live = runtime::liveness(&paths);
+            let (state, pid, accel) = match &live {
+                Liveness::Running { pid, state } => (
+                    "running",
+                    Some(*pid),
+                    state.as_ref().map(|s| s.accel.to_string()),
+                ),
+                Liveness::Stopped => ("stopped", None, None),
+                Liveness::Stale => ("crashed", None, None),
+            };
+            match load(home, &n) {
+                Ok(s) => Summary {
+                    name: n.to_string(),
+                    state: state.into(),
+                    pid,
+                    cpus: Some(s.cpus),
+                    memory: Some(s.memory.to_string()),
+                    disk: Some(s.disk.to_string()),
+                    image: Some(s.image.clone()),
+                    arch: Some(s.arch.to_string()),
+                    accel,
+                    ports: s.ports.iter().map(|p| p.to_string()).collect(),
+                    error: None,
+                },
+                Err(e) => Summary {
+                    name: n.to_string(),
+                    state: state.into(),
+                    pid,
+                    cpus: None,
+                    memory: None,
+                    disk: None,
+                    image: None,
+                    arch: None,
+                    accel,
+                    ports: vec![],
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub name: String,
+    /// running, paused, stopped, crashed, or QEMU's own run state.
+    pub state: String,
+    pub pid: Option<i32>,
+    pub accel: Option<String>,
+    pub accel_reason: Option<String>,
+    pub qemu_version: Option<String>,
+    pub uptime_secs: Option<u64>,
+    pub cpus: u32,
+    pub memory: String,
+    pub disk: String,
+    pub image: String,
+    pub arch: String,
+    pub ports: Vec<String>,
+    pub serial_log: String,
+    pub last_exit: Option<LastExit>,
+}
+
+pub fn status(home: &Home, name: &VmName) -> Result<Status> {
+    let spec = load(home, name)?;
+    let paths = home.vm(name);
+    let mut st = Status {
+        name: name.to_string(),
+        state: "stopped".into(),
+        pid: None,
+        accel: None,
+        accel_reason: None,
+        qemu_version: None,
+        uptime_secs: None,
+        cpus: spec.cpus,
+        memory: spec.memory.to_string(),
+        disk: spec.disk.to_string(),
+        image: spec.image.clone(),
+        arch: spec.arch.to_string(),
+        ports: spec.ports.iter().map(|p| p.to_string()).collect(),
+        serial_log: paths.serial_log().display().to_string(),
+        last_exit: runtime::read_last_exit(&paths),
+    };
+    match runtime::liveness(&paths) {
+        Liveness::Stopped => {}
+        Liveness::Stale => st.state = "crashed".into(),
+        Liveness::Running { pid, state } => {
+            st.pid = Some(pid);
+            if let Some(s) = &state {
+                st.accel = Some(s.accel.to_string());
+                st.accel_reason = Some(s.accel_reason.clone());
+                st.qemu_version = Some(s.qemu_version.clone());
+                st.uptime_secs = Some(fsutil::unix_now().saturating_sub(s.started_at));
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ctx(|| "Cannot start the async runtime".into())?;
+            let (run_state, kvm) = rt.block_on(async {
+                let (mut q, _lock) = ctl_connect(&paths).await?;
+                let s = q.execute(qapi::qmp::query_status {}).await?;
+                let k = q.execute(qapi::qmp::query_kvm {}).await?;
+                Ok::<_, Error>((s, k))
+            })?;
+            st.state = serde_json::to_value(run_state.status)
+                .ok()
+                .and_then(|v| v.as_str().map(|s| s.to_string()))
+                .unwrap_or_else(|| "running".into());
+            // What QEMU really runs on, whatever was planned.
+            st.accel = Some(if kvm.enabled { "kvm" } else { "tcg" }.into());
+        }
+    }
+    Ok(st)
+}
+
+/// Print the guest's console log; with `follow`, keep printing what it appends.
+pub fn logs(home: &Home, name: &VmName, follow: bool) -> Result<()> {
+    let paths = home.vm(name);
+    if !paths.definition().exists() {
+        return Err(Error::vm_not_found(name.as_str()));
+    }
+    let path = paths.serial_log();
+    let mut out = std::io::stdout().lock();
+    let mut pos = 0u64;
+    loop {
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < pos {
+                pos = 0; // a new boot rotated the log
+            }
+            f.seek(std::io::SeekFrom::Start(pos)).path_ctx("read", &path)?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).path_ctx("read", &path)?;
+            pos += buf.len() as u64;
+            if out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+                return Ok(()); // reader went away (broken pipe)
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The exact argv `start` runs (the recorded one while the VM runs).
+pub fn show_cmd(home: &Home, name: &VmName) -> Result<Vec<String>> {
+    let spec = load(home, name)?;
+    let paths = home.vm(name);
+    if let Liveness::Running { state: Some(s), .. } = runtime::liveness(&paths) {
+        return Ok(s.argv);
+    }
+    Ok(crate::supervisor::plan(home, &spec)?.argv)
+}
