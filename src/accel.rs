@@ -8,6 +8,7 @@
 //! on a host pays for it. [`decide`] is pure and unit-tested; [`boot_probe`] runs QEMU.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,7 +108,10 @@ fn kvm_unusable(
         ));
     }
     if !kvm.device {
-        return Some("/dev/kvm does not exist (no KVM module loaded, or nested virtualization is off)".into());
+        return Some(
+            "/dev/kvm does not exist (no KVM module loaded, or nested virtualization is off)"
+                .into(),
+        );
     }
     if let Some(e) = &kvm.open_error {
         return Some(format!(
@@ -121,16 +125,14 @@ fn kvm_unusable(
         return Some(format!("KVM_CREATE_VM failed: {e}"));
     }
     match boot {
-        None => Some(
-            "not verified: no test kernel to boot (run `vmctl image build tiny`)".into(),
-        ),
+        None => Some("not verified: no test kernel to boot (run `vmctl image build tiny`)".into()),
         Some(BootVerdict::Works { .. }) => None,
         Some(BootVerdict::Hangs { seconds, last_line }) => Some(format!(
             "/dev/kvm opens and creates VMs, but a test guest hung under KVM (no userspace after {seconds:.0} s; last console line: {last_line:?})"
         )),
-        Some(BootVerdict::Fails { error }) => Some(format!(
-            "a test guest failed to start under KVM: {error}"
-        )),
+        Some(BootVerdict::Fails { error }) => {
+            Some(format!("a test guest failed to start under KVM: {error}"))
+        }
     }
 }
 
@@ -245,13 +247,8 @@ pub fn boot_probe(
             },
         };
     }
-    BootVerdict::Hangs {
-        seconds,
-        last_line,
-    }
+    BootVerdict::Hangs { seconds, last_line }
 }
-
-use std::os::unix::process::CommandExt;
 
 /// The cached verdict and what it is valid for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,83 +287,13 @@ pub fn load_cached(path: &Path, fingerprint: &str) -> Option<BootVerdict> {
     (c.fingerprint == fingerprint).then_some(c.verdict)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kvm_ok() -> KvmFacts {
-        KvmFacts {
-            device: true,
-            open_error: None,
-            api_version: Some(12),
-            create_vm_error: None,
-        }
-    }
-    const X86: Arch = Arch::X86_64;
-
-    #[test]
-    fn tcg_when_asked() {
-        let d = decide(AccelChoice::Tcg, X86, Some(X86), &kvm_ok(), None).unwrap();
-        assert_eq!(d.accel, Accel::Tcg);
-    }
-
-    #[test]
-    fn kvm_only_when_a_guest_really_booted() {
-        let works = BootVerdict::Works { seconds: 0.7 };
-        let d = decide(AccelChoice::Auto, X86, Some(X86), &kvm_ok(), Some(&works)).unwrap();
-        assert_eq!(d.accel, Accel::Kvm);
-        assert!(d.reason.contains("booted under KVM"), "{}", d.reason);
-    }
-
-    #[test]
-    fn a_hanging_kvm_means_tcg_for_auto_and_an_error_for_kvm() {
-        let hangs = BootVerdict::Hangs {
-            seconds: 15.0,
-            last_line: "Probing EDD (edd=off to disable)... ok".into(),
-        };
-        let d = decide(AccelChoice::Auto, X86, Some(X86), &kvm_ok(), Some(&hangs)).unwrap();
-        assert_eq!(d.accel, Accel::Tcg);
-        assert!(d.reason.contains("hung under KVM"), "{}", d.reason);
-        let e = decide(AccelChoice::Kvm, X86, Some(X86), &kvm_ok(), Some(&hangs)).unwrap_err();
-        assert!(e.contains("KVM cannot be used") && e.contains("Probing EDD"), "{e}");
-    }
-
-    #[test]
-    fn foreign_guests_use_tcg() {
-        let works = BootVerdict::Works { seconds: 0.7 };
-        let d = decide(AccelChoice::Auto, Arch::Aarch64, Some(X86), &kvm_ok(), Some(&works)).unwrap();
-        assert_eq!(d.accel, Accel::Tcg);
-        assert!(d.reason.contains("aarch64"), "{}", d.reason);
-        assert!(decide(AccelChoice::Kvm, Arch::Aarch64, Some(X86), &kvm_ok(), None).is_err());
-    }
-
-    #[test]
-    fn missing_or_closed_dev_kvm() {
-        let none = KvmFacts {
-            device: false,
-            ..kvm_ok()
-        };
-        let d = decide(AccelChoice::Auto, X86, Some(X86), &none, None).unwrap();
-        assert!(d.reason.contains("/dev/kvm does not exist"));
-        let denied = KvmFacts {
-            open_error: Some("Permission denied (os error 13)".into()),
-            ..kvm_ok()
-        };
-        let e = decide(AccelChoice::Kvm, X86, Some(X86), &denied, None).unwrap_err();
-        assert!(e.contains("Permission denied") && e.contains("kvm group"), "{e}");
-    }
-
-    #[test]
-    fn unverified_kvm_is_not_trusted() {
-        let d = decide(AccelChoice::Auto, X86, Some(X86), &kvm_ok(), None).unwrap();
-        assert_eq!(d.accel, Accel::Tcg);
-        assert!(d.reason.contains("vmctl image build tiny"), "{}", d.reason);
-    }
-}
-
 /// Decide for a VM about to start: probe the host (cheap), boot-test KVM once per host and QEMU
 /// (cached), then [`decide`]. An explicit `kvm` that cannot work is a host error.
-pub fn choose(home: &crate::paths::Home, choice: AccelChoice, arch: Arch) -> crate::error::Result<Decision> {
+pub fn choose(
+    home: &crate::paths::Home,
+    choice: AccelChoice,
+    arch: Arch,
+) -> crate::error::Result<Decision> {
     if choice == AccelChoice::Tcg {
         return Ok(tcg("TCG requested"));
     }
@@ -412,7 +339,96 @@ pub fn verdict_cached(home: &crate::paths::Home, arch: Arch) -> Option<BootVerdi
     };
     let _ = crate::fsutil::write_atomic(
         &file,
-        serde_json::to_string_pretty(&cached).expect("serializes").as_bytes(),
+        serde_json::to_string_pretty(&cached)
+            .expect("serializes")
+            .as_bytes(),
     );
     Some(verdict)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kvm_ok() -> KvmFacts {
+        KvmFacts {
+            device: true,
+            open_error: None,
+            api_version: Some(12),
+            create_vm_error: None,
+        }
+    }
+    const X86: Arch = Arch::X86_64;
+
+    #[test]
+    fn tcg_when_asked() {
+        let d = decide(AccelChoice::Tcg, X86, Some(X86), &kvm_ok(), None).unwrap();
+        assert_eq!(d.accel, Accel::Tcg);
+    }
+
+    #[test]
+    fn kvm_only_when_a_guest_really_booted() {
+        let works = BootVerdict::Works { seconds: 0.7 };
+        let d = decide(AccelChoice::Auto, X86, Some(X86), &kvm_ok(), Some(&works)).unwrap();
+        assert_eq!(d.accel, Accel::Kvm);
+        assert!(d.reason.contains("booted under KVM"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_hanging_kvm_means_tcg_for_auto_and_an_error_for_kvm() {
+        let hangs = BootVerdict::Hangs {
+            seconds: 15.0,
+            last_line: "Probing EDD (edd=off to disable)... ok".into(),
+        };
+        let d = decide(AccelChoice::Auto, X86, Some(X86), &kvm_ok(), Some(&hangs)).unwrap();
+        assert_eq!(d.accel, Accel::Tcg);
+        assert!(d.reason.contains("hung under KVM"), "{}", d.reason);
+        let e = decide(AccelChoice::Kvm, X86, Some(X86), &kvm_ok(), Some(&hangs)).unwrap_err();
+        assert!(
+            e.contains("KVM cannot be used") && e.contains("Probing EDD"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn foreign_guests_use_tcg() {
+        let works = BootVerdict::Works { seconds: 0.7 };
+        let d = decide(
+            AccelChoice::Auto,
+            Arch::Aarch64,
+            Some(X86),
+            &kvm_ok(),
+            Some(&works),
+        )
+        .unwrap();
+        assert_eq!(d.accel, Accel::Tcg);
+        assert!(d.reason.contains("aarch64"), "{}", d.reason);
+        assert!(decide(AccelChoice::Kvm, Arch::Aarch64, Some(X86), &kvm_ok(), None).is_err());
+    }
+
+    #[test]
+    fn missing_or_closed_dev_kvm() {
+        let none = KvmFacts {
+            device: false,
+            ..kvm_ok()
+        };
+        let d = decide(AccelChoice::Auto, X86, Some(X86), &none, None).unwrap();
+        assert!(d.reason.contains("/dev/kvm does not exist"));
+        let denied = KvmFacts {
+            open_error: Some("Permission denied (os error 13)".into()),
+            ..kvm_ok()
+        };
+        let e = decide(AccelChoice::Kvm, X86, Some(X86), &denied, None).unwrap_err();
+        assert!(
+            e.contains("Permission denied") && e.contains("kvm group"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unverified_kvm_is_not_trusted() {
+        let d = decide(AccelChoice::Auto, X86, Some(X86), &kvm_ok(), None).unwrap();
+        assert_eq!(d.accel, Accel::Tcg);
+        assert!(d.reason.contains("vmctl image build tiny"), "{}", d.reason);
+    }
 }

@@ -231,7 +231,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 } else {
                     format!(
                         ", ports {}",
-                        spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+                        spec.ports
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     )
                 }
             );
@@ -362,7 +366,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Logs { name, follow } => vm::logs(&home, &name, follow)?,
-        Cmd::ShowCmd { name } => println!("{}", crate::qemu::shell_quote(&vm::show_cmd(&home, &name)?)),
+        Cmd::ShowCmd { name } => {
+            println!("{}", crate::qemu::shell_quote(&vm::show_cmd(&home, &name)?))
+        }
         Cmd::Doctor { json } => {
             let d = crate::doctor::run(&home);
             if json {
@@ -375,7 +381,12 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             let arch = arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
             let (img, built) = crate::image::build(&home, &name, arch, force)?;
             if built {
-                println!("Built image {} for {} in {}", img.manifest.name, arch, img.dir.display());
+                println!(
+                    "Built image {} for {} in {}",
+                    img.manifest.name,
+                    arch,
+                    img.dir.display()
+                );
             } else {
                 println!(
                     "Image {} for {} is already built ({}); --force rebuilds it",
@@ -457,7 +468,11 @@ fn print_stopped(s: &vm::Stopped) {
 }
 
 pub fn memory_line(total: u64, avail: u64) -> String {
-    format!("{} total, {} available", human_bytes(total), human_bytes(avail))
+    format!(
+        "{} total, {} available",
+        human_bytes(total),
+        human_bytes(avail)
+    )
 }
 
 impl From<clap::Error> for Error {

@@ -94,7 +94,10 @@ mod tests {
     fn unknown_keys_are_refused_by_name() {
         let e = VmConfig::parse("cpus = 1\nmemroy = \"2G\"\n", "web.toml").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("web.toml") && msg.contains("memroy") && msg.contains("line 2"), "{msg}");
+        assert!(
+            msg.contains("web.toml") && msg.contains("memroy") && msg.contains("line 2"),
+            "{msg}"
+        );
         assert_eq!(e.code(), crate::error::exit::USAGE);
     }
 
@@ -131,5 +134,56 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(VmConfig::parse(&c.to_toml(), "t").unwrap(), c);
+    }
+}
+
+#[cfg(test)]
+mod example_files {
+    use super::*;
+
+    /// Every documented example in vm-configs/ parses and validates.
+    #[test]
+    fn every_vm_config_example_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let cfg = VmConfig::load(&p).unwrap();
+                let limits = crate::spec::Limits {
+                    host_memory: u64::MAX,
+                };
+                crate::spec::validate(
+                    &"example".parse().unwrap(),
+                    &cfg,
+                    limits,
+                    &p.display().to_string(),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "no examples in {}", dir.display());
+    }
+
+    /// Every image recipe in images/ parses (built-in or not).
+    #[test]
+    fn every_image_recipe_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path().join("image.toml");
+            if p.exists() {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let r: crate::image::Recipe =
+                    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert_eq!(
+                    Some(r.name.as_str()),
+                    p.parent().unwrap().file_name().and_then(|f| f.to_str())
+                );
+                n += 1;
+            }
+        }
+        assert!(n > 0);
     }
 }

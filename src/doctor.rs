@@ -39,7 +39,13 @@ pub fn run(home: &Home) -> Doctor {
             let (decision, error) = if q.path.is_none() {
                 (None, Some(format!("{} is not installed", q.name)))
             } else {
-                match accel::decide(AccelChoice::Auto, q.arch, host.arch, &host.kvm, boot.as_ref()) {
+                match accel::decide(
+                    AccelChoice::Auto,
+                    q.arch,
+                    host.arch,
+                    &host.kvm,
+                    boot.as_ref(),
+                ) {
                     Ok(d) => (Some(d), None),
                     Err(e) => (None, Some(e)),
                 }
@@ -64,14 +70,23 @@ pub fn run(home: &Home) -> Doctor {
 
 pub fn print(d: &Doctor) {
     let h = &d.host;
-    println!("Host:     {} , kernel {}", h.arch.map(|a| a.as_str()).unwrap_or("unknown"), h.kernel);
+    println!(
+        "Host:     {} , kernel {}",
+        h.arch.map(|a| a.as_str()).unwrap_or("unknown"),
+        h.kernel
+    );
     println!("CPUs:     {}", h.cpus);
-    println!("Memory:   {}", crate::cli::memory_line(h.memory_total, h.memory_available));
+    println!(
+        "Memory:   {}",
+        crate::cli::memory_line(h.memory_total, h.memory_available)
+    );
     println!("Home:     {}", d.home);
     println!("Cache:    {}", d.cache);
     println!(
         "qemu-img: {}",
-        h.qemu_img.as_deref().unwrap_or("not installed (apt-get install qemu-utils)")
+        h.qemu_img
+            .as_deref()
+            .unwrap_or("not installed (apt-get install qemu-utils)")
     );
     let k = &h.kvm;
     let kvm = if !k.device {

@@ -3,8 +3,6 @@
 //! Messages are short, sentence-case, and carry the values involved (file, field, number). The
 //! cause chain is printed once, at the top, by `lib::main`; nothing below prints errors itself.
 
-use std::path::PathBuf;
-
 /// Exit codes, documented in README.md. Stable: scripts depend on them.
 pub mod exit {
     /// Something failed that fits no narrower class (I/O, an unexpected reply).
@@ -122,13 +120,5 @@ impl<T> IoContext<T> for std::io::Result<T> {
             context: format!("Cannot {verb} {}", path.display()),
             source,
         })
-    }
-}
-
-/// Convenience for building an I/O error about a path outside an `io::Result`.
-pub fn io_err(verb: &str, path: &PathBuf, source: std::io::Error) -> Error {
-    Error::Io {
-        context: format!("Cannot {verb} {}", path.display()),
-        source,
     }
 }

@@ -42,7 +42,11 @@ impl KvmFacts {
         if !facts.device {
             return facts;
         }
-        let file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
             Ok(f) => f,
             Err(e) => {
                 facts.open_error = Some(e.to_string());
@@ -184,7 +188,9 @@ mod tests {
     #[test]
     fn qemu_versions_parse() {
         assert_eq!(
-            parse_qemu_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright"),
+            parse_qemu_version(
+                "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright"
+            ),
             Some("7.2.22".into())
         );
         assert_eq!(

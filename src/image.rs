@@ -91,9 +91,8 @@ impl Image {
     pub fn load(dir: &Path) -> Result<Image> {
         let path = dir.join("image.toml");
         let text = std::fs::read_to_string(&path).path_ctx("read", &path)?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| {
-            Error::Other(format!("{}: {}", path.display(), e.message()))
-        })?;
+        let manifest: Manifest = toml::from_str(&text)
+            .map_err(|e| Error::Other(format!("{}: {}", path.display(), e.message())))?;
         Ok(Image {
             dir: dir.to_path_buf(),
             manifest,
@@ -154,7 +153,8 @@ pub fn list(home: &Home) -> Vec<Image> {
         }
     }
     out.sort_by(|a, b| {
-        (&a.manifest.name, a.manifest.arch.as_str()).cmp(&(&b.manifest.name, b.manifest.arch.as_str()))
+        (&a.manifest.name, a.manifest.arch.as_str())
+            .cmp(&(&b.manifest.name, b.manifest.arch.as_str()))
     });
     out
 }
@@ -177,7 +177,11 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
     if !r.arches.contains(&arch) {
         return Err(Error::Usage(format!(
             "image {name:?} cannot be built for {arch}; it supports {}",
-            r.arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            r.arches
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let images = home.images_dir();
@@ -206,7 +210,10 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
     }
     let cache = crate::paths::cache_dir();
     std::fs::create_dir_all(&cache).path_ctx("create", &cache)?;
-    eprintln!("vmctl: building image {name} for {arch} (package cache {})", cache.display());
+    eprintln!(
+        "vmctl: building image {name} for {arch} (package cache {})",
+        cache.display()
+    );
     let status = Command::new("bash")
         .arg(src.join("build.sh"))
         .arg(arch.as_str())

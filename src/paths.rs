@@ -173,6 +173,11 @@ mod tests {
         let short = Home {
             root: PathBuf::from("/var/lib/vmctl"),
         };
-        assert!(short.vm(&"x".repeat(64).parse().unwrap()).check_socket_paths().is_ok());
+        assert!(
+            short
+                .vm(&"x".repeat(64).parse().unwrap())
+                .check_socket_paths()
+                .is_ok()
+        );
     }
 }

@@ -24,7 +24,10 @@ pub fn alive(pid: i32) -> bool {
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -91,7 +94,10 @@ impl ExitWatch {
         if !alive(self.pid) {
             return true;
         }
-        tokio::time::timeout_at(deadline, self.exited()).await.is_ok() || !alive(self.pid)
+        tokio::time::timeout_at(deadline, self.exited())
+            .await
+            .is_ok()
+            || !alive(self.pid)
     }
 }
 
@@ -102,6 +108,10 @@ pub fn detach_session(cmd: &mut std::process::Command) {
     // is async-signal-safe and touches no memory of the parent.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
 }

@@ -61,7 +61,10 @@ pub fn argv(l: &Launch) -> Vec<String> {
     push(&["-nodefaults", "-no-user-config", "-display", "none"]);
     push(&[
         "-chardev",
-        &format!("socket,id=qmp,path={},server=on,wait=off", path(&p.qmp_socket())),
+        &format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            path(&p.qmp_socket())
+        ),
         "-mon",
         "chardev=qmp,mode=control",
         "-chardev",
@@ -94,7 +97,10 @@ pub fn argv(l: &Launch) -> Vec<String> {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
         };
-        netdev.push_str(&format!(",hostfwd={proto}:{}:{}-:{}", f.addr, f.host, f.guest));
+        netdev.push_str(&format!(
+            ",hostfwd={proto}:{}:{}-:{}",
+            f.addr, f.host, f.guest
+        ));
     }
     push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
     if let Some(k) = &l.kernel {
@@ -176,24 +182,31 @@ mod tests {
 
     /// Compare with `tests/golden/NAME`; `VMCTL_UPDATE_GOLDEN=1` rewrites the file.
     fn golden(name: &str, actual: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
         if std::env::var_os("VMCTL_UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, actual).unwrap();
         }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (VMCTL_UPDATE_GOLDEN=1 creates it)", path.display()));
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (VMCTL_UPDATE_GOLDEN=1 creates it)", path.display())
+        });
         assert_eq!(actual, expected, "argv differs from {}", path.display());
     }
 
     #[test]
     fn tiny_x86_64_under_tcg() {
-        let s = spec("memory = \"256M\"\nports = [\"8080:8080\", \"0.0.0.0:5353:53/udp\"]\narch = \"x86_64\"\n");
+        let s = spec(
+            "memory = \"256M\"\nports = [\"8080:8080\", \"0.0.0.0:5353:53/udp\"]\narch = \"x86_64\"\n",
+        );
         golden("tiny-x86_64-tcg.argv", &render(&s, Accel::Tcg));
     }
 
     #[test]
     fn vps_x86_64_under_kvm() {
-        let s = spec("cpus = 1\nmemory = \"2G\"\ndisk = \"10G\"\narch = \"x86_64\"\nports = [\"5022:22\", \"5080:8080\"]\n");
+        let s = spec(
+            "cpus = 1\nmemory = \"2G\"\ndisk = \"10G\"\narch = \"x86_64\"\nports = [\"5022:22\", \"5080:8080\"]\n",
+        );
         golden("vps-x86_64-kvm.argv", &render(&s, Accel::Kvm));
     }
 

@@ -83,9 +83,9 @@ impl Qmp {
             timeout,
         };
         let greeting = qmp.read_message(Instant::now() + timeout).await?;
-        let v = greeting
-            .pointer("/QMP/version/qemu")
-            .ok_or_else(|| QmpError::Protocol(format!("expected a QMP greeting, got {greeting}")))?;
+        let v = greeting.pointer("/QMP/version/qemu").ok_or_else(|| {
+            QmpError::Protocol(format!("expected a QMP greeting, got {greeting}"))
+        })?;
         let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
         qmp.version = (n("major"), n("minor"), n("micro"));
         qmp.execute(qapi::qmp::qmp_capabilities { enable: None })
@@ -137,7 +137,11 @@ impl Qmp {
     }
 
     /// Run any command by name with JSON arguments; the reply's `return` value comes back as JSON.
-    pub async fn execute_raw(&mut self, name: &str, args: Option<Value>) -> Result<Value, QmpError> {
+    pub async fn execute_raw(
+        &mut self,
+        name: &str,
+        args: Option<Value>,
+    ) -> Result<Value, QmpError> {
         let id = self.take_id();
         let mut msg = json!({ "execute": name, "id": id });
         if let Some(a) = args {

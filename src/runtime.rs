@@ -39,7 +39,10 @@ pub struct LastExit {
 
 #[derive(Debug)]
 pub enum Liveness {
-    Running { pid: i32, state: Option<RunState> },
+    Running {
+        pid: i32,
+        state: Option<RunState>,
+    },
     Stopped,
     /// Runtime files of a QEMU that is gone (crash, `kill -9`, host reboot).
     Stale,
@@ -70,14 +73,18 @@ pub fn read_last_exit(paths: &VmPaths) -> Option<LastExit> {
 pub fn write_state(paths: &VmPaths, s: &RunState) -> Result<()> {
     fsutil::write_atomic(
         &paths.state(),
-        serde_json::to_string_pretty(s).expect("serializes").as_bytes(),
+        serde_json::to_string_pretty(s)
+            .expect("serializes")
+            .as_bytes(),
     )
 }
 
 pub fn write_last_exit(paths: &VmPaths, e: &LastExit) -> Result<()> {
     fsutil::write_atomic(
         &paths.last_exit(),
-        serde_json::to_string_pretty(e).expect("serializes").as_bytes(),
+        serde_json::to_string_pretty(e)
+            .expect("serializes")
+            .as_bytes(),
     )
 }
 

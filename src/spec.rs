@@ -106,11 +106,7 @@ pub fn validate(
         .image
         .clone()
         .unwrap_or_else(|| config::DEFAULT_IMAGE.to_string());
-    if image.is_empty()
-        || image.contains('/')
-        || image.contains("..")
-        || image.starts_with('.')
-    {
+    if image.is_empty() || image.contains('/') || image.contains("..") || image.starts_with('.') {
         bad("image", format!("{image:?} is not an image name"));
     }
 
@@ -255,13 +251,20 @@ mod tests {
             memory: Some("16G".into()),
             ..Default::default()
         };
-        let msg = validate(&name(), &cfg, LIMITS, "t").unwrap_err().to_string();
-        assert!(msg.contains("memory: 16G is more than this host has (8.0 GiB"), "{msg}");
+        let msg = validate(&name(), &cfg, LIMITS, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("memory: 16G is more than this host has (8.0 GiB"),
+            "{msg}"
+        );
         let cfg = VmConfig {
             memory: Some("0".into()),
             ..Default::default()
         };
-        let msg = validate(&name(), &cfg, LIMITS, "t").unwrap_err().to_string();
+        let msg = validate(&name(), &cfg, LIMITS, "t")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("memory: must be at least 16M; got 0"), "{msg}");
     }
 

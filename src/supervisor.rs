@@ -5,6 +5,7 @@
 //! detached and reads one line from its stdout: `READY <pid>` or `ERROR <code> <message>`.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -182,9 +183,11 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
 
     let qmp = {
         let exited = exited.clone();
-        Qmp::connect_retry(&paths.qmp_socket(), Instant::now() + QMP_STARTUP, move || {
-            !exited.load(Ordering::SeqCst)
-        })
+        Qmp::connect_retry(
+            &paths.qmp_socket(),
+            Instant::now() + QMP_STARTUP,
+            move || !exited.load(Ordering::SeqCst),
+        )
         .await
     };
     let mut qmp = match qmp {
@@ -197,7 +200,9 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
             return Err(Error::Qemu(format!(
                 "QEMU for VM {} did not come up ({}): {e}{}",
                 spec.name,
-                status.map(|s| s.to_string()).unwrap_or_else(|| "killed".into()),
+                status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "killed".into()),
                 if log.is_empty() {
                     String::new()
                 } else {
@@ -209,7 +214,10 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     if let Ok(k) = qmp.execute(qapi::qmp::query_kvm {}).await {
         let want = plan.decision.accel == accel::Accel::Kvm;
         if k.enabled != want {
-            tracing::warn!(kvm_enabled = k.enabled, "QEMU reports a different accelerator than chosen");
+            tracing::warn!(
+                kvm_enabled = k.enabled,
+                "QEMU reports a different accelerator than chosen"
+            );
         }
     }
     let state = RunState {
@@ -316,5 +324,3 @@ fn detach_stdout() {
         let _ = nix::unistd::dup2_stdout(&null);
     }
 }
-
-use std::os::unix::process::CommandExt;

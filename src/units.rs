@@ -120,7 +120,9 @@ pub struct PortForward {
 
 fn parse_port(s: &str, which: &str, whole: &str) -> Result<u16, String> {
     let n: u64 = s.parse().map_err(|_| {
-        format!("{which} port {s:?} in {whole:?} is not a number; expected [ADDR:]HOST:GUEST[/tcp|/udp]")
+        format!(
+            "{which} port {s:?} in {whole:?} is not a number; expected [ADDR:]HOST:GUEST[/tcp|/udp]"
+        )
     })?;
     if n == 0 || n > 65535 {
         return Err(format!(
@@ -147,9 +149,9 @@ impl FromStr for PortForward {
         let (addr, host, guest) = match parts.as_slice() {
             [host, guest] => (Ipv4Addr::LOCALHOST, *host, *guest),
             [addr, host, guest] => {
-                let addr: Ipv4Addr = addr.parse().map_err(|_| {
-                    format!("{addr:?} in {s:?} is not an IPv4 address")
-                })?;
+                let addr: Ipv4Addr = addr
+                    .parse()
+                    .map_err(|_| format!("{addr:?} in {s:?} is not an IPv4 address"))?;
                 (addr, *host, *guest)
             }
             _ => {
@@ -212,9 +214,7 @@ impl FromStr for VmName {
             ));
         }
         if s.contains("..") || s.contains('/') {
-            return Err(format!(
-                "VM name {s:?} must not contain '/' or '..'"
-            ));
+            return Err(format!("VM name {s:?} must not contain '/' or '..'"));
         }
         if let Some(c) = s
             .chars()
@@ -225,9 +225,7 @@ impl FromStr for VmName {
             ));
         }
         if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-            return Err(format!(
-                "VM name {s:?} must start with a letter or digit"
-            ));
+            return Err(format!("VM name {s:?} must start with a letter or digit"));
         }
         Ok(VmName(s.to_string()))
     }
@@ -240,7 +238,9 @@ impl fmt::Display for VmName {
 }
 
 /// Guest CPU architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     #[value(name = "x86_64")]
@@ -298,7 +298,18 @@ impl fmt::Display for Arch {
 }
 
 /// What the user asked for; the accelerator actually used is decided in `accel`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AccelChoice {
     #[default]

@@ -62,7 +62,11 @@ pub fn port_owner(home: &Home, me: &VmName, f: &PortForward) -> Option<(VmName, 
         let Ok(cfg) = VmConfig::load(&home.vm(&n).definition()) else {
             continue;
         };
-        for p in cfg.ports.iter().filter_map(|p| p.parse::<PortForward>().ok()) {
+        for p in cfg
+            .ports
+            .iter()
+            .filter_map(|p| p.parse::<PortForward>().ok())
+        {
             if spec::ports_overlap(&p, f) {
                 return Some((n, p));
             }
@@ -73,9 +77,29 @@ pub fn port_owner(home: &Home, me: &VmName, f: &PortForward) -> Option<(VmName, 
 
 pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> Result<VmSpec> {
     let spec = spec::validate(name, cfg, limits(), source_name)?;
+    let paths = home.vm(name);
+    // Check everything before touching the home, so bad input leaves nothing behind; the checks
+    // that race with other vmctl processes are repeated under the lock.
+    let img = precheck(home, &spec, source_name)?;
     let vms = home.vms_dir();
     std::fs::create_dir_all(&vms).path_ctx("create", &vms)?;
     let _lock = fsutil::lock_exclusive(&home.vms_lock())?;
+    precheck(home, &spec, source_name)?;
+    // Build the VM in a temporary directory and rename it into place: all or nothing.
+    let tmp = fsutil::TempDir::new(&vms, &format!(".create-{name}-"))?;
+    let disk = tmp.path().join("disk.qcow2");
+    crate::disk::create_overlay(&disk, &img.disk(), spec.disk)?;
+    fsutil::write_atomic(
+        &tmp.path().join("vm.toml"),
+        definition_text(&spec).as_bytes(),
+    )?;
+    std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
+    Ok(spec)
+}
+
+/// Name free, sockets fit, image built, disk large enough, host ports not in another definition.
+fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::Image> {
+    let name = &spec.name;
     let paths = home.vm(name);
     if paths.dir.exists() {
         return Err(Error::Usage(format!(
@@ -116,23 +140,13 @@ pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> 
             });
         }
     }
-    if !problems.is_empty() {
-        return Err(Error::Invalid {
+    match img {
+        Some(img) if problems.is_empty() => Ok(img),
+        _ => Err(Error::Invalid {
             source_name: source_name.to_string(),
             problems,
-        });
+        }),
     }
-    let img = img.expect("no problems means the image was found");
-    // Build the VM in a temporary directory and rename it into place: all or nothing.
-    let tmp = fsutil::TempDir::new(&vms, &format!(".create-{name}-"))?;
-    let disk = tmp.path().join("disk.qcow2");
-    crate::disk::create_overlay(&disk, &img.disk(), spec.disk)?;
-    fsutil::write_atomic(
-        &tmp.path().join("vm.toml"),
-        definition_text(&spec).as_bytes(),
-    )?;
-    std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
-    Ok(spec)
 }
 
 fn definition_text(spec: &VmSpec) -> String {
@@ -173,7 +187,10 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
     let mut started = Started {
         name: name.to_string(),
         pid,
-        accel: state.as_ref().map(|s| s.accel.to_string()).unwrap_or_default(),
+        accel: state
+            .as_ref()
+            .map(|s| s.accel.to_string())
+            .unwrap_or_default(),
         accel_reason: state.map(|s| s.accel_reason).unwrap_or_default(),
         ports: spec.ports.clone(),
         ready_seconds: None,
@@ -202,7 +219,9 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
         .stderr(log);
     // The supervisor outlives this command: its own session, no controlling terminal.
     crate::process::detach_session(&mut cmd);
-    let mut child = cmd.spawn().ctx(|| "Cannot start the VM supervisor".into())?;
+    let mut child = cmd
+        .spawn()
+        .ctx(|| "Cannot start the VM supervisor".into())?;
     let stdout = child.stdout.take().expect("piped");
     let mut line = String::new();
     BufReader::new(stdout)
@@ -245,7 +264,11 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
         .build()
         .ctx(|| "Cannot start the async runtime".into())?;
     rt.block_on(async {
-        let tcp: Vec<&PortForward> = spec.ports.iter().filter(|p| p.proto == Protocol::Tcp).collect();
+        let tcp: Vec<&PortForward> = spec
+            .ports
+            .iter()
+            .filter(|p| p.proto == Protocol::Tcp)
+            .collect();
         let mut ready = vec![false; tcp.len()];
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -397,7 +420,12 @@ async fn ctl_connect(paths: &VmPaths) -> Result<(Qmp, fsutil::Lock)> {
     let lock = fsutil::lock_exclusive(&paths.ctl_lock())?;
     let q = Qmp::connect(&paths.qmp_ctl_socket(), crate::qmp::COMMAND_TIMEOUT)
         .await
-        .map_err(|e| Error::Qemu(format!("Cannot talk to QEMU at {}: {e}", paths.qmp_ctl_socket().display())))?;
+        .map_err(|e| {
+            Error::Qemu(format!(
+                "Cannot talk to QEMU at {}: {e}",
+                paths.qmp_ctl_socket().display()
+            ))
+        })?;
     Ok((q, lock))
 }
 
@@ -417,7 +445,9 @@ pub fn rm(home: &Home, name: &VmName, force: bool) -> Result<()> {
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
     if runtime::liveness(&paths).is_running() {
-        return Err(Error::State(format!("VM {name} was started again meanwhile")));
+        return Err(Error::State(format!(
+            "VM {name} was started again meanwhile"
+        )));
     }
     // Rename first so a half-deleted directory never looks like a VM.
     let trash = home
@@ -579,7 +609,8 @@ pub fn logs(home: &Home, name: &VmName, follow: bool) -> Result<()> {
             if len < pos {
                 pos = 0; // a new boot rotated the log
             }
-            f.seek(std::io::SeekFrom::Start(pos)).path_ctx("read", &path)?;
+            f.seek(std::io::SeekFrom::Start(pos))
+                .path_ctx("read", &path)?;
             let mut buf = Vec::new();
             f.read_to_end(&mut buf).path_ctx("read", &path)?;
             pos += buf.len() as u64;

@@ -1,0 +1,151 @@
+//! Bad input: each case exits 2 with a message naming the field and the value, and leaves the
+//! home exactly as it was.
+
+use crate::harness::*;
+
+fn refused(t: &TestHome, args: &[&str], needles: &[&str]) {
+    let before = t.snapshot();
+    let err = t.fails(args, 2);
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "vmctl {args:?}: {n:?} missing from:\n{err}"
+        );
+    }
+    assert_eq!(t.snapshot(), before, "vmctl {args:?} changed the home");
+}
+
+#[test]
+fn bad_names() {
+    let t = TestHome::new();
+    let long = "x".repeat(65);
+    refused(&t, &["create", "a/b"], &["\"a/b\"", "'/'"]);
+    refused(&t, &["create", ".."], &["\"..\""]);
+    refused(&t, &["create", "has space"], &["\"has space\"", "' '"]);
+    refused(&t, &["create", &long], &["65 characters", "at most 64"]);
+}
+
+#[test]
+fn bad_sizes_and_counts() {
+    let t = TestHome::new();
+    refused(&t, &["create", "v", "--cpus", "0"], &["--cpus", "got 0"]);
+    refused(
+        &t,
+        &["create", "v", "--mem", "2X"],
+        &["--mem", "\"2X\"", "unknown unit"],
+    );
+    refused(&t, &["create", "v", "--mem", "0"], &["--mem", "got 0"]);
+    refused(
+        &t,
+        &["create", "v", "--mem", "100T"],
+        &["memory", "100T", "more than this host has"],
+    );
+    refused(
+        &t,
+        &["create", "v", "--disk", "100M"],
+        &["disk", "100M", "smaller than image tiny (256M)"],
+    );
+}
+
+#[test]
+fn bad_ports() {
+    let t = TestHome::new();
+    refused(&t, &["create", "v", "--port", "0:80"], &["--port", "got 0"]);
+    refused(
+        &t,
+        &["create", "v", "--port", "70000:80"],
+        &["--port", "got 70000"],
+    );
+    refused(
+        &t,
+        &["create", "v", "--port", "18080:80", "--port", "18080:81"],
+        &[
+            "ports[1]",
+            "host port 18080 is already forwarded by 18080:80",
+        ],
+    );
+}
+
+#[test]
+fn unknown_image_and_existing_name() {
+    let t = TestHome::new();
+    refused(
+        &t,
+        &["create", "v", "--image", "nope"],
+        &["image", "\"nope\"", "not found"],
+    );
+    t.ok(&["create", "v"]);
+    refused(&t, &["create", "v"], &["VM v already exists"]);
+}
+
+#[test]
+fn bad_toml_files() {
+    let t = TestHome::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "cpus = = 2\n").unwrap();
+    refused(
+        &t,
+        &["create", "v", "--from", bad.to_str().unwrap()],
+        &["bad.toml", "line 1"],
+    );
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "cpus = 1\nmemroy = \"1G\"\n").unwrap();
+    refused(
+        &t,
+        &["create", "v", "--from", unknown.to_str().unwrap()],
+        &["unknown.toml", "memroy", "line 2"],
+    );
+    let invalid = dir.path().join("invalid.toml");
+    std::fs::write(
+        &invalid,
+        "cpus = 0\nmemory = \"lots\"\nports = [\"1:2:3:4\"]\n",
+    )
+    .unwrap();
+    refused(
+        &t,
+        &["create", "v", "--from", invalid.to_str().unwrap()],
+        &[
+            "invalid.toml",
+            "cpus: must be 1-255; got 0",
+            "memory: \"lots\"",
+            "ports[0]",
+        ],
+    );
+}
+
+#[test]
+fn examples_create_and_flags_override_them() {
+    let t = TestHome::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/vm-configs/tiny.toml");
+    let port = free_port().to_string();
+    t.ok(&[
+        "create",
+        "demo",
+        "--from",
+        example,
+        "--mem",
+        "128M",
+        "--port",
+        &format!("{port}:8080"),
+    ]);
+    let def = std::fs::read_to_string(t.home().join("vms/demo/vm.toml")).unwrap();
+    assert!(def.contains("memory = \"128M\""), "{def}");
+    assert!(def.contains(&format!("\"{port}:8080\"")), "{def}");
+    assert!(def.contains("disk = \"1G\""), "{def}");
+}
+
+#[test]
+fn unknown_vm_is_not_found() {
+    let t = TestHome::new();
+    for cmd in [
+        &["start", "ghost"][..],
+        &["stop", "ghost"],
+        &["status", "ghost"],
+        &["rm", "ghost"],
+        &["logs", "ghost"],
+    ] {
+        let err = t.fails(cmd, 3);
+        assert!(err.contains("\"ghost\" not found"), "{err}");
+    }
+}

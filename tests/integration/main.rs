@@ -1,0 +1,7 @@
+//! The one integration-test binary: drives the built `vmctl` against real QEMU (TCG), real
+//! qemu-img and the tiny guest built from Debian packages.
+
+mod accel;
+mod bad_input;
+mod harness;
+mod lifecycle;
