@@ -25,6 +25,9 @@ pub struct Recipe {
     pub arches: Vec<Arch>,
     pub disk_size: String,
     pub cmdline: String,
+    /// Environment for the build script, per architecture (`[env.x86_64]`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<Arch, std::collections::BTreeMap<String, String>>,
 }
 
 /// A built-in image: its recipe and the files its build runs (all embedded).
@@ -66,6 +69,10 @@ pub struct Manifest {
     pub cmdline: Option<String>,
     /// Unix seconds.
     pub built_at: u64,
+    /// sha256 of the recipe and build files this image was built from; a rebuild is skipped
+    /// while it matches.
+    #[serde(default)]
+    pub recipe_sha256: String,
     #[serde(default)]
     pub packages: Vec<String>,
 }
@@ -159,6 +166,18 @@ pub fn list(home: &Home) -> Vec<Image> {
     out
 }
 
+fn recipe_digest(b: &Builtin, arch: Arch) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(arch.as_str());
+    h.update(b.recipe_toml);
+    for (name, text) in b.files {
+        h.update(name);
+        h.update(text);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Build a built-in image. Returns the image and whether anything was built.
 pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image, bool)> {
     let b = builtin(name).ok_or_else(|| Error::NotFound {
@@ -188,8 +207,13 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
     std::fs::create_dir_all(&images).path_ctx("create", &images)?;
     let _lock = fsutil::lock_exclusive(&images.join(".lock"))?;
     let target = home.image_dir(name, arch);
+    let recipe_sha256 = recipe_digest(b, arch);
     if target.join("image.toml").exists() && !force {
-        return Ok((Image::load(&target)?, false));
+        let current = Image::load(&target)?;
+        if current.manifest.recipe_sha256 == recipe_sha256 {
+            return Ok((current, false));
+        }
+        eprintln!("vmctl: the recipe of image {name} changed since it was built; rebuilding");
     }
     // Leftovers of interrupted builds (we hold the lock, so none is running).
     if let Ok(entries) = std::fs::read_dir(&images) {
@@ -219,6 +243,7 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
         .arg(arch.as_str())
         .arg(&out)
         .env("VMCTL_CACHE_DIR", &cache)
+        .envs(r.env.get(&arch).into_iter().flatten())
         .status()
         .ctx(|| "Cannot run bash for the image build".to_string())?;
     if !status.success() {
@@ -247,6 +272,7 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
         initrd: Some("initrd".into()),
         cmdline: Some(r.cmdline.clone()),
         built_at: fsutil::unix_now(),
+        recipe_sha256,
         packages,
     };
     let _ = std::fs::remove_file(out.join("packages.txt"));

@@ -35,7 +35,11 @@ use clap::Parser;
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
-    match cli::dispatch(cli) {
+    let result = cli::dispatch(cli);
+    if std::env::var_os("VMCTL_REPORT_RSS").is_some() {
+        report_peak_rss();
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let mut msg = format!("vmctl: {e}");
@@ -46,6 +50,15 @@ pub fn main() -> ExitCode {
             }
             eprintln!("{msg}");
             ExitCode::from(e.code())
+        }
+    }
+}
+
+/// For benchmarks: this process's own peak RSS (children such as qemu-img are not counted).
+fn report_peak_rss() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            eprintln!("vmctl-peak-rss: {}", l.trim_start_matches("VmHWM:").trim());
         }
     }
 }

@@ -39,6 +39,17 @@ pub enum QmpError {
     Protocol(String),
 }
 
+impl QmpError {
+    /// A peer that went away mid-write or mid-read is an EOF, not an I/O failure: QEMU exits
+    /// while we talk to it whenever the guest powers off.
+    fn from_io(e: std::io::Error) -> QmpError {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => QmpError::Eof,
+            _ => QmpError::Io(e),
+        }
+    }
+}
+
 impl From<QmpError> for Error {
     fn from(e: QmpError) -> Self {
         match e {
@@ -188,13 +199,10 @@ impl Qmp {
         let mut line = msg.to_string();
         tracing::debug!(target: "vmctl::qmp", "-> {line}");
         line.push('\n');
-        self.writer.write_all(line.as_bytes()).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                QmpError::Eof
-            } else {
-                QmpError::Io(e)
-            }
-        })?;
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(QmpError::from_io)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             let reply = self.read_message(deadline).await?;
@@ -226,7 +234,8 @@ impl Qmp {
             line.clear();
             let n = timeout_at(deadline, self.reader.read_line(&mut line))
                 .await
-                .map_err(|_| QmpError::Timeout(self.timeout))??;
+                .map_err(|_| QmpError::Timeout(self.timeout))?
+                .map_err(QmpError::from_io)?;
             if n == 0 {
                 return Err(QmpError::Eof);
             }

@@ -257,37 +257,52 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
 }
 
 /// Wait until each forwarded TCP port gets an answer from the guest (a TCP connect alone proves
-/// nothing: user-mode networking accepts it on the host side even with no guest).
+/// nothing: user-mode networking accepts it on the host side even with no guest). A new attempt
+/// starts every 50 ms while older ones may still wait for a guest that is not up yet, so the
+/// first moment the guest answers is seen without a polling delay.
 fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ctx(|| "Cannot start the async runtime".into())?;
     rt.block_on(async {
-        let tcp: Vec<&PortForward> = spec
+        let tcp: Vec<PortForward> = spec
             .ports
             .iter()
             .filter(|p| p.proto == Protocol::Tcp)
+            .copied()
             .collect();
         let mut ready = vec![false; tcp.len()];
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            for (i, f) in tcp.iter().enumerate() {
-                if !ready[i] {
-                    ready[i] = port_answers(f).await;
+        let mut attempts = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_liveness = std::time::Instant::now();
+        while !ready.iter().all(|r| *r) {
+            tokio::select! {
+                _ = tick.tick() => {
+                    for (i, f) in tcp.iter().enumerate() {
+                        if !ready[i] && attempts.len() < 64 {
+                            let f = *f;
+                            attempts.spawn(async move { (i, port_answers(&f).await) });
+                        }
+                    }
+                }
+                Some(Ok((i, ok))) = attempts.join_next(), if !attempts.is_empty() => {
+                    ready[i] |= ok;
+                    continue;
                 }
             }
-            if ready.iter().all(|r| *r) {
-                return Ok(());
+            if last_liveness.elapsed() > Duration::from_millis(500) {
+                last_liveness = std::time::Instant::now();
+                if !runtime::liveness(paths).is_running() {
+                    return Err(Error::Qemu(format!(
+                        "VM {} stopped while waiting for it; console log ends with:\n{}",
+                        spec.name,
+                        fsutil::tail(&paths.serial_log(), 15)
+                    )));
+                }
             }
-            if !runtime::liveness(paths).is_running() {
-                return Err(Error::Qemu(format!(
-                    "VM {} stopped while waiting for it; console log ends with:\n{}",
-                    spec.name,
-                    fsutil::tail(&paths.serial_log(), 15)
-                )));
-            }
-            if std::time::Instant::now() + backoff >= deadline {
+            if std::time::Instant::now() >= deadline {
                 let report: Vec<String> = tcp
                     .iter()
                     .zip(&ready)
@@ -300,9 +315,9 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
                     fsutil::tail(&paths.serial_log(), 15)
                 )));
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+        attempts.abort_all();
+        Ok(())
     })
 }
 
@@ -315,7 +330,7 @@ pub async fn port_answers(f: &PortForward) -> bool {
     } else {
         f.addr
     };
-    let t = Duration::from_secs(2);
+    let t = Duration::from_secs(3);
     let Ok(Ok(mut s)) = tokio::time::timeout(t, tokio::net::TcpStream::connect((ip, f.host))).await
     else {
         return false;
