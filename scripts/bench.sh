@@ -36,9 +36,24 @@ now() { date +%s%N; }
 ms() { echo $((($2 - $1) / 1000000)); }
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%d", m}'; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Wait until GET / through the port returns the guest's page (the same rule vmctl --wait uses:
-# a reply from the guest, not just a host-side connect).
-wait_http() { until curl -fs -m 2 "http://127.0.0.1:$1/" >/dev/null 2>&1; do sleep 0.02; done; }
+# Wait until GET / through the port returns the guest's page, by the same rule and method vmctl
+# --wait uses: a reply from the guest (not just a host-side connect), with a new attempt every
+# 50 ms while earlier ones may still hang on a guest that is not up yet.
+wait_http() {
+	python3 - "$1" <<'PY'
+import sys, threading, time, urllib.request
+port, done = int(sys.argv[1]), threading.Event()
+def attempt():
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3).read()
+        done.set()
+    except Exception:
+        pass
+while not done.is_set():
+    threading.Thread(target=attempt, daemon=True).start()
+    done.wait(0.05)
+PY
+}
 
 rows=()
 row() { rows+=("| $1 | $2 | $3 |"); echo "  $1: $2 (goal $3)" >&2; }
