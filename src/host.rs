@@ -112,9 +112,7 @@ impl HostFacts {
         HostFacts {
             arch: Arch::host(),
             kernel: kernel_release(),
-            cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            cpus: cpu_count(),
             memory_total,
             memory_available,
             qemu: [Arch::X86_64, Arch::Aarch64]
@@ -144,6 +142,17 @@ pub fn memory() -> (u64, u64) {
             (sys.total_memory(), sys.available_memory())
         }
         Err(_) => (0, 0),
+    }
+}
+
+/// Logical CPUs, from sysinfo.
+pub fn cpu_count() -> usize {
+    match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+            sys.cpus().len().max(1)
+        }
+        Err(_) => 1,
     }
 }
 

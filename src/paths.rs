@@ -138,8 +138,15 @@ impl VmPaths {
         self.dir.join("last-exit.json")
     }
 
-    /// Every socket path must fit in `sun_path`; say which one does not and what to do.
+    /// Every socket path must fit in `sun_path`, and no path may contain a comma (QEMU's option
+    /// syntax would split it); say which one does not and what to do.
     pub fn check_socket_paths(&self) -> Result<()> {
+        if self.dir.to_string_lossy().contains(',') {
+            return Err(Error::Usage(format!(
+                "VM directory {} contains a comma, which QEMU's command line cannot carry; use another --home",
+                self.dir.display()
+            )));
+        }
         for p in [self.qmp_socket(), self.qmp_ctl_socket()] {
             check_socket_path(&p)?;
         }

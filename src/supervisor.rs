@@ -118,6 +118,8 @@ pub fn run(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
 }
 
 async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
+    // Sockets, pidfile and logs are the VM owner's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let paths = home.vm(&spec.name);
     let lock = match mode {
         Mode::Foreground => Some(fsutil::lock_exclusive(&paths.lock())?),
