@@ -236,9 +236,8 @@ pub fn boot_probe(
             .lines()
             .rev()
             .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string();
+            .map(tidy_qemu_error)
+            .unwrap_or_default();
         return BootVerdict::Fails {
             error: if err.is_empty() {
                 format!("QEMU exited ({status:?}) before the guest reached userspace")
@@ -248,6 +247,23 @@ pub fn boot_probe(
         };
     }
     BootVerdict::Hangs { seconds, last_line }
+}
+
+/// "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion ..." →
+/// "kvm_buf_set_msrs: Assertion ...": the program name and source location say nothing to users.
+fn tidy_qemu_error(line: &str) -> String {
+    let mut rest = line.trim();
+    if let Some((prog, tail)) = rest.split_once(": ") {
+        if prog.starts_with("qemu-system-") {
+            rest = tail;
+        }
+    }
+    if let Some((loc, tail)) = rest.split_once(": ") {
+        if loc.contains(".c:") || loc.contains(".h:") {
+            rest = tail;
+        }
+    }
+    rest.to_string()
 }
 
 /// The cached verdict and what it is valid for.
@@ -359,6 +375,20 @@ mod tests {
         }
     }
     const X86: Arch = Arch::X86_64;
+
+    #[test]
+    fn qemu_errors_lose_their_source_location() {
+        assert_eq!(
+            tidy_qemu_error(
+                "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion `x' failed."
+            ),
+            "kvm_buf_set_msrs: Assertion `x' failed."
+        );
+        assert_eq!(
+            tidy_qemu_error("qemu-system-x86_64: failed to initialize kvm: Permission denied"),
+            "failed to initialize kvm: Permission denied"
+        );
+    }
 
     #[test]
     fn tcg_when_asked() {
