@@ -22,39 +22,26 @@ fn qemu_img(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `qemu-img create -f qcow2 -F qcow2 -b BASE PATH SIZE`.
-pub fn create_overlay(path: &Path, base: &Path, size: ByteSize) -> Result<()> {
+/// `qemu-img create -f qcow2 [-F qcow2 -b BASE] PATH SIZE`: a thin overlay on `base`, or a blank
+/// disk. Only metadata is written, whatever the size.
+pub fn create(path: &Path, size: ByteSize, base: Option<&Path>) -> Result<()> {
     let size = size.bytes().to_string();
-    qemu_img(
-        &[
-            "create".as_ref(),
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+    ];
+    if let Some(b) = base {
+        args.extend([
             "-F".as_ref(),
             "qcow2".as_ref(),
             "-b".as_ref(),
-            base.as_os_str(),
-            path.as_os_str(),
-            size.as_ref(),
-        ],
-        &format!("Cannot create disk {}", path.display()),
-    )
-}
-
-pub fn create_blank(path: &Path, size: ByteSize) -> Result<()> {
-    let size = size.bytes().to_string();
-    qemu_img(
-        &[
-            "create".as_ref(),
-            "-q".as_ref(),
-            "-f".as_ref(),
-            "qcow2".as_ref(),
-            path.as_os_str(),
-            size.as_ref(),
-        ],
-        &format!("Cannot create disk {}", path.display()),
-    )
+            b.as_os_str(),
+        ]);
+    }
+    args.extend([path.as_os_str(), size.as_ref()]);
+    qemu_img(&args, &format!("Cannot create disk {}", path.display()))
 }
 
 /// Virtual size of a disk image, from `qemu-img info --output=json`.

@@ -255,7 +255,7 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
         .disk_size
         .parse()
         .map_err(|e| Error::Other(format!("recipe {name}: disk_size: {e}")))?;
-    crate::disk::create_blank(&out.join("disk.qcow2"), size)?;
+    crate::disk::create(&out.join("disk.qcow2"), size, None)?;
     let packages = std::fs::read_to_string(out.join("packages.txt"))
         .unwrap_or_default()
         .lines()

@@ -100,11 +100,7 @@ pub enum Mode {
 }
 
 pub fn run(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ctx(|| "Cannot start the async runtime".into())?;
-    let result = rt.block_on(run_async(home, spec, mode));
+    let result = crate::vm::block_on(run_async(home, spec, mode));
     if mode == Mode::Notify {
         if let Err(e) = &result {
             // The parent is waiting for one line; it prints the error.

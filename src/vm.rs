@@ -20,6 +20,15 @@ use crate::shutdown::{self, StopOutcome};
 use crate::spec::{self, Limits, VmSpec};
 use crate::units::{PortForward, Protocol, VmName};
 
+/// Run a future on a single-threaded runtime: vmctl's commands are short and sequential.
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "Cannot start the async runtime".into())?
+        .block_on(f)
+}
+
 pub fn limits() -> Limits {
     Limits {
         host_memory: match crate::host::memory().0 {
@@ -88,7 +97,7 @@ pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> 
     // Build the VM in a temporary directory and rename it into place: all or nothing.
     let tmp = fsutil::TempDir::new(&vms, &format!(".create-{name}-"))?;
     let disk = tmp.path().join("disk.qcow2");
-    crate::disk::create_overlay(&disk, &img.disk(), spec.disk)?;
+    crate::disk::create(&disk, spec.disk, Some(&img.disk()))?;
     fsutil::write_atomic(
         &tmp.path().join("vm.toml"),
         definition_text(&spec).as_bytes(),
@@ -261,11 +270,7 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
 /// starts every 50 ms while older ones may still wait for a guest that is not up yet, so the
 /// first moment the guest answers is seen without a polling delay.
 fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ctx(|| "Cannot start the async runtime".into())?;
-    rt.block_on(async {
+    block_on(async {
         let tcp: Vec<PortForward> = spec
             .ports
             .iter()
@@ -391,11 +396,7 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
             });
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ctx(|| "Cannot start the async runtime".into())?;
-    let outcome = rt.block_on(async {
+    let outcome = block_on(async {
         let mut qmp = match mode {
             StopMode::Kill => None,
             _ => ctl_connect(&paths).await.ok(),
@@ -588,11 +589,7 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
                 st.qemu_version = Some(s.qemu_version.clone());
                 st.uptime_secs = Some(fsutil::unix_now().saturating_sub(s.started_at));
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ctx(|| "Cannot start the async runtime".into())?;
-            let (run_state, kvm) = rt.block_on(async {
+            let (run_state, kvm) = block_on(async {
                 let (mut q, _lock) = ctl_connect(&paths).await?;
                 let s = q.execute(qapi::qmp::query_status {}).await?;
                 let k = q.execute(qapi::qmp::query_kvm {}).await?;
