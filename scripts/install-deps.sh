@@ -8,7 +8,7 @@
 # qemu-utils and qemu-block-extra are pinned to qemu-system-x86's candidate version.
 set -euo pipefail
 
-need=(qemu-system-x86 qemu-system-arm qemu-utils cpio curl ca-certificates)
+need=(qemu-system-x86 qemu-system-arm qemu-utils cpio curl ca-certificates openssh-client dosfstools mtools)
 missing=()
 for p in "${need[@]}"; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
@@ -32,8 +32,9 @@ else
 	v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
 	[[ -n $v && $v != "(none)" ]] || { echo "install-deps: no qemu-system-x86 package in the apt sources" >&2; exit 1; }
 	apt-get install -y -q --allow-downgrades --no-install-recommends \
-		"qemu-system-x86=$v" "qemu-utils=$v" "qemu-block-extra=$v" "qemu-system-common=$v" \
-		"qemu-system-data=$v" qemu-system-arm ipxe-qemu seabios cpio curl ca-certificates
+		"qemu-system-x86=$v" "qemu-utils=$v" "qemu-block-extra=$v" \
+		qemu-system-arm ipxe-qemu seabios cpio curl ca-certificates \
+		openssh-client dosfstools mtools
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::VmConfig;
 use crate::error::{Error, Result};
 use crate::paths::Home;
-use crate::units::{AccelChoice, Arch, ByteSize, PortForward, VmName, human_bytes};
+use crate::units::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName, human_bytes};
 use crate::vm::{self, StopMode};
 
 #[derive(Debug, Parser)]
@@ -101,7 +101,24 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Build and list base images.
+    /// Log in to the guest with OpenSSH (the VM's user, forwarded port and key; host key pinned).
+    Ssh {
+        name: VmName,
+        /// Print the ssh command instead of running it.
+        #[arg(long)]
+        print: bool,
+        /// Command to run in the guest.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print OpenSSH `Host` blocks for VMs (all with SSH when no name is given).
+    SshConfig { name: Option<VmName> },
+    /// Print an Ansible inventory of the VMs reachable over SSH.
+    Inventory {
+        #[arg(long, value_enum, default_value = "ini")]
+        format: InventoryFormat,
+    },
+    /// Build, import and list base images.
     #[command(subcommand)]
     Image(ImageCmd),
     /// Run a VM in the foreground, supervising QEMU (what a systemd unit runs).
@@ -124,12 +141,30 @@ pub enum ImageCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Import a disk image you downloaded (e.g. a Debian cloud image); VMs on it are set up by
+    /// cloud-init from a NoCloud seed vmctl generates.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Format of FILE (default: detected by qemu-img).
+        #[arg(long, value_enum)]
+        format: Option<crate::image::ImportFormat>,
+        #[arg(long, value_enum)]
+        arch: Option<Arch>,
+    },
     /// List built images.
     #[command(alias = "ls")]
     List {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum InventoryFormat {
+    Ini,
+    Yaml,
 }
 
 fn parse_cpus(s: &str) -> std::result::Result<u64, String> {
@@ -187,6 +222,16 @@ pub struct CreateArgs {
     /// Seconds `stop` waits for the guest to power off (default 60).
     #[arg(long, value_name = "SECS")]
     pub stop_timeout: Option<u64>,
+    /// Login user in the guest (default: your user name; "debian" for root).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<LoginName>,
+    /// Public key to authorize (default ~/.ssh/id_ed25519.pub or id_rsa.pub, else a new key pair
+    /// for this VM).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Web app to run in the guest.
+    #[arg(long, value_enum)]
+    pub app: Option<App>,
 }
 
 impl CreateArgs {
@@ -200,6 +245,9 @@ impl CreateArgs {
             accel: self.accel.map(|a| a.to_string()),
             ports: self.ports.iter().map(|p| p.to_string()).collect(),
             stop_timeout: self.stop_timeout,
+            user: self.user.as_ref().map(|u| u.to_string()),
+            ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
+            app: self.app.map(|a| a.to_string()),
         }
     }
 }
@@ -396,6 +444,58 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 );
             }
         }
+        Cmd::Ssh {
+            name,
+            print,
+            command,
+        } => {
+            let t = crate::ssh::target(&home, &name)?;
+            let argv = crate::ssh::argv(&t, &command);
+            if print {
+                println!("{}", crate::qemu::shell_quote(&argv));
+                return Ok(0);
+            }
+            use std::os::unix::process::CommandExt;
+            let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+            return Err(Error::Io {
+                context: "Cannot run ssh (apt-get install openssh-client)".into(),
+                source: err,
+            });
+        }
+        Cmd::SshConfig { name } => {
+            let targets = match name {
+                Some(n) => vec![crate::ssh::target(&home, &n)?],
+                None => ssh_targets(&home),
+            };
+            let blocks: Vec<String> = targets.iter().map(crate::ssh::config_block).collect();
+            print!("{}", blocks.join("\n"));
+        }
+        Cmd::Inventory { format } => {
+            let targets = ssh_targets(&home);
+            print!(
+                "{}",
+                match format {
+                    InventoryFormat::Ini => crate::ssh::inventory_ini(&targets),
+                    InventoryFormat::Yaml => crate::ssh::inventory_yaml(&targets),
+                }
+            );
+        }
+        Cmd::Image(ImageCmd::Import {
+            file,
+            name,
+            format,
+            arch,
+        }) => {
+            let arch = arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
+            let img = crate::image::import(&home, &file, &name, format, arch)?;
+            println!(
+                "Imported {} as image {} for {} ({}, provisioned by cloud-init)",
+                file.display(),
+                img.manifest.name,
+                arch,
+                ByteSize(img.manifest.virtual_size)
+            );
+        }
         Cmd::Image(ImageCmd::List { json }) => {
             let l = crate::image::list(&home);
             if json {
@@ -435,6 +535,14 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// Every VM that can be reached over SSH (provisioned image, a forward to guest port 22).
+fn ssh_targets(home: &Home) -> Vec<crate::ssh::Target> {
+    vm::names(home)
+        .iter()
+        .filter_map(|n| crate::ssh::target(home, n).ok())
+        .collect()
 }
 
 fn describe_exit(e: &crate::runtime::LastExit) -> String {

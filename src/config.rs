@@ -44,6 +44,17 @@ pub struct VmConfig {
     /// Seconds `stop` waits for the guest to power off before `quit` (default 60).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// Login user created in the guest (images that vmctl provisions; default: your user name,
+    /// or "debian" when you are root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Public key file authorized for the login user (default ~/.ssh/id_ed25519.pub or
+    /// id_rsa.pub; without one vmctl makes a key pair for the VM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<String>,
+    /// The guest's web app: "gunicorn-hello" or "nginx-gunicorn" (see `vmctl image list`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 impl VmConfig {
@@ -74,7 +85,18 @@ impl VmConfig {
         macro_rules! take {
             ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
         }
-        take!(cpus, memory, disk, image, arch, accel, stop_timeout);
+        take!(
+            cpus,
+            memory,
+            disk,
+            image,
+            arch,
+            accel,
+            stop_timeout,
+            user,
+            ssh_key,
+            app
+        );
         if !over.ports.is_empty() {
             self.ports = over.ports;
         }

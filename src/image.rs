@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::paths::Home;
-use crate::units::{Arch, ByteSize};
+use crate::units::{App, Arch, ByteSize};
 
 /// A recipe in `images/NAME/image.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,8 +23,21 @@ pub struct Recipe {
     pub name: String,
     pub description: String,
     pub arches: Vec<Arch>,
-    pub disk_size: String,
-    pub cmdline: String,
+    /// Size of a blank disk vmctl creates when the build script makes none.
+    #[serde(default)]
+    pub disk_size: Option<String>,
+    /// Kernel command line for direct boot; a build script may write `cmdline` instead.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// The build needs root (loop mounts, chroots).
+    #[serde(default)]
+    pub requires_root: bool,
+    /// How VMs on this image get their user, keys and app.
+    #[serde(default)]
+    pub provision: Provision,
+    /// Apps the image can run.
+    #[serde(default)]
+    pub apps: Vec<App>,
     /// Environment for the build script, per architecture (`[env.x86_64]`).
     #[serde(default)]
     pub env: std::collections::BTreeMap<Arch, std::collections::BTreeMap<String, String>>,
@@ -74,7 +87,27 @@ pub struct Manifest {
     #[serde(default)]
     pub recipe_sha256: String,
     #[serde(default)]
+    pub provision: Provision,
+    #[serde(default)]
+    pub apps: Vec<App>,
+    /// sha256 of each file of the image.
+    #[serde(default)]
+    pub sha256: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     pub packages: Vec<String>,
+}
+
+/// How a VM on an image gets its login user, SSH keys and app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provision {
+    /// Nothing: the image has no users to set up (tiny).
+    #[default]
+    None,
+    /// vmctl's own first-boot unit reads a JSON credential passed through fw_cfg.
+    Vmctl,
+    /// cloud-init reads a NoCloud seed disk vmctl generates (imported cloud images).
+    CloudInit,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,6 +199,154 @@ pub fn list(home: &Home) -> Vec<Image> {
     out
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    Qcow2,
+    Raw,
+}
+
+/// Import a disk image as `images/NAME/ARCH/disk.qcow2` (converted to qcow2), booted by its own
+/// bootloader and provisioned by cloud-init.
+pub fn import(
+    home: &Home,
+    file: &Path,
+    name: &str,
+    format: Option<ImportFormat>,
+    arch: Arch,
+) -> Result<Image> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.contains("..");
+    if !valid {
+        return Err(Error::Usage(format!(
+            "--name: {name:?} is not an image name; use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    if builtin(name).is_some() {
+        return Err(Error::Usage(format!(
+            "--name: {name:?} is a built-in image; pick another name"
+        )));
+    }
+    if !file.is_file() {
+        return Err(Error::Usage(format!(
+            "FILE: {} does not exist or is not a file",
+            file.display()
+        )));
+    }
+    let images = home.images_dir();
+    std::fs::create_dir_all(&images).path_ctx("create", &images)?;
+    let _lock = fsutil::lock_exclusive(&images.join(".lock"))?;
+    let target = home.image_dir(name, arch);
+    if target.exists() {
+        return Err(Error::Usage(format!(
+            "--name: image {name} for {arch} already exists ({}); pick another name",
+            target.display()
+        )));
+    }
+    let tmp = fsutil::TempDir::new(&images, &format!(".import-{name}-{arch}-"))?;
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).path_ctx("create", &out)?;
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-p", "-O", "qcow2"]);
+    if let Some(f) = format {
+        cmd.args([
+            "-f",
+            if f == ImportFormat::Raw {
+                "raw"
+            } else {
+                "qcow2"
+            },
+        ]);
+    }
+    let status = cmd
+        .arg(file)
+        .arg(out.join("disk.qcow2"))
+        .status()
+        .ctx(|| "Cannot run qemu-img (install qemu-utils)".into())?;
+    if !status.success() {
+        return Err(Error::Qemu(format!(
+            "qemu-img could not convert {} ({status}); is --format right?",
+            file.display()
+        )));
+    }
+    let manifest = Manifest {
+        name: name.to_string(),
+        arch,
+        description: format!("imported from {}", file.display()),
+        disk: "disk.qcow2".into(),
+        virtual_size: crate::disk::virtual_size(&out.join("disk.qcow2"))?,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        built_at: fsutil::unix_now(),
+        recipe_sha256: String::new(),
+        provision: Provision::CloudInit,
+        apps: App::ALL.to_vec(),
+        sha256: sha256_files(&out)?,
+        packages: vec![],
+    };
+    fsutil::write_atomic(
+        &out.join("image.toml"),
+        toml::to_string(&manifest)
+            .expect("manifests serialize")
+            .as_bytes(),
+    )?;
+    let parent = target.parent().expect("image dirs have a parent");
+    std::fs::create_dir_all(parent).path_ctx("create", parent)?;
+    std::fs::rename(&out, &target).path_ctx("install", &target)?;
+    Image::load(&target)
+}
+
+/// Names of the VMs in this home whose disks are overlays on image `name` for `arch`.
+pub fn vms_using(home: &Home, name: &str, arch: Arch) -> Vec<String> {
+    crate::vm::names(home)
+        .into_iter()
+        .filter(|n| {
+            crate::vm::load(home, n)
+                .map(|s| s.image == name && s.arch == arch)
+                .unwrap_or(false)
+        })
+        .map(|n| n.to_string())
+        .collect()
+}
+
+/// sha256 of every file in `dir` (through `sha256sum`, which is much faster than hashing a
+/// large disk in a debug build of vmctl).
+fn sha256_files(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .path_ctx("read", dir)?
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Ok(Default::default());
+    }
+    let out = Command::new("sha256sum")
+        .args(&files)
+        .current_dir(dir)
+        .output()
+        .ctx(|| "Cannot run sha256sum".into())?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "sha256sum failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (sum, file) = l.split_once("  ")?;
+            Some((file.to_string(), sum.to_string()))
+        })
+        .collect())
+}
+
 fn recipe_digest(b: &Builtin, arch: Arch) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -193,6 +374,11 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
         ),
     })?;
     let r = recipe(b);
+    if r.requires_root && !nix::unistd::geteuid().is_root() {
+        return Err(Error::Host(format!(
+            "Building image {name} needs root (it bootstraps Debian into a chroot and loop-mounts the disk); run `sudo vmctl image build {name}`"
+        )));
+    }
     if !r.arches.contains(&arch) {
         return Err(Error::Usage(format!(
             "image {name:?} cannot be built for {arch}; it supports {}",
@@ -208,12 +394,27 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
     let _lock = fsutil::lock_exclusive(&images.join(".lock"))?;
     let target = home.image_dir(name, arch);
     let recipe_sha256 = recipe_digest(b, arch);
-    if target.join("image.toml").exists() && !force {
+    if target.join("image.toml").exists() {
         let current = Image::load(&target)?;
-        if current.manifest.recipe_sha256 == recipe_sha256 {
+        let users = vms_using(home, name, arch);
+        if current.manifest.recipe_sha256 == recipe_sha256 && !force {
             return Ok((current, false));
         }
-        eprintln!("vmctl: the recipe of image {name} changed since it was built; rebuilding");
+        if !users.is_empty() {
+            let msg = format!(
+                "image {name} ({arch}) is the base of VM{} {}; rebuilding it would corrupt their disks. Remove them first",
+                if users.len() == 1 { "" } else { "s" },
+                users.join(", ")
+            );
+            if force {
+                return Err(Error::State(msg));
+            }
+            eprintln!(
+                "vmctl: the recipe of image {name} changed, but {msg}. Keeping the old build."
+            );
+            return Ok((current, false));
+        }
+        eprintln!("vmctl: rebuilding image {name} for {arch}");
     }
     // Leftovers of interrupted builds (we hold the lock, so none is running).
     if let Ok(entries) = std::fs::read_dir(&images) {
@@ -251,11 +452,23 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
             "Building image {name} for {arch} failed ({status}); nothing was installed"
         )));
     }
-    let size: ByteSize = r
-        .disk_size
-        .parse()
-        .map_err(|e| Error::Other(format!("recipe {name}: disk_size: {e}")))?;
-    crate::disk::create(&out.join("disk.qcow2"), size, None)?;
+    let disk = out.join("disk.qcow2");
+    if !disk.exists() {
+        let size: ByteSize = r
+            .disk_size
+            .as_deref()
+            .unwrap_or("1G")
+            .parse()
+            .map_err(|e| Error::Other(format!("recipe {name}: disk_size: {e}")))?;
+        crate::disk::create(&disk, size, None)?;
+    }
+    let virtual_size = crate::disk::virtual_size(&disk)?;
+    let cmdline = std::fs::read_to_string(out.join("cmdline"))
+        .ok()
+        .map(|c| c.trim().to_string())
+        .or_else(|| r.cmdline.clone());
+    let _ = std::fs::remove_file(out.join("cmdline"));
+    let has = |f: &str| out.join(f).exists().then(|| f.to_string());
     let packages = std::fs::read_to_string(out.join("packages.txt"))
         .unwrap_or_default()
         .lines()
@@ -267,15 +480,20 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
         arch,
         description: r.description.clone(),
         disk: "disk.qcow2".into(),
-        virtual_size: size.0,
-        kernel: Some("kernel".into()),
-        initrd: Some("initrd".into()),
-        cmdline: Some(r.cmdline.clone()),
+        virtual_size,
+        kernel: has("kernel"),
+        initrd: has("initrd"),
+        cmdline,
         built_at: fsutil::unix_now(),
         recipe_sha256,
+        provision: r.provision,
+        apps: r.apps.clone(),
+        sha256: Default::default(),
         packages,
     };
     let _ = std::fs::remove_file(out.join("packages.txt"));
+    let mut manifest = manifest;
+    manifest.sha256 = sha256_files(&out)?;
     fsutil::write_atomic(
         &out.join("image.toml"),
         toml::to_string(&manifest)
@@ -302,7 +520,9 @@ mod tests {
         for b in BUILTINS {
             let r: Recipe = toml::from_str(b.recipe_toml).unwrap();
             assert!(!r.arches.is_empty());
-            r.disk_size.parse::<ByteSize>().unwrap();
+            if let Some(d) = &r.disk_size {
+                d.parse::<ByteSize>().unwrap();
+            }
             assert!(b.files.iter().any(|(f, _)| *f == "build.sh"));
         }
     }

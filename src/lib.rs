@@ -8,6 +8,7 @@
 
 pub mod accel;
 pub mod cli;
+pub mod cloudinit;
 pub mod config;
 pub mod disk;
 pub mod doctor;
@@ -17,11 +18,13 @@ pub mod host;
 pub mod image;
 pub mod paths;
 pub mod process;
+pub mod provision;
 pub mod qemu;
 pub mod qmp;
 pub mod runtime;
 pub mod shutdown;
 pub mod spec;
+pub mod ssh;
 pub mod supervisor;
 pub mod units;
 pub mod vm;

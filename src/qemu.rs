@@ -19,6 +19,9 @@ pub struct Launch<'a> {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
+    /// How the image provisions guests, and the files for it (see `provision`).
+    pub provision: crate::image::Provision,
+    pub boot_files: crate::provision::BootFiles,
 }
 
 /// TCG's translation cache defaults to 1 GiB and dominates QEMU's RSS; a quarter of guest RAM,
@@ -103,16 +106,37 @@ pub fn argv(l: &Launch) -> Vec<String> {
         ));
     }
     push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
+    if let Some(c) = &l.boot_files.credential {
+        push(&[
+            "-fw_cfg",
+            &format!(
+                "name=opt/io.systemd.credentials/vmctl.provision,file={}",
+                path(c)
+            ),
+        ]);
+    }
+    if let Some(seed) = &l.boot_files.seed {
+        push(&[
+            "-drive",
+            &format!("file={},if=none,id=seed,format=raw,readonly=on", path(seed)),
+            "-device",
+            "virtio-blk-pci,drive=seed",
+        ]);
+    }
     if let Some(k) = &l.kernel {
         push(&["-kernel", &path(k)]);
         if let Some(i) = &l.initrd {
             push(&["-initrd", &path(i)]);
         }
         let mut cmdline = l.cmdline.clone().unwrap_or_default();
-        for extra in [
+        let mut extras = vec![
             format!("console={}", s.arch.console()),
             format!("vmctl.name={}", s.name),
-        ] {
+        ];
+        if l.provision == crate::image::Provision::Vmctl {
+            extras.push(format!("systemd.hostname={}", s.name));
+        }
+        for extra in extras {
             if !cmdline.is_empty() {
                 cmdline.push(' ');
             }
@@ -174,6 +198,8 @@ mod tests {
             kernel: Some(img.join("kernel")),
             initrd: Some(img.join("initrd")),
             cmdline: Some("panic=-1 quiet".into()),
+            provision: crate::image::Provision::None,
+            boot_files: Default::default(),
         });
         let mut out = argv.join("\n");
         out.push('\n');
@@ -214,6 +240,57 @@ mod tests {
     fn tiny_aarch64_under_tcg() {
         let s = spec("arch = \"aarch64\"\nmemory = \"256M\"\nports = [\"8081:8080\"]\n");
         golden("tiny-aarch64-tcg.argv", &render(&s, Accel::Tcg));
+    }
+
+    #[test]
+    fn provisioned_vps_under_tcg() {
+        let s = spec(
+            "cpus = 1\nmemory = \"2G\"\narch = \"x86_64\"\nports = [\"5022:22\", \"5080:8080\"]\napp = \"gunicorn-hello\"\nuser = \"alice\"\n",
+        );
+        let home = Home {
+            root: PathBuf::from("/var/lib/vmctl"),
+        };
+        let paths = home.vm(&s.name);
+        let img = home.image_dir("debian-12", s.arch);
+        let argv = argv(&Launch {
+            spec: &s,
+            accel: Accel::Tcg,
+            paths: &paths,
+            binary: "qemu-system-x86_64".into(),
+            kernel: Some(img.join("kernel")),
+            initrd: Some(img.join("initrd")),
+            cmdline: Some("root=/dev/vda1 ro quiet".into()),
+            provision: crate::image::Provision::Vmctl,
+            boot_files: crate::provision::BootFiles {
+                credential: Some(paths.dir.join("provision.json")),
+                seed: None,
+            },
+        });
+        golden("vps-x86_64-tcg-provisioned.argv", &(argv.join("\n") + "\n"));
+    }
+
+    #[test]
+    fn cloud_image_boots_from_disk_with_a_seed() {
+        let s = spec("memory = \"1G\"\narch = \"x86_64\"\nports = [\"2222:22\"]\n");
+        let home = Home {
+            root: PathBuf::from("/var/lib/vmctl"),
+        };
+        let paths = home.vm(&s.name);
+        let argv = argv(&Launch {
+            spec: &s,
+            accel: Accel::Tcg,
+            paths: &paths,
+            binary: "qemu-system-x86_64".into(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            provision: crate::image::Provision::CloudInit,
+            boot_files: crate::provision::BootFiles {
+                credential: None,
+                seed: Some(paths.dir.join("seed.img")),
+            },
+        });
+        golden("cloud-x86_64-tcg-seed.argv", &(argv.join("\n") + "\n"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::{self, VmConfig};
 use crate::error::{Error, FieldError, Result};
-use crate::units::{AccelChoice, Arch, ByteSize, PortForward, VmName, human_bytes};
+use crate::units::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName, human_bytes};
 
 /// A validated VM definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,11 @@ pub struct VmSpec {
     pub accel: AccelChoice,
     pub ports: Vec<PortForward>,
     pub stop_timeout: Duration,
+    /// Guest login user, when set explicitly (defaults are resolved at create).
+    pub user: Option<LoginName>,
+    /// Public key file given by the user.
+    pub ssh_key: Option<std::path::PathBuf>,
+    pub app: Option<App>,
 }
 
 /// Facts about the host that validation checks against.
@@ -152,6 +157,34 @@ pub fn validate(
         );
     }
 
+    let user = match cfg.user.as_deref() {
+        None => None,
+        Some(u) => match u.parse::<LoginName>() {
+            Ok(u) => Some(u),
+            Err(e) => {
+                bad("user", e);
+                None
+            }
+        },
+    };
+    let ssh_key = match cfg.ssh_key.as_deref() {
+        Some("") => {
+            bad("ssh_key", "must be a path to a public key file".into());
+            None
+        }
+        other => other.map(std::path::PathBuf::from),
+    };
+    let app = match cfg.app.as_deref() {
+        None => None,
+        Some(a) => match a.parse::<App>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                bad("app", e);
+                None
+            }
+        },
+    };
+
     if !problems.is_empty() {
         return Err(Error::Invalid {
             source_name: source_name.to_string(),
@@ -168,6 +201,9 @@ pub fn validate(
         accel,
         ports,
         stop_timeout: Duration::from_secs(stop_timeout),
+        user,
+        ssh_key,
+        app,
     })
 }
 
@@ -192,6 +228,9 @@ impl VmSpec {
             accel: Some(self.accel.to_string()),
             ports: self.ports.iter().map(|p| p.to_string()).collect(),
             stop_timeout: Some(self.stop_timeout.as_secs()),
+            user: self.user.as_ref().map(|u| u.to_string()),
+            ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
+            app: self.app.map(|a| a.to_string()),
         }
     }
 }
@@ -283,11 +322,42 @@ mod tests {
     }
 
     #[test]
+    fn users_and_apps_are_checked() {
+        let cfg = VmConfig {
+            user: Some("root".into()),
+            app: Some("wordpress".into()),
+            ssh_key: Some("".into()),
+            ..Default::default()
+        };
+        let msg = validate(&name(), &cfg, LIMITS, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("user: \"root\""), "{msg}");
+        assert!(
+            msg.contains(
+                "app: unknown app \"wordpress\"; known apps: gunicorn-hello, nginx-gunicorn"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("ssh_key: must be a path"), "{msg}");
+        let ok = VmConfig {
+            user: Some("alice".into()),
+            app: Some("gunicorn-hello".into()),
+            ..Default::default()
+        };
+        let s = validate(&name(), &ok, LIMITS, "t").unwrap();
+        assert_eq!(s.app, Some(App::GunicornHello));
+    }
+
+    #[test]
     fn spec_round_trips_through_its_stored_form() {
         let cfg = VmConfig {
             cpus: Some(2),
             memory: Some("1G".into()),
             ports: vec!["0.0.0.0:5022:22".into()],
+            user: Some("alice".into()),
+            ssh_key: Some("/k.pub".into()),
+            app: Some("nginx-gunicorn".into()),
             ..Default::default()
         };
         let s = validate(&name(), &cfg, LIMITS, "t").unwrap();

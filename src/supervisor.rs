@@ -32,6 +32,7 @@ const QMP_STARTUP: Duration = Duration::from_secs(30);
 /// Everything needed to spawn QEMU, decided before anything is started.
 pub struct Plan {
     pub argv: Vec<String>,
+    pub image: image::Image,
     pub decision: Decision,
     pub qemu_version: String,
 }
@@ -61,9 +62,12 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<Plan> {
         kernel: img.kernel(),
         initrd: img.initrd(),
         cmdline: img.manifest.cmdline.clone(),
+        provision: img.manifest.provision,
+        boot_files: crate::provision::planned(&paths, &img),
     });
     Ok(Plan {
         argv,
+        image: img,
         decision,
         qemu_version,
     })
@@ -144,6 +148,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     if plan.decision.accel == accel::Accel::Tcg && spec.accel == crate::units::AccelChoice::Auto {
         tracing::warn!(vm = %spec.name, "using TCG (software emulation): {}", plan.decision.reason);
     }
+    crate::provision::boot_files(&paths, spec, &plan.image)?;
     let run_dir = paths.run_dir();
     std::fs::create_dir_all(&run_dir).path_ctx("create", &run_dir)?;
     rotate(&paths.serial_log());

@@ -237,6 +237,82 @@ impl fmt::Display for VmName {
     }
 }
 
+/// A guest login name: a POSIX user name (lower-case letters, digits, '_' and '-', starting with
+/// a letter or '_', at most 32 characters), and not root (root cannot log in over SSH).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LoginName(String);
+
+impl FromStr for LoginName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok_start = s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_');
+        let ok_rest = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if s.is_empty() || s.len() > 32 || !ok_start || !ok_rest {
+            return Err(format!(
+                "{s:?} is not a valid user name; use up to 32 lower-case letters, digits, '_' and '-', starting with a letter"
+            ));
+        }
+        if s == "root" {
+            return Err(
+                "\"root\" cannot be the login user: root login over SSH is disabled; pick another name"
+                    .into(),
+            );
+        }
+        Ok(LoginName(s.to_string()))
+    }
+}
+
+impl fmt::Display for LoginName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A web app an image can run in the guest.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum App {
+    /// gunicorn "Hello, World" on guest port 8080.
+    GunicornHello,
+    /// The same app on a unix socket behind nginx on guest port 8080.
+    NginxGunicorn,
+}
+
+impl App {
+    pub const ALL: [App; 2] = [App::GunicornHello, App::NginxGunicorn];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            App::GunicornHello => "gunicorn-hello",
+            App::NginxGunicorn => "nginx-gunicorn",
+        }
+    }
+}
+
+impl FromStr for App {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        App::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown app {s:?}; known apps: {}",
+                    App::ALL.map(|a| a.as_str()).join(", ")
+                )
+            })
+    }
+}
+
+impl fmt::Display for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Guest CPU architecture.
 #[derive(
     Debug,

@@ -98,6 +98,7 @@ pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> 
     let tmp = fsutil::TempDir::new(&vms, &format!(".create-{name}-"))?;
     let disk = tmp.path().join("disk.qcow2");
     crate::disk::create(&disk, spec.disk, Some(&img.disk()))?;
+    let spec = crate::provision::setup(&spec, &img, tmp.path(), &paths.dir)?;
     fsutil::write_atomic(
         &tmp.path().join("vm.toml"),
         definition_text(&spec).as_bytes(),
@@ -129,6 +130,7 @@ fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::Imag
         }
     };
     if let Some(img) = &img {
+        crate::provision::precheck(spec, img, &mut problems);
         if spec.disk.bytes() < img.manifest.virtual_size {
             problems.push(FieldError {
                 field: "disk".into(),
