@@ -2,6 +2,7 @@
 # Install every system package vmctl and its tests need on a Debian 12 machine, idempotently.
 #
 #   scripts/install-deps.sh          # QEMU for x86_64 and aarch64 guests, qemu-img, image build tools
+#   scripts/install-deps.sh --test   # also what the tests use: cloud-init (schema checks), python3-venv
 #
 # QEMU comes from Debian: qemu-system-x86 and qemu-utils must be the same release (an image may ship
 # a newer qemu-utils from elsewhere, which Debian's qemu-system-x86 would then conflict with), so
@@ -9,6 +10,9 @@
 set -euo pipefail
 
 need=(qemu-system-x86 qemu-system-arm qemu-utils cpio curl ca-certificates openssh-client dosfstools mtools)
+extra=()
+[[ ${1:-} == --test ]] && extra=(cloud-init python3-venv)
+need+=("${extra[@]}")
 missing=()
 for p in "${need[@]}"; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
@@ -34,7 +38,7 @@ else
 	apt-get install -y -q --allow-downgrades --no-install-recommends \
 		"qemu-system-x86=$v" "qemu-utils=$v" "qemu-block-extra=$v" \
 		qemu-system-arm ipxe-qemu seabios cpio curl ca-certificates \
-		openssh-client dosfstools mtools
+		openssh-client dosfstools mtools "${extra[@]}"
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -7,7 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+scripts/install-deps.sh --test
+# Ansible (for the inventory test) from PyPI, in a venv under target/ so the host stays clean.
+venv=target/vmctl-test/venv
+if [[ ! -x $venv/bin/ansible ]]; then
+	echo "== installing ansible-core into $venv"
+	python3 -m venv "$venv"
+	"$venv/bin/pip" install -q ansible-core
+fi
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"

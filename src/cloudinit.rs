@@ -41,7 +41,7 @@ pub fn user_data(paths: &VmPaths, spec: &VmSpec) -> Result<String> {
         "disable_root": true,
         "ssh_pwauth": false,
         "ssh_deletekeys": true,
-        "ssh_genkeytypes": [],
+        "ssh_genkeytypes": ["ed25519"],
         "ssh_keys": {
             "ed25519_private": cred["ssh_host_key"]["private"],
             "ed25519_public": cred["ssh_host_key"]["public"],

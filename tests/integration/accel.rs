@@ -73,12 +73,7 @@ fn explicit_kvm_that_cannot_work_is_an_error_not_a_hang() {
 #[test]
 fn aarch64_guest_boots_under_tcg() {
     let t = TestHome::bare();
-    std::fs::create_dir_all(t.home().join("images/tiny")).unwrap();
-    std::os::unix::fs::symlink(
-        shared_images("aarch64").join("tiny/aarch64"),
-        t.home().join("images/tiny/aarch64"),
-    )
-    .unwrap();
+    t.link_image("tiny", "aarch64");
     let port = free_port();
     t.ok(&[
         "create",

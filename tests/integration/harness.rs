@@ -30,21 +30,33 @@ pub fn cache_dir() -> PathBuf {
 
 /// The home whose images every test home links to; the tiny image for `arch` is built there once.
 pub fn shared_images(arch: &str) -> PathBuf {
-    static X86: OnceLock<PathBuf> = OnceLock::new();
-    static ARM: OnceLock<PathBuf> = OnceLock::new();
-    let cell = if arch == "aarch64" { &ARM } else { &X86 };
+    shared_images_for("tiny", arch)
+}
+
+/// Build (once per test run) a built-in image in the shared images home; returns its images dir.
+pub fn shared_images_for(name: &str, arch: &str) -> PathBuf {
+    static BUILT: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<OnceLock<PathBuf>>>>,
+    > = OnceLock::new();
+    let cell = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(format!("{name}/{arch}"))
+        .or_default()
+        .clone();
     cell.get_or_init(|| {
         let home = work_dir().join("images-home");
         let out = Command::new(vmctl_bin())
             .args(["--home"])
             .arg(&home)
-            .args(["image", "build", "tiny", "--arch", arch])
+            .args(["image", "build", name, "--arch", arch])
             .env("VMCTL_CACHE_DIR", cache_dir())
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "building the tiny image for {arch} failed:\n{}",
+            "building image {name} for {arch} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         home.join("images")
@@ -54,14 +66,28 @@ pub fn shared_images(arch: &str) -> PathBuf {
 
 pub struct TestHome {
     pub dir: tempfile::TempDir,
+    /// $HOME for vmctl: no ~/.ssh keys unless a test puts them there.
+    pub user_home: tempfile::TempDir,
 }
 
 impl TestHome {
     /// A fresh home with the x86_64 tiny image available.
     pub fn new() -> TestHome {
         let t = TestHome::bare();
-        std::os::unix::fs::symlink(shared_images("x86_64"), t.home().join("images")).unwrap();
+        t.link_image("tiny", "x86_64");
         t
+    }
+
+    /// Make the shared build of image `name` for `arch` visible in this home (read-only use:
+    /// the link is per image, so imports and builds in this home stay in this home).
+    pub fn link_image(&self, name: &str, arch: &str) {
+        let dir = self.home().join("images").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(
+            shared_images_for(name, arch).join(name).join(arch),
+            dir.join(arch),
+        )
+        .unwrap();
     }
 
     /// A fresh home with no images.
@@ -70,7 +96,11 @@ impl TestHome {
             .prefix("vmctl-t")
             .tempdir()
             .unwrap();
-        TestHome { dir }
+        let user_home = tempfile::Builder::new()
+            .prefix("vmctl-u")
+            .tempdir()
+            .unwrap();
+        TestHome { dir, user_home }
     }
 
     pub fn home(&self) -> &Path {
@@ -82,6 +112,8 @@ impl TestHome {
         c.args(args)
             .env("VMCTL_HOME", self.home())
             .env("VMCTL_CACHE_DIR", cache_dir())
+            .env("HOME", self.user_home.path())
+            .env_remove("SUDO_USER")
             .env_remove("VMCTL_LOG");
         c
     }

@@ -5,3 +5,4 @@ mod accel;
 mod bad_input;
 mod harness;
 mod lifecycle;
+mod provision;
