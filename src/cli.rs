@@ -107,6 +107,9 @@ pub enum Cmd {
         /// Print the ssh command instead of running it.
         #[arg(long)]
         print: bool,
+        /// Extra OpenSSH option (e.g. -o BatchMode=yes); repeatable.
+        #[arg(short = 'o', value_name = "OPTION")]
+        option: Vec<String>,
         /// Command to run in the guest.
         #[arg(last = true)]
         command: Vec<String>,
@@ -447,10 +450,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Ssh {
             name,
             print,
+            option,
             command,
         } => {
             let t = crate::ssh::target(&home, &name)?;
-            let argv = crate::ssh::argv(&t, &command);
+            let argv = crate::ssh::argv(&t, &option, &command);
             if print {
                 println!("{}", crate::qemu::shell_quote(&argv));
                 return Ok(0);

@@ -74,9 +74,14 @@ fn options(t: &Target) -> Vec<String> {
     o
 }
 
-/// `ssh -p PORT [-i KEY] -o ... USER@HOST [-- CMD...]`.
-pub fn argv(t: &Target, command: &[String]) -> Vec<String> {
+/// `ssh -p PORT [-i KEY] -o ... USER@HOST [CMD...]`, with `extra` `-o` options first (ssh keeps
+/// the first value of an option).
+pub fn argv(t: &Target, extra: &[String], command: &[String]) -> Vec<String> {
     let mut a = vec!["ssh".to_string(), "-p".into(), t.port.to_string()];
+    for o in extra {
+        a.push("-o".into());
+        a.push(o.clone());
+    }
     if let Some(id) = &t.identity {
         a.push("-i".into());
         a.push(id.display().to_string());
@@ -86,10 +91,7 @@ pub fn argv(t: &Target, command: &[String]) -> Vec<String> {
         a.push(o);
     }
     a.push(format!("{}@{}", t.user, t.host));
-    if !command.is_empty() {
-        a.push("--".into());
-        a.extend(command.iter().cloned());
-    }
+    a.extend(command.iter().cloned());
     a
 }
 
@@ -179,10 +181,10 @@ mod tests {
 
     #[test]
     fn ssh_argv_pins_the_host_key() {
-        let a = argv(&t(), &["id".into()]).join(" ");
+        let a = argv(&t(), &[], &["id".into()]).join(" ");
         assert_eq!(
             a,
-            "ssh -p 5022 -i /var/lib/vmctl/vms/web/ssh/id_ed25519 -o UserKnownHostsFile=/var/lib/vmctl/vms/web/ssh/known_hosts -o HostKeyAlias=vmctl-web -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes alice@127.0.0.1 -- id"
+            "ssh -p 5022 -i /var/lib/vmctl/vms/web/ssh/id_ed25519 -o UserKnownHostsFile=/var/lib/vmctl/vms/web/ssh/known_hosts -o HostKeyAlias=vmctl-web -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes alice@127.0.0.1 id"
         );
     }
 

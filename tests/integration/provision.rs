@@ -138,7 +138,7 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
         "/vms/c1/ssh/id_ed25519",
         "HostKeyAlias=vmctl-c1",
         "StrictHostKeyChecking=yes",
-        "alice@127.0.0.1 -- id",
+        "alice@127.0.0.1 id",
     ] {
         assert!(cmd.contains(needle), "{needle} missing from {cmd}");
     }

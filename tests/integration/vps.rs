@@ -1,0 +1,266 @@
+//! The seed's VPS on a real Debian guest (TCG): built from Debian packages, provisioned on first
+//! boot without cloud-init, SSH with a key only, gunicorn through a forwarded port, and Ansible
+//! through `vmctl inventory`. Each step is a named assertion so a failure says what broke.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+fn vps_home() -> TestHome {
+    let t = TestHome::bare();
+    t.link_image("debian-12", "x86_64");
+    t
+}
+
+fn create_web(t: &TestHome, name: &str, extra: &[&str]) -> (u16, u16) {
+    let (ssh, http) = (free_port(), free_port());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/vm-configs/web.toml");
+    let mut args = vec![
+        "create".to_string(),
+        name.into(),
+        "--from".into(),
+        example.into(),
+        "--port".into(),
+        format!("{ssh}:22"),
+        "--port".into(),
+        format!("{http}:8080"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    t.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    (ssh, http)
+}
+
+fn vmctl_ssh(t: &TestHome, name: &str, cmd: &str) -> Output {
+    t.cmd(&[
+        "ssh",
+        name,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=30",
+        "--",
+        cmd,
+    ])
+    .output()
+    .unwrap()
+}
+
+fn ssh_ok(t: &TestHome, name: &str, cmd: &str) -> String {
+    let out = vmctl_ssh(t, name, cmd);
+    assert!(
+        out.status.success(),
+        "vmctl ssh {name} -- {cmd}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Plain OpenSSH with the VM's pinned host key, but a chosen user and auth options.
+fn raw_ssh(t: &TestHome, name: &str, port: u16, user: &str, opts: &[&str]) -> Output {
+    let ssh_dir = t.home().join("vms").join(name).join("ssh");
+    Command::new("ssh")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=20",
+        ])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            ssh_dir.join("known_hosts").display()
+        ))
+        .args([
+            "-o",
+            &format!("HostKeyAlias=vmctl-{name}"),
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .args(opts)
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("true")
+        .output()
+        .unwrap()
+}
+
+fn hello(port: u16) -> String {
+    http_get(port).unwrap_or_default()
+}
+
+/// Poll (bounded) until `f` holds.
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn vps_ssh_key_only_gunicorn_restart_persistence_and_ansible() {
+    let t = vps_home();
+    let (ssh_port, http_port) = create_web(&t, "web", &["--user", "alice"]);
+
+    // start --wait returns once SSH and the app answer.
+    let started = t.json(&["start", "web", "--wait", "--timeout", "400", "--json"]);
+    assert!(started["ready_seconds"].as_f64().is_some(), "{started}");
+    let page = hello(http_port);
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains(" 200 "),
+        "gunicorn answers 200: {page}"
+    );
+    assert!(page.contains("Hello, World!"), "{page}");
+
+    // SSH with the VM's key as the provisioned user; the guest has vmctl's host key (pinned).
+    let id = ssh_ok(&t, "web", "id -un; hostname");
+    assert_eq!(id, "alice\nweb", "login user and hostname");
+
+    // Root and passwords are refused.
+    let root = raw_ssh(&t, "web", ssh_port, "root", &["-i", &identity(&t, "web")]);
+    assert_eq!(root.status.code(), Some(255), "root login must fail");
+    assert!(
+        String::from_utf8_lossy(&root.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&root.stderr)
+    );
+    let pw = raw_ssh(
+        &t,
+        "web",
+        ssh_port,
+        "alice",
+        &[
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "PubkeyAuthentication=no",
+        ],
+    );
+    assert_eq!(pw.status.code(), Some(255), "password login must fail");
+    assert!(
+        String::from_utf8_lossy(&pw.stderr).contains("Permission denied (publickey)"),
+        "{}",
+        String::from_utf8_lossy(&pw.stderr)
+    );
+
+    // The app's unit is enabled and comes back when its process is killed.
+    assert_eq!(
+        ssh_ok(&t, "web", "systemctl is-enabled vmctl-app-gunicorn-hello"),
+        "enabled"
+    );
+    let unit_pid = || {
+        ssh_ok(
+            &t,
+            "web",
+            "systemctl show -p MainPID --value vmctl-app-gunicorn-hello",
+        )
+    };
+    let before = unit_pid();
+    assert_ne!(before, "0");
+    ssh_ok(&t, "web", &format!("sudo kill -9 {before}"));
+    eventually(
+        "gunicorn restarted by systemd",
+        Duration::from_secs(60),
+        || {
+            let now = unit_pid();
+            now != "0" && now != before && hello(http_port).contains("Hello, World!")
+        },
+    );
+
+    // A file written in the guest survives stop/start.
+    let marker = format!("persist-{}", std::process::id());
+    ssh_ok(&t, "web", &format!("echo {marker} > ~/marker && sync"));
+    let stopped = t.json(&["stop", "web", "--json"]);
+    assert_eq!(
+        stopped["step"], "acpi",
+        "guest powers off by ACPI: {stopped}"
+    );
+    assert_eq!(stopped["exit"]["code"], 0);
+    t.ok(&["start", "web", "--wait", "--timeout", "400"]);
+    assert_eq!(ssh_ok(&t, "web", "cat ~/marker"), marker);
+
+    // Ansible through the generated inventory.
+    let inv = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(inv.path(), t.ok(&["inventory"])).unwrap();
+    let ansible = ansible_bin();
+    let out = Command::new(&ansible)
+        .args(["all", "-m", "ping", "-i"])
+        .arg(inv.path())
+        .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("\"ping\": \"pong\""),
+        "ansible ping: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.ok(&["stop", "web"]);
+}
+
+#[test]
+fn two_vps_side_by_side_one_behind_nginx_with_an_explicit_key() {
+    let t = vps_home();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id_ed25519");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pubkey = key.with_extension("pub");
+    let (_, http_a) = create_web(
+        &t,
+        "a",
+        &["--mem", "1G", "--ssh-key", pubkey.to_str().unwrap()],
+    );
+    let (_, http_b) = create_web(&t, "b", &["--mem", "1G", "--app", "nginx-gunicorn"]);
+    t.ok(&["start", "a", "--wait", "--timeout", "500"]);
+    t.ok(&["start", "b", "--wait", "--timeout", "500"]);
+    let a = hello(http_a);
+    let b = hello(http_b);
+    assert!(
+        a.contains("Hello, World!") && a.contains("gunicorn"),
+        "a: {a}"
+    );
+    assert!(
+        b.contains("Hello, World!") && b.contains("nginx"),
+        "b is served through nginx: {b}"
+    );
+    let who = ssh_ok(&t, "a", "hostname");
+    assert_eq!(who, "a");
+    assert_eq!(
+        ssh_ok(
+            &t,
+            "b",
+            "systemctl is-active nginx vmctl-app-nginx-gunicorn"
+        ),
+        "active\nactive"
+    );
+    t.ok(&["stop", "a"]);
+    t.ok(&["stop", "b"]);
+}
+
+fn identity(t: &TestHome, name: &str) -> String {
+    std::fs::read_to_string(t.home().join("vms").join(name).join("ssh/identity"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn ansible_bin() -> PathBuf {
+    let p = work_dir().join("venv/bin/ansible");
+    assert!(
+        p.exists(),
+        "{} missing: scripts/test.sh installs ansible-core there",
+        p.display()
+    );
+    p
+}
