@@ -82,8 +82,48 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        remove_tree(&self.path);
     }
+}
+
+/// Mount points at or below `dir`, deepest first (from /proc/self/mountinfo).
+fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    let mut v: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    v
+}
+
+/// Remove a directory tree that an interrupted build may have left with file systems mounted
+/// inside (a chroot's /proc, a loop-mounted disk): unmount them first, and never delete
+/// through a mount that would not go away.
+pub fn remove_tree(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    for m in mounts_below(dir) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&m)
+            .status();
+    }
+    let left = mounts_below(dir);
+    if !left.is_empty() {
+        tracing::warn!(
+            "not removing {}: {} is still mounted",
+            dir.display(),
+            left[0].display()
+        );
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 pub fn unix_now() -> u64 {

@@ -420,7 +420,7 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
     if let Ok(entries) = std::fs::read_dir(&images) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".build-") {
-                let _ = std::fs::remove_dir_all(e.path());
+                fsutil::remove_tree(&e.path());
             }
         }
     }
@@ -439,14 +439,22 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
         "vmctl: building image {name} for {arch} (package cache {})",
         cache.display()
     );
-    let status = Command::new("bash")
+    let mut child = Command::new("bash")
         .arg(src.join("build.sh"))
         .arg(arch.as_str())
         .arg(&out)
         .env("VMCTL_CACHE_DIR", &cache)
         .envs(r.env.get(&arch).into_iter().flatten())
-        .status()
+        .spawn()
         .ctx(|| "Cannot run bash for the image build".to_string())?;
+    // Ctrl-C reaches the build script too (same process group); it cleans up its mounts and
+    // exits, and we outlive it to remove the temporary directory.
+    let status = {
+        let _guard = crate::process::IgnoreInterrupts::new();
+        child
+            .wait()
+            .ctx(|| "Cannot wait for the image build".to_string())?
+    };
     if !status.success() {
         return Err(Error::Other(format!(
             "Building image {name} for {arch} failed ({status}); nothing was installed"

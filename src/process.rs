@@ -115,3 +115,37 @@ pub fn detach_session(cmd: &mut std::process::Command) {
         });
     }
 }
+
+/// Ignore SIGINT while alive (a foreground child handles Ctrl-C and we clean up after it).
+pub struct IgnoreInterrupts {
+    old: Option<nix::sys::signal::SigAction>,
+}
+
+impl IgnoreInterrupts {
+    pub fn new() -> IgnoreInterrupts {
+        use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+        #[allow(unsafe_code)]
+        let old = unsafe { sigaction(Signal::SIGINT, &ignore) }.ok();
+        IgnoreInterrupts { old }
+    }
+}
+
+impl Default for IgnoreInterrupts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for IgnoreInterrupts {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            // SAFETY: restores the disposition that was in place before `new`.
+            #[allow(unsafe_code)]
+            unsafe {
+                let _ = nix::sys::signal::sigaction(Signal::SIGINT, old);
+            }
+        }
+    }
+}
