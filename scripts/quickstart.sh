@@ -1,45 +1,47 @@
 #!/usr/bin/env bash
-# From a fresh Debian 12 machine to a running VM answering through its forwarded port:
-# installs QEMU and the tools vmctl needs, builds vmctl, builds the tiny image, creates the VM
-# "demo" from vm-configs/tiny.toml and starts it.
+# From a fresh Debian 12 machine to the seed's VPS: installs QEMU and the tools vmctl needs,
+# builds vmctl, builds the tiny image (vmctl's KVM test guest) and the debian-12 image, creates
+# VM "web" from vm-configs/web.toml (1 vCPU, 2 GB, 10 GB; SSH on 127.0.0.1:5022 with a key only,
+# gunicorn on 127.0.0.1:5080), starts it and shows it answering.
 #
-#   scripts/quickstart.sh            # VM "demo", host port 8080 (VMCTL_DEMO_PORT to change)
+#   sudo scripts/quickstart.sh       # VM "web" (VMCTL_DEMO_NAME), ports 5022/5080
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-port=${VMCTL_DEMO_PORT:-8080}
-name=${VMCTL_DEMO_NAME:-demo}
+name=${VMCTL_DEMO_NAME:-web}
 
+if [[ $(id -u) -ne 0 ]]; then
+	echo "quickstart: run as root (it installs packages and builds a Debian image)" >&2
+	exit 1
+fi
 scripts/install-deps.sh
 echo "== building vmctl"
 cargo build --release --locked
-bin=target/release/vmctl
-if [[ $(id -u) -eq 0 ]]; then
-	install -m 0755 "$bin" /usr/local/bin/vmctl.new && mv /usr/local/bin/vmctl.new /usr/local/bin/vmctl
-	vmctl=/usr/local/bin/vmctl
-else
-	mkdir -p "$HOME/.local/bin"
-	install -m 0755 "$bin" "$HOME/.local/bin/vmctl"
-	vmctl=$HOME/.local/bin/vmctl
-fi
-echo "== vmctl installed as $vmctl"
+install -m 0755 target/release/vmctl /usr/local/bin/vmctl.new
+mv /usr/local/bin/vmctl.new /usr/local/bin/vmctl
+echo "== vmctl installed as /usr/local/bin/vmctl"
 
-echo "== building the tiny image (Debian kernel + busybox)"
-"$vmctl" image build tiny
+echo "== building images: tiny (seconds), debian-12 (a minute or two the first time)"
+vmctl image build tiny
+vmctl image build debian-12
+vmctl image list
 
 echo "== host check"
-"$vmctl" doctor
+vmctl doctor
 
-if ! "$vmctl" status "$name" >/dev/null 2>&1; then
+if ! vmctl status "$name" >/dev/null 2>&1; then
 	echo "== creating VM $name"
-	"$vmctl" create "$name" --from vm-configs/tiny.toml --port "$port:8080"
+	vmctl create "$name" --from vm-configs/web.toml
 fi
-if [[ $("$vmctl" status "$name" --json | sed -n 's/^  "state": "\(.*\)",$/\1/p') != running ]]; then
-	echo "== starting VM $name"
-	"$vmctl" start "$name" --wait
+if ! vmctl status "$name" --json | grep -q '"pid": [0-9]'; then
+	echo "== starting VM $name (TCG boots it in about half a minute)"
+	vmctl start "$name" --wait
 fi
-"$vmctl" list
-echo "== GET http://127.0.0.1:$port/"
-curl -fsS "http://127.0.0.1:$port/"
+vmctl list
+http=$(vmctl status "$name" --json | sed -n 's/^    "\([0-9]*\):8080",\{0,1\}$/\1/p' | head -1)
+echo "== GET http://127.0.0.1:${http:-5080}/"
+curl -fsS "http://127.0.0.1:${http:-5080}/"
+echo "== vmctl ssh $name -- id"
+vmctl ssh "$name" -- id
 echo
-echo "vmctl status $name | vmctl logs $name | vmctl stop $name"
+echo "Next: vmctl ssh $name | vmctl status $name | vmctl logs $name | vmctl stop $name"
