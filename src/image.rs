@@ -49,13 +49,22 @@ pub struct Builtin {
     pub files: &'static [(&'static str, &'static str)],
 }
 
-pub const BUILTINS: &[Builtin] = &[Builtin {
-    recipe_toml: include_str!("../images/tiny/image.toml"),
-    files: &[
-        ("build.sh", include_str!("../images/tiny/build.sh")),
-        ("init", include_str!("../images/tiny/init")),
-    ],
-}];
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        recipe_toml: include_str!("../images/tiny/image.toml"),
+        files: &[
+            ("build.sh", include_str!("../images/tiny/build.sh")),
+            ("init", include_str!("../images/tiny/init")),
+        ],
+    },
+    Builtin {
+        recipe_toml: include_str!("../images/debian-12/image.toml"),
+        files: &[
+            ("build.sh", include_str!("../images/debian-12/build.sh")),
+            ("provision.py", include_str!("../images/debian-12/provision.py")),
+        ],
+    },
+];
 
 pub fn recipe(b: &Builtin) -> Recipe {
     toml::from_str(b.recipe_toml).expect("built-in recipes are tested to parse")
@@ -532,6 +541,19 @@ mod tests {
                 d.parse::<ByteSize>().unwrap();
             }
             assert!(b.files.iter().any(|(f, _)| *f == "build.sh"));
+            // Every file of the recipe's directory is embedded (the build finds them beside
+            // build.sh).
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images").join(&r.name);
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let f = e.unwrap().file_name().to_string_lossy().into_owned();
+                if f != "image.toml" {
+                    assert!(
+                        b.files.iter().any(|(name, _)| *name == f),
+                        "images/{}/{f} is not embedded in image::BUILTINS",
+                        r.name
+                    );
+                }
+            }
         }
     }
 }

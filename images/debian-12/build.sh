@@ -1,0 +1,678 @@
+#!/bin/bash
+# Build the vmctl "debian-12" image: a small Debian bookworm "VPS" guest made
+# from Debian packages with mmdebstrap — systemd, openssh-server, sudo,
+# python3 + gunicorn, nginx — trimmed to boot fast under TCG, with
+# vmctl-provision.service for per-VM settings (see ./provision.py).
+#
+# Usage (as root):  VMCTL_CACHE_DIR=DIR bash build.sh x86_64 OUTDIR
+#   OUTDIR  an existing, empty directory; this script writes exactly:
+#             OUTDIR/disk.qcow2    uncompressed qcow2, 4 GiB virtual: MBR, one
+#                                  bootable ext4 partition (the root fs) with
+#                                  EXTLINUX, so it also boots by plain BIOS
+#             OUTDIR/kernel        the uncompressed vmlinux (ELF with a PVH
+#                                  entry point) for `qemu-system-x86_64 -kernel`
+#             OUTDIR/initrd        slim initramfs (initramfs-tools, MODULES=list)
+#             OUTDIR/cmdline       kernel command line for direct boot, one
+#                                  line, without console= (the caller appends
+#                                  console=ttyS0 and systemd.hostname=NAME)
+#             OUTDIR/packages.txt  one line per installed package: "name version"
+#   VMCTL_CACHE_DIR (required) persistent cache, laid out as:
+#             debs/amd64-debian-12/       the .debs of the last build (apt's
+#                                         archive dir during the build; older
+#                                         versions are pruned after a build)
+#             apt/amd64-debian-12/lists/  apt package lists for the above
+#             debian-12/amd64.lock        one build per cache at a time
+#             debian-12/amd64.tmp.*       scratch (a tmpfs while building)
+#   VMCTL_DEBIAN12_REFRESH=1 (optional) refresh the package lists (network)
+#             and so pick up package updates. Without it, a build with cached
+#             lists and .debs needs no network and installs the same versions;
+#             if the cache cannot satisfy the build, the lists are refreshed.
+#   VMCTL_DEBIAN12_SOURCES=FILE (optional) apt sources (one-line or deb822)
+#             to build from, instead of the host's Debian bookworm sources.
+#   VMCTL_DEBIAN12_DISK_SIZE (optional) virtual disk size, default 4G.
+#
+# Packages come from the host's configured apt sources (the entries for the
+# bookworm, bookworm-updates and bookworm-security suites, component main);
+# the host's apt configuration and state are not changed, except that missing
+# build tools are installed with apt-get at the start.
+#
+# The guest (details in the notes at the end of this file): root password
+# locked, no SSH host keys and an empty /etc/machine-id in the image (each VM
+# gets its own), sshd key-only with root login refused (drop-in
+# /etc/ssh/sshd_config.d/01-vmctl.conf), DHCP on every Ethernet NIC with
+# systemd-networkd, the ACPI power button handled by systemd-logind, the root
+# partition and file system grown to the disk size at boot.
+#
+# Progress goes to stderr as "debian-12: ..." lines (mmdebstrap's output goes
+# to a log whose tail is printed on failure); on failure the script exits
+# non-zero with a "debian-12: error: ..." message.
+
+set -euo pipefail
+
+log() { printf 'debian-12: %s\n' "$*" >&2; }
+die() {
+	printf 'debian-12: error: %s\n' "$*" >&2
+	exit 1
+}
+# Print the tail of a command's log (after a failure), indented, to stderr.
+show_log() { sed -e 's/^/debian-12:   | /' <(tail -n "${2:-25}" "$1") >&2 || true; }
+
+[[ $# -eq 2 ]] || die "usage: VMCTL_CACHE_DIR=DIR bash $0 x86_64 OUTDIR"
+[[ $(id -u) -eq 0 ]] || die "building this image needs root (mmdebstrap, loop mounts)"
+ARCH=$1
+OUTDIR=$2
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PROVISION_SRC=$SCRIPT_DIR/provision.py
+case "$ARCH" in
+x86_64) DEBARCH=amd64 ;;
+*) die "unsupported ARCH '$ARCH' (this image is built for x86_64 only)" ;;
+esac
+[[ $(dpkg --print-architecture) == "$DEBARCH" ]] ||
+	die "the build runs the guest's packages in a chroot, so the host must be $DEBARCH (it is $(dpkg --print-architecture))"
+[[ -n ${VMCTL_CACHE_DIR:-} ]] || die "VMCTL_CACHE_DIR is not set"
+[[ -d $VMCTL_CACHE_DIR ]] || die "VMCTL_CACHE_DIR '$VMCTL_CACHE_DIR' is not a directory"
+[[ -d $OUTDIR ]] || die "OUTDIR '$OUTDIR' is not a directory"
+[[ -z $(ls -A "$OUTDIR") ]] || die "OUTDIR '$OUTDIR' is not empty"
+[[ -f $PROVISION_SRC ]] || die "provision.py not found at $PROVISION_SRC (it must sit next to build.sh)"
+DISK_SIZE=${VMCTL_DEBIAN12_DISK_SIZE:-4G}
+[[ $DISK_SIZE =~ ^[1-9][0-9]*[MG]$ ]] || die "VMCTL_DEBIAN12_DISK_SIZE must look like 4G or 3072M (got '$DISK_SIZE')"
+disk_mib=${DISK_SIZE%[MG]}
+[[ $DISK_SIZE == *G ]] && disk_mib=$((disk_mib * 1024))
+((disk_mib >= 1536 && disk_mib < 2 * 1024 * 1024)) || die "VMCTL_DEBIAN12_DISK_SIZE must be between 1536M and 2047G"
+if [[ -n ${VMCTL_DEBIAN12_SOURCES:-} ]]; then
+	[[ -f $VMCTL_DEBIAN12_SOURCES ]] || die "VMCTL_DEBIAN12_SOURCES '$VMCTL_DEBIAN12_SOURCES' is not a file"
+	VMCTL_DEBIAN12_SOURCES=$(cd "$(dirname "$VMCTL_DEBIAN12_SOURCES")" && pwd)/$(basename "$VMCTL_DEBIAN12_SOURCES")
+fi
+T0=$SECONDS
+
+# --- build tools --------------------------------------------------------------------
+# Fresh machines lack some; install them with the host's apt (the only change
+# this script makes to the host).
+MBR_BIN=/usr/lib/EXTLINUX/mbr.bin
+missing=()
+for t in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk extlinux:extlinux \
+	qemu-img:qemu-utils losetup:mount findmnt:util-linux; do
+	command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
+done
+[[ -f $MBR_BIN ]] || missing+=(syslinux-common)
+if [[ ${#missing[@]} -gt 0 ]]; then
+	log "installing build tools: ${missing[*]}"
+	tools_log=$(mktemp)
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >"$tools_log" 2>&1; then
+		log "apt-get install failed; updating the host's package lists and retrying"
+		{ apt-get update -q || true; } >>"$tools_log" 2>&1
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$tools_log" 2>&1 || {
+			show_log "$tools_log"
+			die "cannot install the build tools ${missing[*]}"
+		}
+	fi
+	rm -f "$tools_log"
+fi
+[[ -f $MBR_BIN ]] || die "$MBR_BIN missing after installing syslinux-common"
+
+# --- cache, lock, scratch -----------------------------------------------------------
+CACHE=$(cd "$VMCTL_CACHE_DIR" && pwd)
+OUTDIR=$(cd "$OUTDIR" && pwd)
+POOL=$CACHE/debs/$DEBARCH-debian-12
+LISTS=$CACHE/apt/$DEBARCH-debian-12/lists
+STATE=$CACHE/debian-12
+mkdir -p "$POOL/partial" "$LISTS/partial" "$STATE"
+
+exec 9>"$STATE/$DEBARCH.lock"
+if ! flock -n 9; then
+	log "waiting for another build using $STATE"
+	flock 9
+fi
+
+# Unmount everything below a directory, then delete it (never crossing into
+# a file system that is still mounted: the package cache is bind-mounted into
+# the chroot while mmdebstrap runs).
+remove_tree() {
+	local dir=$1 m
+	[[ -e $dir ]] || return 0
+	for m in $(findmnt -rn -o TARGET | grep -F "$dir" | sort -r); do
+		[[ $m == "$dir" || $m == "$dir"/* ]] && { umount "$m" 2>/dev/null || umount -l "$m" || true; }
+	done
+	rm -rf --one-file-system "$dir"
+}
+for old in "$STATE/$DEBARCH".tmp.*; do
+	[[ -d $old ]] && remove_tree "$old"
+done
+WORK=$(mktemp -d "$STATE/$DEBARCH.tmp.XXXXXX")
+LOOPDEV=
+cleanup() {
+	[[ -n $LOOPDEV ]] && losetup -d "$LOOPDEV" 2>/dev/null
+	remove_tree "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The root tree and the raw disk live in a tmpfs when there is memory for it
+# (~1.5 GB at the peak): dpkg's fsyncs then cost nothing and no eatmydata is
+# needed.
+avail_kib=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
+if ((${avail_kib:-0} > 4 * 1024 * 1024)); then
+	mount -t tmpfs -o size=$((disk_mib + 1536))m,mode=0755 vmctl-debian-12 "$WORK"
+fi
+ROOT=$WORK/root
+RAW=$WORK/disk.raw
+MMLOG=$WORK/mmdebstrap.log
+mkdir -p "$WORK/pre" "$WORK/mnt"
+
+# --- apt sources --------------------------------------------------------------------
+# The host's bookworm / bookworm-updates / bookworm-security sources (main),
+# as apt itself parsed them, written as deb822 for the guest.
+SOURCES=$WORK/debian.sources
+if [[ -n ${VMCTL_DEBIAN12_SOURCES:-} ]]; then
+	cp "$VMCTL_DEBIAN12_SOURCES" "$SOURCES"
+else
+	keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+	env -u APT_CONFIG apt-get indextargets --no-release-info \
+		--format '$(REPO_URI) $(RELEASE) $(COMPONENT) $(TARGET_OF)' 'Identifier: Packages' 2>/dev/null |
+		awk -v keyring="$keyring" '
+			$4 == "deb" && $3 == "main" && $2 ~ /^bookworm(-updates|-security)?$/ {
+				if (!(($1, $2) in seen)) { seen[$1, $2] = 1; uris[$1] = uris[$1] " " $2; if (!($1 in order)) { order[$1] = ++n; name[n] = $1 } }
+			}
+			END {
+				for (i = 1; i <= n; i++) {
+					printf "%sTypes: deb\nURIs: %s\nSuites:%s\nComponents: main\n", (i > 1 ? "\n" : ""), name[i], uris[name[i]]
+					if (system("test -f " keyring) == 0) printf "Signed-By: %s\n", keyring
+				}
+			}' >"$SOURCES"
+	[[ -s $SOURCES ]] ||
+		die "the host's apt sources have no Debian bookworm entry (suite bookworm, component main); set VMCTL_DEBIAN12_SOURCES=FILE"
+fi
+
+# Host apt settings the downloads may need (proxies, a snapshot mirror's
+# Check-Valid-Until ...): given to apt during the build only, not to the guest.
+env -u APT_CONFIG apt-config dump 2>/dev/null |
+	grep -E '^Acquire::((https?|ftp)::Proxy|Check-Valid-Until|Check-Date|Retries|ForceIPv4|ForceIPv6)[ :]' \
+		>"$WORK/pre/host-acquire.conf" || true
+
+# --- files needed before the packages are installed ----------------------------------
+# initramfs-tools reads these when the kernel's postinst builds the initramfs
+# (once, already slim): only the listed modules (and their dependencies).
+mkdir -p "$WORK/pre/etc/initramfs-tools/conf.d" "$WORK/pre/usr/share/initramfs-tools/modules.d"
+cat >"$WORK/pre/etc/initramfs-tools/conf.d/vmctl.conf" <<'EOF'
+# vmctl: a small initramfs with only the drivers a QEMU guest boots from
+# (listed in /usr/share/initramfs-tools/modules.d/vmctl).
+# No udev in it (hooks/zz-vmctl-no-udev), no resume device.
+MODULES=list
+COMPRESS=lz4
+RESUME=none
+EOF
+# No udev in the initramfs: the listed modules are loaded by the initramfs'
+# init itself, the kernel's devtmpfs makes the disk nodes, blkid resolves
+# root=PARTUUID=. That saves ~2 s under TCG (udevd start, coldplug and
+# settle, which also waited ~1.7 s for the PS/2 mouse probe). Delete this
+# hook if the root file system ever needs udev (LVM, RAID, ...).
+mkdir -p "$WORK/pre/etc/initramfs-tools/hooks"
+cat >"$WORK/pre/etc/initramfs-tools/hooks/zz-vmctl-no-udev" <<'EOF'
+#!/bin/sh
+# vmctl: drop udev from the initramfs (see /etc/initramfs-tools/conf.d/vmctl.conf).
+case "$1" in prereqs) exit 0 ;; esac
+rm -f "$DESTDIR/scripts/init-top/udev" "$DESTDIR/scripts/init-bottom/udev"
+for d in "$DESTDIR" "$DESTDIR/usr"; do
+	rm -f "$d/bin/udevadm" "$d/sbin/udevadm" "$d/lib/systemd/systemd-udevd"
+	rm -rf "$d/lib/udev"
+done
+EOF
+chmod 0755 "$WORK/pre/etc/initramfs-tools/hooks/zz-vmctl-no-udev"
+cat >"$WORK/pre/usr/share/initramfs-tools/modules.d/vmctl" <<'EOF'
+# vmctl: drivers for the root disk (virtio-blk, virtio-scsi, IDE and AHCI as
+# attached by -hda on pc and q35), ext4, and fw_cfg (systemd imports the
+# vmctl.provision credential from it very early).
+virtio_pci
+virtio_blk
+virtio_scsi
+sd_mod
+ata_piix
+ahci
+ext4
+crc32c_generic
+qemu_fw_cfg
+EOF
+
+# --- root file system ------------------------------------------------------------------
+PACKAGES=(
+	systemd systemd-sysv udev dbus            # init, logind (power button)
+	openssh-server sudo                       # login
+	python3 gunicorn nginx                    # apps
+	linux-image-amd64 initramfs-tools lz4     # kernel + slim lz4 initramfs
+	e2fsprogs procps iproute2 netbase         # fsck, pkill/ps, ip, /etc/services
+)
+# dpkg leaves out docs, man pages, locales and the kernel modules of hardware
+# a QEMU guest does not have (GPUs, sound, wireless, media, InfiniBand, ...).
+# The rules stay in /etc/dpkg/dpkg.cfg.d/ so later installs are trimmed too.
+DPKG_OPTS=(
+	path-exclude=/usr/share/doc/* path-include=/usr/share/doc/*/copyright
+	path-exclude=/usr/share/man/* path-exclude=/usr/share/info/*
+	path-exclude=/usr/share/locale/* path-include=/usr/share/locale/locale.alias
+	path-exclude=/usr/share/lintian/* path-exclude=/usr/share/linda/*
+)
+for m in /lib/modules /usr/lib/modules; do
+	for d in drivers/gpu drivers/media drivers/net/wireless sound drivers/infiniband drivers/iio \
+		drivers/staging drivers/comedi drivers/isdn drivers/bluetooth net/bluetooth net/mac80211 \
+		net/wireless drivers/net/can drivers/net/wwan drivers/mtd drivers/w1; do
+		DPKG_OPTS+=("path-exclude=$m/*/kernel/$d/*")
+	done
+	# Ethernet: keep Intel's (QEMU's default e1000/e1000e NICs); virtio_net is elsewhere.
+	DPKG_OPTS+=("path-exclude=$m/*/kernel/drivers/net/ethernet/*" "path-include=$m/*/kernel/drivers/net/ethernet/intel/*")
+done
+
+mm_args=(
+	--mode=root --variant=apt --format=directory --verbose
+	--aptopt='Apt::Install-Recommends "false"'
+	--aptopt='Acquire::Languages "none"'
+	--include="$(
+		IFS=,
+		echo "${PACKAGES[*]}"
+	)"
+	# The cache is apt's archive dir and lists dir inside the chroot: apt
+	# reuses what is there and downloads straight into it.
+	--skip=essential/unlink
+	--setup-hook='mkdir -p "$1/var/cache/apt/archives" "$1/var/lib/apt/lists"'
+	--setup-hook="mount --bind '$POOL' \"\$1/var/cache/apt/archives\""
+	--setup-hook="mount --bind '$LISTS' \"\$1/var/lib/apt/lists\""
+	--setup-hook="install -D -m 0644 '$WORK/pre/host-acquire.conf' \"\$1/etc/apt/apt.conf.d/00vmctl-build\""
+	--essential-hook="tar -C '$WORK/pre' --exclude=./host-acquire.conf -c . | tar -C \"\$1\" -x --no-overwrite-dir"
+	--customize-hook='umount "$1/var/cache/apt/archives" "$1/var/lib/apt/lists"'
+	--customize-hook='rm -f "$1/etc/apt/apt.conf.d/00vmctl-build"'
+)
+for o in "${DPKG_OPTS[@]}"; do mm_args+=(--dpkgopt="$o"); done
+
+run_mmdebstrap() { # $1 = online|offline
+	local extra=()
+	[[ $1 == offline ]] && extra=(--skip=update)
+	remove_tree "$ROOT"
+	mmdebstrap "${mm_args[@]}" "${extra[@]}" bookworm "$ROOT" "$SOURCES" >"$MMLOG" 2>&1
+}
+
+have_lists() { compgen -G "$LISTS/*_Packages*" >/dev/null; }
+if have_lists && [[ ${VMCTL_DEBIAN12_REFRESH:-0} != 1 ]]; then
+	log "installing packages from the cache (offline; VMCTL_DEBIAN12_REFRESH=1 to update)"
+	if ! run_mmdebstrap offline; then
+		show_log "$MMLOG" 6
+		log "the cache cannot satisfy the build; refreshing the package lists and retrying"
+		cp "$MMLOG" "$MMLOG.offline"
+		run_mmdebstrap online || {
+			show_log "$MMLOG"
+			die "mmdebstrap failed (no network, or the apt sources in $SOURCES do not serve bookworm?)"
+		}
+	fi
+else
+	log "downloading and installing packages (mmdebstrap; cache $POOL)"
+	run_mmdebstrap online || {
+		show_log "$MMLOG"
+		die "mmdebstrap failed (no network, or the apt sources in $SOURCES do not serve bookworm?)"
+	}
+fi
+log "packages installed ($((SECONDS - T0)) s)"
+
+# Keep exactly the installed versions in the cache (it is the offline source
+# of the next build).
+declare -A keep=()
+while read -r f; do keep[${f//:/%3a}]=1; done < <(
+	dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f '${Package}_${Version}_${Architecture}.deb\n'
+)
+for f in "$POOL"/*.deb; do
+	[[ -f $f && -z ${keep[${f##*/}]:-} ]] && rm -f "$f"
+done
+
+# --- configuration ----------------------------------------------------------------------
+log "configuring the guest"
+KVER=$(cd "$ROOT/boot" && ls vmlinuz-* | sed 's/^vmlinuz-//' | sort -V | tail -n 1)
+[[ -n $KVER && -f $ROOT/boot/initrd.img-$KVER ]] || die "no kernel + initramfs in $ROOT/boot"
+in_root() { chroot "$ROOT" "$@"; }
+put() { # put MODE PATH < content
+	install -D -m "$1" /dev/stdin "$ROOT$2"
+}
+
+# Identity: no host keys, empty machine-id (not "first boot", so no presets are
+# applied), locked root, neutral hostname, QEMU user networking's DNS.
+rm -f "$ROOT"/etc/ssh/ssh_host_*
+: >"$ROOT/etc/machine-id"
+rm -f "$ROOT/var/lib/dbus/machine-id" "$ROOT/var/lib/systemd/random-seed"
+in_root passwd --lock --quiet root
+echo debian >"$ROOT/etc/hostname"
+put 0644 /etc/hosts <<'EOF'
+127.0.0.1	localhost
+127.0.1.1	debian
+::1		localhost ip6-localhost ip6-loopback
+ff02::1		ip6-allnodes
+ff02::2		ip6-allrouters
+EOF
+# QEMU user networking answers DNS at 10.0.2.3 (no resolver daemon runs).
+put 0644 /etc/resolv.conf <<<'nameserver 10.0.2.3'
+
+# Disk: one ext4 partition, found by its PARTUUID (virtio vda1, IDE sda1, ...).
+DISK_ID=$(od -An -tx4 -N4 /dev/urandom | tr -d ' ')
+FS_UUID=$(cat /proc/sys/kernel/random/uuid)
+ROOT_DEV=PARTUUID=$DISK_ID-01
+# Mounted rw by the initramfs and not fsck'ed at boot (pass 0): the ext4
+# journal makes a killed VM's file system consistent at mount; a full fsck
+# run from the initramfs or systemd-fsck-root cost ~2.5 s under TCG.
+CMDLINE="root=$ROOT_DEV rw quiet"
+put 0644 /etc/fstab <<EOF
+# <file system>	<mount point>	<type>	<options>	<dump>	<pass>
+UUID=$FS_UUID	/	ext4	errors=remount-ro	0	0
+EOF
+
+# SSH: key-only, no root; this drop-in sorts first, and sshd keeps the first
+# value it reads. Host key: the ed25519 one vmctl-provision installs.
+put 0644 /etc/ssh/sshd_config.d/01-vmctl.conf <<'EOF'
+# vmctl: key-only logins, no root. sshd keeps the first value it reads for an
+# option, so this file must sort before other drop-ins (and sshd_config).
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+# vmctl-provision installs (or generates) this key on every boot.
+HostKey /etc/ssh/ssh_host_ed25519_key
+EOF
+
+# Network: DHCPv4 on every Ethernet NIC (virtio-net, e1000, ...).
+put 0644 /etc/systemd/network/80-vmctl-dhcp.network <<'EOF'
+[Match]
+Type=ether
+
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+EOF
+
+# Provisioning.
+install -D -m 0755 "$PROVISION_SRC" "$ROOT/usr/local/lib/vmctl/provision"
+put 0644 /etc/systemd/system/vmctl-provision.service <<'EOF'
+[Unit]
+Description=vmctl per-VM provisioning (hostname, user, SSH keys, app)
+Documentation=file:/usr/local/lib/vmctl/provision
+# Early (in parallel with sysinit.target) so it is done before sshd and the
+# apps can start; all it needs is the writable root file system.
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target shutdown.target
+Conflicts=shutdown.target
+Before=ssh.service nginx.service vmctl-app-gunicorn-hello.service vmctl-app-nginx-gunicorn.service
+Before=systemd-user-sessions.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/lib/vmctl/provision
+# The JSON vmctl passes with -fw_cfg name=opt/io.systemd.credentials/vmctl.provision,file=...
+# (or SMBIOS type 11).
+LoadCredential=vmctl.provision
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=sysinit.target
+EOF
+
+# Grow the root partition and file system into a larger disk (an overlay of
+# 10G over this 4G image, say): a few seconds once, then a no-op check.
+put 0755 /usr/local/lib/vmctl/growroot <<'EOF'
+#!/bin/sh
+# vmctl-growroot: grow the root partition (the last one of an MBR disk) to
+# the end of the disk, then its ext4 file system, online.
+set -eu
+src=$(findmnt -nvo SOURCE /)
+part=${src#/dev/}
+sys=/sys/class/block/$part
+[ -e "$sys/partition" ] || exit 0
+disk=$(basename "$(readlink -f "$sys/..")")
+n=$(cat "$sys/partition") start=$(cat "$sys/start") size=$(cat "$sys/size")
+total=$(cat "/sys/class/block/$disk/size")
+new=$(((total - start) / 2048 * 2048))
+[ "$new" -le 4294967295 ] || new=$((4294967295 / 2048 * 2048))
+[ "$new" -ge $((size + 2048)) ] || exit 0
+# Only a DOS label whose entry n starts where the kernel says and is the last.
+[ "$(od -An -tx1 -j510 -N2 "/dev/$disk" | tr -d ' ')" = 55aa ] || exit 0
+[ "$n" -le 4 ] || exit 0
+for i in 1 2 3 4; do
+	off=$((446 + 16 * (i - 1)))
+	s=$(od -An -tu4 -j$((off + 8)) -N4 "/dev/$disk" | tr -d ' ')
+	if [ "$i" -eq "$n" ]; then
+		[ "$s" -eq "$start" ] || exit 0
+	elif [ "$s" -gt "$start" ]; then
+		exit 0
+	fi
+done
+off=$((446 + 16 * (n - 1) + 12))
+printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((new & 255)) $((new >> 8 & 255)) $((new >> 16 & 255)) $((new >> 24 & 255)))" |
+	dd of="/dev/$disk" bs=1 seek="$off" count=4 conv=notrunc,fsync status=none
+resizepart "/dev/$disk" "$n" "$new"
+resize2fs "$src" >/dev/null 2>&1
+echo "vmctl-growroot: $src grown from $((size / 2048)) MiB to $((new / 2048)) MiB"
+EOF
+put 0644 /etc/systemd/system/vmctl-growroot.service <<'EOF'
+[Unit]
+Description=vmctl: grow the root partition and file system to the disk size
+After=local-fs.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/lib/vmctl/growroot
+# Only on otherwise idle CPU: it must not slow down the boot.
+CPUSchedulingPolicy=idle
+IOSchedulingClass=idle
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
+# The app: "Hello, World" under gunicorn, as the system user vmctl-app.
+in_root useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+	--comment "vmctl app" vmctl-app
+put 0644 /usr/local/lib/vmctl/hello.py <<'EOF'
+"""vmctl's demo WSGI app: GET / answers "Hello, World!"."""
+
+
+def app(environ, start_response):
+    if environ.get("PATH_INFO", "/") != "/":
+        status, body = "404 Not Found", b"Not Found\n"
+    elif environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        status, body = "405 Method Not Allowed", b"Method Not Allowed\n"
+    else:
+        status, body = "200 OK", b"Hello, World!\n"
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))])
+    return [body] if environ.get("REQUEST_METHOD") != "HEAD" else []
+EOF
+in_root python3 -m compileall -q /usr/local/lib/vmctl/hello.py
+unit_common='Restart=always
+RestartSec=1
+NoNewPrivileges=yes
+ProtectSystem=full
+ProtectHome=yes
+PrivateTmp=yes'
+put 0644 /etc/systemd/system/vmctl-app-gunicorn-hello.service <<EOF
+[Unit]
+Description=vmctl app: gunicorn "Hello, World" on port 8080
+After=vmctl-provision.service
+
+[Service]
+User=vmctl-app
+Group=vmctl-app
+ExecStart=/usr/bin/gunicorn --bind 0.0.0.0:8080 --workers 2 --chdir /usr/local/lib/vmctl hello:app
+$unit_common
+
+[Install]
+WantedBy=multi-user.target
+EOF
+put 0644 /etc/systemd/system/vmctl-app-nginx-gunicorn.service <<EOF
+[Unit]
+Description=vmctl app: gunicorn "Hello, World" on a unix socket behind nginx (port 8080)
+After=vmctl-provision.service
+
+[Service]
+User=vmctl-app
+Group=www-data
+RuntimeDirectory=vmctl-app
+RuntimeDirectoryMode=0750
+ExecStart=/usr/bin/gunicorn --bind unix:/run/vmctl-app/gunicorn.sock --umask 007 --workers 2 --chdir /usr/local/lib/vmctl hello:app
+$unit_common
+
+[Install]
+WantedBy=multi-user.target
+EOF
+put 0644 /etc/nginx/sites-available/vmctl-app <<'EOF'
+# vmctl app "nginx-gunicorn": port 8080 proxied to gunicorn's unix socket.
+server {
+	listen 8080 default_server;
+	server_name _;
+	location / {
+		proxy_pass http://unix:/run/vmctl-app/gunicorn.sock;
+		proxy_set_header Host $host;
+		proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+		proxy_set_header X-Forwarded-Proto $scheme;
+	}
+}
+EOF
+rm -f "$ROOT/etc/nginx/sites-enabled/default"
+ln -sfn ../sites-available/vmctl-app "$ROOT/etc/nginx/sites-enabled/vmctl-app"
+
+# sshd: no separate `sshd -t` run before each start (~0.5 s of CPU under
+# TCG); a bad configuration still fails the start itself.
+put 0644 /etc/systemd/system/ssh.service.d/vmctl.conf <<'EOF'
+[Service]
+ExecStartPre=
+EOF
+
+# Drivers for emulated hardware a headless VM does not use; loading and
+# probing them cost boot time under TCG. Blacklisting only stops loading by
+# alias (udev); `modprobe NAME` still works (e.g. kvm_intel for nested VMs).
+put 0644 /etc/modprobe.d/vmctl-blacklist.conf <<'EOF'
+# vmctl: not loaded automatically (see /usr/local/lib/vmctl/README).
+blacklist floppy
+blacklist pcspkr
+blacklist psmouse
+blacklist serio_raw
+blacklist joydev
+blacklist i2c_piix4
+blacklist kvm
+blacklist kvm_amd
+blacklist kvm_intel
+blacklist ccp
+EOF
+# udev rules for hardware a VM does not have (each rule file is parsed at
+# udevd start and matched against every coldplugged device).
+mkdir -p "$ROOT/etc/udev/rules.d"
+for r in 60-autosuspend 60-cdrom_id 60-drm 60-evdev 60-fido-id 60-infiniband 60-persistent-alsa \
+	60-persistent-input 60-persistent-storage-tape 60-persistent-v4l 60-sensor 70-camera \
+	70-joystick 70-mouse 70-touchpad 75-probe_mtd 78-sound-card; do
+	ln -sfn /dev/null "$ROOT/etc/udev/rules.d/$r.rules"
+done
+
+# Units: what runs at boot.
+in_root systemctl enable --quiet systemd-networkd.service vmctl-provision.service vmctl-growroot.service
+in_root systemctl disable --quiet nginx.service
+# Periodic jobs and scrubbers that cost boot time or CPU and do nothing useful
+# in a small VM (e2scrub_reap alone: ~23 s of a TCG boot).
+in_root systemctl mask --quiet e2scrub_reap.service e2scrub_all.timer e2scrub_all.service \
+	apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
+	dpkg-db-backup.timer fstrim.timer
+in_root systemctl disable --quiet systemd-pstore.service
+# Each unit or generator systemd starts is an exec of a binary linked
+# against the 3.5 MB libsystemd-shared: ~0.1 s of CPU each under TCG, all
+# competing for the one vCPU during boot. Not needed in this guest: the
+# debug/tracing/hugepages/mqueue/fuse/configfs/binfmt mounts, modprobe@ for
+# drivers that are loaded on demand anyway (drm, dm_mod, loop, fuse,
+# configfs), ip= on the kernel command line, and the generators for GPT
+# auto-discovery, LUKS/verity/integrity, hibernation, boot counting and
+# offline updates. A getty on tty1 is useless too: nobody has a password.
+in_root systemctl mask --quiet dev-hugepages.mount dev-mqueue.mount sys-kernel-debug.mount \
+	sys-kernel-tracing.mount sys-fs-fuse-connections.mount sys-kernel-config.mount \
+	proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount systemd-binfmt.service \
+	modprobe@drm.service modprobe@dm_mod.service modprobe@loop.service modprobe@fuse.service \
+	modprobe@configfs.service systemd-network-generator.service
+rm -f "$ROOT/etc/systemd/system/getty.target.wants/getty@tty1.service"
+mkdir -p "$ROOT/etc/systemd/system-generators"
+for g in systemd-gpt-auto-generator systemd-cryptsetup-generator systemd-veritysetup-generator \
+	systemd-integritysetup-generator systemd-hibernate-resume-generator systemd-bless-boot-generator \
+	systemd-system-update-generator; do
+	ln -sfn /dev/null "$ROOT/etc/systemd/system-generators/$g"
+done
+# /etc and /var are up to date with /usr: the ConditionNeedsUpdate= units
+# (ldconfig, hwdb, catalog, sysusers) need not run on each VM's first boot.
+touch "$ROOT/etc/.updated" "$ROOT/var/.updated"
+
+# Boot loader for BIOS boot (EXTLINUX); direct boot uses OUTDIR/kernel + initrd.
+mkdir -p "$ROOT/boot/extlinux"
+put 0644 /boot/extlinux/extlinux.conf <<EOF
+# vmctl debian-12: BIOS boot. /vmlinuz and /initrd.img follow kernel upgrades.
+DEFAULT debian
+TIMEOUT 0
+PROMPT 0
+LABEL debian
+	LINUX /vmlinuz
+	INITRD /initrd.img
+	APPEND $CMDLINE console=tty0 console=ttyS0,115200
+EOF
+
+# Leftovers of the build.
+rm -f "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/lib/dpkg/*-old
+rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/tmp/* "$ROOT"/var/tmp/*
+find "$ROOT/var/log" -type f -delete
+
+# --- outputs: kernel, initrd, disk ------------------------------------------------------
+# The vmlinux ELF (PVH entry point) is the compressed payload inside the
+# bzImage: the first magic that decompresses to an x86-64 ELF.
+log "extracting the PVH vmlinux from vmlinuz-$KVER"
+grep -q '^CONFIG_PVH=y' "$ROOT/boot/config-$KVER" || die "kernel $KVER is not built with CONFIG_PVH"
+extract_vmlinux() {
+	local k=$1 out=$2 magic tool off
+	for magic in xz:$'\xfd7zXZ' zstd:$'(\xb5/\xfd' gzip:$'\x1f\x8b\x08'; do
+		tool=${magic%%:*}
+		off=$({ LC_ALL=C grep -abo "${magic#*:}" "$k" || true; } | awk -F: 'NR == 1 {print $1}')
+		[[ -n $off ]] || continue
+		case "$tool" in
+		xz) tail -c +"$((off + 1))" "$k" | xz -dcq --single-stream >"$out" 2>/dev/null || true ;;
+		*) tail -c +"$((off + 1))" "$k" | "$tool" -dcq >"$out" 2>/dev/null || true ;;
+		esac
+		[[ $(head -c 4 "$out") == $'\x7fELF' && $(od -An -tx1 -j18 -N1 "$out" | tr -d ' ') == 3e ]] && return 0
+	done
+	return 1
+}
+extract_vmlinux "$ROOT/boot/vmlinuz-$KVER" "$WORK/kernel" || die "cannot find the vmlinux payload in vmlinuz-$KVER"
+cp "$ROOT/boot/initrd.img-$KVER" "$WORK/initrd"
+printf '%s\n' "$CMDLINE" >"$WORK/cmdline"
+dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f '${db:Status-Abbrev} ${Package} ${Version}\n' |
+	awk '$1 == "ii" {print $2, $3}' | LC_ALL=C sort >"$WORK/packages.txt"
+
+log "making the disk: MBR, ext4 root partition, EXTLINUX ($DISK_SIZE)"
+part_start=2048 # sectors (1 MiB)
+truncate -s "${disk_mib}M" "$RAW"
+printf 'label: dos\nlabel-id: 0x%s\nstart=%d, type=83, bootable\n' "$DISK_ID" "$part_start" |
+	sfdisk --quiet --no-reread --no-tell-kernel "$RAW" >"$WORK/sfdisk.log" 2>&1 || {
+	show_log "$WORK/sfdisk.log"
+	die "sfdisk failed"
+}
+# Inode tables are zeroed here (lazy_itable_init=0), so the guest kernel has
+# no background ext4lazyinit work at boot.
+mkfs.ext4 -q -F -L root -U "$FS_UUID" -d "$ROOT" \
+	-E "offset=$((part_start * 512)),lazy_itable_init=0,lazy_journal_init=1" \
+	"$RAW" "$((disk_mib - 1))M" >"$WORK/mkfs.log" 2>&1 || {
+	show_log "$WORK/mkfs.log"
+	die "mkfs.ext4 -d failed"
+}
+LOOPDEV=$(losetup --find --show --offset $((part_start * 512)) --sizelimit $(((disk_mib - 1) * 1024 * 1024)) "$RAW") ||
+	die "cannot attach a loop device (needed to install EXTLINUX)"
+mount -t ext4 "$LOOPDEV" "$WORK/mnt" || die "cannot mount the new root file system ($LOOPDEV)"
+if ! extlinux --install "$WORK/mnt/boot/extlinux" >"$WORK/extlinux.log" 2>&1; then
+	umount "$WORK/mnt"
+	show_log "$WORK/extlinux.log"
+	die "extlinux --install failed"
+fi
+umount "$WORK/mnt"
+losetup -d "$LOOPDEV"
+LOOPDEV=
+dd if="$MBR_BIN" of="$RAW" bs=440 count=1 conv=notrunc status=none
+qemu-img convert -f raw -O qcow2 "$RAW" "$WORK/disk.qcow2"
+
+mv "$WORK/disk.qcow2" "$WORK/kernel" "$WORK/initrd" "$WORK/cmdline" "$WORK/packages.txt" "$OUTDIR/"
+log "done in $((SECONDS - T0)) s: disk.qcow2 $(du -m --apparent-size "$OUTDIR/disk.qcow2" | cut -f1) MB," \
+	"kernel (vmlinux $KVER) $(du -m "$OUTDIR/kernel" | cut -f1) MB, initrd $(du -k "$OUTDIR/initrd" | cut -f1) KB," \
+	"$(wc -l <"$OUTDIR/packages.txt") packages; cmdline: $CMDLINE"

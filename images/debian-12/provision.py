@@ -1,0 +1,295 @@
+#!/usr/bin/python3 -I
+# vmctl-provision: apply the per-VM settings vmctl hands the guest, on every boot.
+#
+# Installed by build.sh as /usr/local/lib/vmctl/provision and run by
+# vmctl-provision.service (oneshot, before ssh.service and the app units). The
+# settings come as the systemd credential "vmctl.provision" (the unit has
+# LoadCredential=vmctl.provision, so systemd copies it from the system
+# credentials it imported from fw_cfg opt/io.systemd.credentials/ or SMBIOS
+# type 11) and are read from $CREDENTIALS_DIRECTORY/vmctl.provision:
+#
+#   {"hostname": "web", "user": "alice", "authorized_keys": ["ssh-ed25519 AAAA... c"],
+#    "ssh_host_key": {"type": "ed25519", "private": "-----BEGIN OPENSSH...", "public": "ssh-ed25519 AAAA..."},
+#    "app": "gunicorn-hello" | "nginx-gunicorn" | null}
+#
+# Every field is optional. Each boot it makes the system match the credential:
+#   hostname         transient hostname + /etc/hostname
+#   user             created if missing (home, /bin/bash, locked password, group
+#                    sudo); /etc/sudoers.d/vmctl gives it NOPASSWD sudo
+#   authorized_keys  ~user/.ssh/authorized_keys, replaced (0700/0600, user-owned)
+#   ssh_host_key     /etc/ssh/ssh_host_ed25519_key(.pub) (0600/0644)
+#   app              the app's units enabled and started, the other app's
+#                    units disabled and stopped; null/absent: no app
+# Without a credential or host key it only makes sure an ed25519 host key
+# exists (generating one takes ~0.1 s; sshd is configured for that key only).
+# /etc/hosts always maps 127.0.1.1 to the current hostname (sudo looks it up).
+#
+# Files are rewritten only when their content or mode differs, and systemctl
+# runs only when an app's state has to change, so a boot with an unchanged
+# credential costs one Python start. Progress goes to the journal and the
+# console as "vmctl-provision: ..." lines, ending with "vmctl-provision: done".
+
+import grp
+import json
+import os
+import pwd
+import re
+import socket
+import subprocess
+import sys
+
+CREDENTIAL = "vmctl.provision"
+SSH_DIR = "/etc/ssh"
+HOST_KEY = SSH_DIR + "/ssh_host_ed25519_key"
+SUDOERS = "/etc/sudoers.d/vmctl"
+WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
+APPS = {
+    "gunicorn-hello": ["vmctl-app-gunicorn-hello.service"],
+    "nginx-gunicorn": ["vmctl-app-nginx-gunicorn.service", "nginx.service"],
+}
+APP_UNITS = sorted({u for units in APPS.values() for u in units})
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+problems = 0
+
+
+def log(msg):
+    print("vmctl-provision: " + msg, flush=True)
+
+
+def error(msg):
+    global problems
+    problems += 1
+    log("error: " + msg)
+
+
+def write_file(path, data, mode, uid=0, gid=0, dir_fd=None):
+    """Atomically replace path (relative to dir_fd if given) unless it already
+    holds data with this mode and owner. Never follows a symlink at path.
+    Returns True if it wrote."""
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            same = (st.st_mode & 0o7777 == mode and st.st_uid == uid and st.st_gid == gid
+                    and st.st_size == len(data) and os.read(fd, len(data) + 1) == data)
+        finally:
+            os.close(fd)
+        if same:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass  # a symlink or unreadable: replace it
+    tmp = ".%s.vmctl-tmp" % os.path.basename(path)
+    if dir_fd is None:
+        tmp = os.path.join(os.path.dirname(path), tmp)
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600, dir_fd=dir_fd)
+    try:
+        os.write(fd, data)
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    return True
+
+
+def run(*argv):
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        error("%s failed (exit %d): %s" % (" ".join(argv), r.returncode, r.stdout.strip()))
+    return r.returncode == 0
+
+
+def read_credential():
+    d = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not d:
+        log("no credentials directory (not started by systemd with LoadCredential=?)")
+        return {}
+    try:
+        with open(os.path.join(d, CREDENTIAL), "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raw = b""
+    if not raw.strip():
+        log("no %s credential; using defaults" % CREDENTIAL)
+        return {}
+    try:
+        cfg = json.loads(raw)
+    except ValueError as e:
+        error("credential %s is not valid JSON: %s" % (CREDENTIAL, e))
+        return {}
+    if not isinstance(cfg, dict):
+        error("credential %s is not a JSON object" % CREDENTIAL)
+        return {}
+    return cfg
+
+
+def set_hostname(name):
+    if name is None:
+        return
+    if not isinstance(name, str) or not HOST_RE.match(name) or len(name) > 64:
+        error("invalid hostname %r; keeping %s" % (name, socket.gethostname()))
+        return
+    if write_file("/etc/hostname", name + "\n", 0o644):
+        log("hostname %s written to /etc/hostname" % name)
+    if socket.gethostname() != name:
+        socket.sethostname(name)
+        log("hostname set to %s" % name)
+
+
+def fix_hosts():
+    """Map 127.0.1.1 to the current hostname (Debian's convention)."""
+    name = socket.gethostname()
+    try:
+        with open("/etc/hosts") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        lines = ["127.0.0.1\tlocalhost"]
+    want = "127.0.1.1\t" + name
+    out = [l for l in lines if not l.split("#", 1)[0].split()[:1] == ["127.0.1.1"]]
+    out.insert(1 if out else 0, want)
+    write_file("/etc/hosts", "\n".join(out) + "\n", 0o644)
+
+
+def ensure_user(name):
+    """Create the login user if missing; return its pwd entry (or None)."""
+    if not isinstance(name, str) or not USER_RE.match(name) or name == "root":
+        error("invalid user name %r; no login user set up" % (name,))
+        return None
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        if not run("useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo",
+                   "--comment", "vmctl login user", name):
+            return None
+        pw = pwd.getpwnam(name)
+        log("created user %s (uid %d, password locked)" % (name, pw.pw_uid))
+    if pw.pw_uid < 1000:
+        error("%s is a system account (uid %d); not using it as the login user" % (name, pw.pw_uid))
+        return None
+    if name not in grp.getgrnam("sudo").gr_mem:
+        run("usermod", "--append", "--groups", "sudo", name)
+    if write_file(SUDOERS, "# Written by vmctl-provision on every boot.\n"
+                  "%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % name, 0o440):
+        log("sudo without password for %s" % name)
+    return pw
+
+
+def write_authorized_keys(pw, keys):
+    if keys is None:
+        return
+    if isinstance(keys, str):
+        keys = keys.splitlines()
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        error("authorized_keys must be a list of strings")
+        return
+    keys = [k.strip() for k in keys if k.strip() and "\n" not in k.strip()]
+    # The user owns ~/.ssh: open it without following symlinks and write
+    # relative to that directory, so a planted link cannot redirect root.
+    home = os.open(pw.pw_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            os.mkdir(".ssh", 0o700, dir_fd=home)
+        except FileExistsError:
+            pass
+        d = os.open(".ssh", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=home)
+        try:
+            os.fchown(d, pw.pw_uid, pw.pw_gid)
+            os.fchmod(d, 0o700)
+            data = "".join(k + "\n" for k in keys)
+            if write_file("authorized_keys", data, 0o600, pw.pw_uid, pw.pw_gid, dir_fd=d):
+                log("%d authorized key(s) for %s" % (len(keys), pw.pw_name))
+        finally:
+            os.close(d)
+    finally:
+        os.close(home)
+
+
+def install_host_key(key):
+    if key is not None:
+        if not isinstance(key, dict):
+            error("ssh_host_key must be an object")
+        elif key.get("type", "ed25519") != "ed25519":
+            error("ssh_host_key type %r is not supported (only ed25519)" % key.get("type"))
+        else:
+            private, public = key.get("private"), key.get("public")
+            if (isinstance(private, str) and "BEGIN OPENSSH PRIVATE KEY" in private
+                    and isinstance(public, str) and public.strip().startswith("ssh-ed25519 ")):
+                changed = write_file(HOST_KEY, private.strip() + "\n", 0o600)
+                changed |= write_file(HOST_KEY + ".pub", public.strip() + "\n", 0o644)
+                if changed:
+                    log("installed the given ed25519 SSH host key")
+                return
+            error("ssh_host_key needs an OpenSSH ed25519 private key and its public key")
+    if not os.path.exists(HOST_KEY):
+        for f in (HOST_KEY, HOST_KEY + ".pub"):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+        if run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@" + socket.gethostname(),
+               "-f", HOST_KEY):
+            log("generated an ed25519 SSH host key")
+
+
+def enabled(unit):
+    return os.path.lexists(os.path.join(WANTS_DIR, unit))
+
+
+def set_app(app):
+    if app is not None and app not in APPS:
+        error("unknown app %r (known: %s); apps left as they are" % (app, ", ".join(APPS)))
+        return
+    want = APPS.get(app, [])
+    drop = [u for u in APP_UNITS if u not in want and enabled(u)]
+    if drop:
+        run("systemctl", "disable", "--no-reload", "--quiet", *drop)
+        run("systemctl", "stop", "--no-block", *drop)
+        log("disabled " + " ".join(drop))
+    add = [u for u in want if not enabled(u)]
+    if add:
+        run("systemctl", "enable", "--no-reload", "--quiet", *add)
+        run("systemctl", "start", "--no-block", *add)
+        log("enabled and started " + " ".join(add))
+    log("app: %s" % (app or "none"))
+
+
+def main():
+    os.umask(0o022)
+    cfg = read_credential()
+    steps = [
+        ("hostname", lambda: set_hostname(cfg.get("hostname"))),
+        ("/etc/hosts", fix_hosts),
+        ("ssh host key", lambda: install_host_key(cfg.get("ssh_host_key"))),
+        ("app", lambda: set_app(cfg.get("app"))),
+    ]
+    if cfg.get("user") is not None:
+        def user_step():
+            pw = ensure_user(cfg.get("user"))
+            if pw is not None:
+                write_authorized_keys(pw, cfg.get("authorized_keys"))
+        steps.insert(2, ("user", user_step))
+    elif cfg.get("authorized_keys"):
+        error("authorized_keys given without a user; ignored")
+    for what, step in steps:
+        try:
+            step()
+        except Exception as e:  # one failed step must not stop the others
+            error("%s: %s: %s" % (what, type(e).__name__, e))
+    log("done" if not problems else "done with %d error(s)" % problems)
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
