@@ -61,7 +61,10 @@ pub const BUILTINS: &[Builtin] = &[
         recipe_toml: include_str!("../images/debian-12/image.toml"),
         files: &[
             ("build.sh", include_str!("../images/debian-12/build.sh")),
-            ("provision.py", include_str!("../images/debian-12/provision.py")),
+            (
+                "provision.py",
+                include_str!("../images/debian-12/provision.py"),
+            ),
         ],
     },
 ];
@@ -543,7 +546,9 @@ mod tests {
             assert!(b.files.iter().any(|(f, _)| *f == "build.sh"));
             // Every file of the recipe's directory is embedded (the build finds them beside
             // build.sh).
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images").join(&r.name);
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("images")
+                .join(&r.name);
             for e in std::fs::read_dir(&dir).unwrap() {
                 let f = e.unwrap().file_name().to_string_lossy().into_owned();
                 if f != "image.toml" {

@@ -268,9 +268,9 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
 }
 
 /// Wait until each forwarded TCP port gets an answer from the guest (a TCP connect alone proves
-/// nothing: user-mode networking accepts it on the host side even with no guest). A new attempt
-/// starts every 50 ms while older ones may still wait for a guest that is not up yet, so the
-/// first moment the guest answers is seen without a polling delay.
+/// nothing: user-mode networking accepts it on the host side even with no guest). Attempts
+/// overlap (see [`attempt_pacing`]), so the first moment the guest answers is seen without a
+/// polling delay.
 fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> Result<()> {
     block_on(async {
         let tcp: Vec<PortForward> = spec
@@ -280,6 +280,8 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
             .copied()
             .collect();
         let mut ready = vec![false; tcp.len()];
+        let mut in_flight = vec![0usize; tcp.len()];
+        let mut last_spawn = vec![None::<std::time::Instant>; tcp.len()];
         let mut attempts = tokio::task::JoinSet::new();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,13 +290,18 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
             tokio::select! {
                 _ = tick.tick() => {
                     for (i, f) in tcp.iter().enumerate() {
-                        if !ready[i] && attempts.len() < 64 {
+                        let (limit, every) = attempt_pacing(f);
+                        let due = last_spawn[i].is_none_or(|t| t.elapsed() >= every);
+                        if !ready[i] && in_flight[i] < limit && due {
                             let f = *f;
+                            in_flight[i] += 1;
+                            last_spawn[i] = Some(std::time::Instant::now());
                             attempts.spawn(async move { (i, port_answers(&f).await) });
                         }
                     }
                 }
                 Some(Ok((i, ok))) = attempts.join_next(), if !attempts.is_empty() => {
+                    in_flight[i] -= 1;
                     ready[i] |= ok;
                     continue;
                 }
@@ -328,6 +335,19 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
     })
 }
 
+/// How many readiness attempts may be in flight on a port, and how often a new one starts. A
+/// new attempt while older ones wait on a guest that is not up yet catches the first moment it
+/// answers; few of them, because each SSH connection makes sshd fork and re-exec itself, which
+/// under TCG slows the very boot being waited for (and sshd drops connections past
+/// MaxStartups).
+fn attempt_pacing(f: &PortForward) -> (usize, Duration) {
+    if f.guest == 22 {
+        (2, Duration::from_millis(1000))
+    } else {
+        (4, Duration::from_millis(100))
+    }
+}
+
 /// Does a service in the guest answer on this forward? SSH ports must send their banner; any
 /// other port must send at least one byte in reply to an HTTP request.
 pub async fn port_answers(f: &PortForward) -> bool {
@@ -337,7 +357,11 @@ pub async fn port_answers(f: &PortForward) -> bool {
     } else {
         f.addr
     };
-    let t = Duration::from_secs(3);
+    let t = if f.guest == 22 {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(5)
+    };
     let Ok(Ok(mut s)) = tokio::time::timeout(t, tokio::net::TcpStream::connect((ip, f.host))).await
     else {
         return false;

@@ -1,4 +1,4 @@
-#!/usr/bin/python3 -I
+#!/usr/bin/python3 -IS
 # vmctl-provision: apply the per-VM settings vmctl hands the guest, on every boot.
 #
 # Installed by build.sh as /usr/local/lib/vmctl/provision and run by

@@ -6,3 +6,4 @@ mod bad_input;
 mod harness;
 mod lifecycle;
 mod provision;
+mod vps;
