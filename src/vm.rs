@@ -373,7 +373,23 @@ pub async fn port_answers(f: &PortForward) -> bool {
     if s.write_all(b"HEAD / HTTP/1.0\r\n\r\n").await.is_err() {
         return false;
     }
-    matches!(tokio::time::timeout(t, s.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+    match tokio::time::timeout(t, s.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => reply_means_ready(&buf[..n]),
+        _ => false,
+    }
+}
+
+/// Any reply counts, except an HTTP 5xx: that is a proxy (nginx) whose backend is not up yet.
+fn reply_means_ready(reply: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(reply);
+    match text.strip_prefix("HTTP/") {
+        Some(rest) => rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok())
+            .is_some_and(|code| code < 500),
+        None => true,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -671,4 +687,17 @@ pub fn show_cmd(home: &Home, name: &VmName) -> Result<Vec<String>> {
         return Ok(s.argv);
     }
     Ok(crate::supervisor::plan(home, &spec)?.argv)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_5xx_is_not_ready() {
+        use super::reply_means_ready as r;
+        assert!(r(b"HTTP/1.1 200 OK\r\n"));
+        assert!(r(b"HTTP/1.0 404 Not Found\r\n"));
+        assert!(!r(b"HTTP/1.1 502 Bad Gateway\r\n"));
+        assert!(!r(b"HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(r(b"+OK redis\r\n"));
+    }
 }
