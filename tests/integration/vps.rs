@@ -264,3 +264,44 @@ fn ansible_bin() -> PathBuf {
     );
     p
 }
+
+#[test]
+fn web_toml_and_the_equivalent_flags_define_the_same_vm() {
+    let t = vps_home();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/vm-configs/web.toml");
+    t.ok(&["create", "from-file", "--from", example, "--user", "alice"]);
+    let file_def = std::fs::read_to_string(t.home().join("vms/from-file/vm.toml")).unwrap();
+    t.ok(&["rm", "from-file"]);
+    t.ok(&[
+        "create",
+        "from-flags",
+        "--cpus",
+        "1",
+        "--mem",
+        "2G",
+        "--disk",
+        "10G",
+        "--image",
+        "debian-12",
+        "--port",
+        "5022:22",
+        "--port",
+        "5080:8080",
+        "--app",
+        "gunicorn-hello",
+        "--user",
+        "alice",
+    ]);
+    let flags_def = std::fs::read_to_string(t.home().join("vms/from-flags/vm.toml")).unwrap();
+    let body = |d: &str| {
+        d.lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&file_def), body(&flags_def));
+    assert!(
+        flags_def.contains("app = \"gunicorn-hello\"") && flags_def.contains("memory = \"2G\""),
+        "{flags_def}"
+    );
+}
