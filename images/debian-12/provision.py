@@ -35,7 +35,6 @@ import os
 import pwd
 import re
 import socket
-import subprocess
 import sys
 
 CREDENTIAL = "vmctl.provision"
@@ -43,6 +42,7 @@ SSH_DIR = "/etc/ssh"
 HOST_KEY = SSH_DIR + "/ssh_host_ed25519_key"
 SUDOERS = "/etc/sudoers.d/vmctl"
 WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
+UNIT_DIRS = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
 APPS = {
     "gunicorn-hello": ["vmctl-app-gunicorn-hello.service"],
     "nginx-gunicorn": ["vmctl-app-nginx-gunicorn.service", "nginx.service"],
@@ -105,6 +105,8 @@ def write_file(path, data, mode, uid=0, gid=0, dir_fd=None):
 
 
 def run(*argv):
+    import subprocess  # only when needed: most boots change nothing
+
     r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         error("%s failed (exit %d): %s" % (" ".join(argv), r.returncode, r.stdout.strip()))
@@ -243,8 +245,22 @@ def install_host_key(key):
             log("generated an ed25519 SSH host key")
 
 
+# The app units (and nginx.service) are only WantedBy=multi-user.target, so
+# enabling one is exactly this symlink, which is what `systemctl enable`
+# would make (without loading every unit file: ~0.3 s under TCG).
 def enabled(unit):
     return os.path.lexists(os.path.join(WANTS_DIR, unit))
+
+
+def enable(unit):
+    for d in UNIT_DIRS:
+        path = os.path.join(d, unit)
+        if os.path.isfile(path):
+            os.makedirs(WANTS_DIR, exist_ok=True)
+            os.symlink(path, os.path.join(WANTS_DIR, unit))
+            return True
+    error("unit %s not found" % unit)
+    return False
 
 
 def set_app(app):
@@ -254,12 +270,13 @@ def set_app(app):
     want = APPS.get(app, [])
     drop = [u for u in APP_UNITS if u not in want and enabled(u)]
     if drop:
-        run("systemctl", "disable", "--no-reload", "--quiet", *drop)
+        for u in drop:
+            os.unlink(os.path.join(WANTS_DIR, u))
         run("systemctl", "stop", "--no-block", *drop)
-        log("disabled " + " ".join(drop))
-    add = [u for u in want if not enabled(u)]
+        log("disabled and stopped " + " ".join(drop))
+    add = [u for u in want if not enabled(u) and enable(u)]
     if add:
-        run("systemctl", "enable", "--no-reload", "--quiet", *add)
+        # This boot's transaction did not include them: start them now.
         run("systemctl", "start", "--no-block", *add)
         log("enabled and started " + " ".join(add))
     log("app: %s" % (app or "none"))
@@ -272,8 +289,10 @@ def main():
         ("hostname", lambda: set_hostname(cfg.get("hostname"))),
         ("/etc/hosts", fix_hosts),
         ("ssh host key", lambda: install_host_key(cfg.get("ssh_host_key"))),
-        ("app", lambda: set_app(cfg.get("app"))),
     ]
+    # No credential (a plain `qemu -hda` boot): leave the apps as the disk has them.
+    if "app" in cfg:
+        steps.append(("app", lambda: set_app(cfg.get("app"))))
     if cfg.get("user") is not None:
         def user_step():
             pw = ensure_user(cfg.get("user"))
