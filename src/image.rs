@@ -301,16 +301,26 @@ pub fn import(
         sha256: sha256_files(&out)?,
         packages: vec![],
     };
+    install(&out, &target, &manifest, tmp.path())
+}
+
+/// Write the manifest into the finished directory `out` and rename it to `target`; a previous
+/// build at `target` is moved into `trash` (removed with the temporary directory).
+fn install(out: &Path, target: &Path, manifest: &Manifest, trash: &Path) -> Result<Image> {
     fsutil::write_atomic(
         &out.join("image.toml"),
-        toml::to_string(&manifest)
+        toml::to_string(manifest)
             .expect("manifests serialize")
             .as_bytes(),
     )?;
     let parent = target.parent().expect("image dirs have a parent");
     std::fs::create_dir_all(parent).path_ctx("create", parent)?;
-    std::fs::rename(&out, &target).path_ctx("install", &target)?;
-    Image::load(&target)
+    if target.exists() {
+        let old = trash.join("old");
+        std::fs::rename(target, &old).path_ctx("move aside", target)?;
+    }
+    std::fs::rename(out, target).path_ctx("install", target)?;
+    Image::load(target)
 }
 
 /// Names of the VMs in this home whose disks are overlays on image `name` for `arch`.
@@ -514,21 +524,9 @@ pub fn build(home: &Home, name: &str, arch: Arch, force: bool) -> Result<(Image,
     let _ = std::fs::remove_file(out.join("packages.txt"));
     let mut manifest = manifest;
     manifest.sha256 = sha256_files(&out)?;
-    fsutil::write_atomic(
-        &out.join("image.toml"),
-        toml::to_string(&manifest)
-            .expect("manifests serialize")
-            .as_bytes(),
-    )?;
-    let parent = target.parent().expect("image dirs have a parent");
-    std::fs::create_dir_all(parent).path_ctx("create", parent)?;
-    if target.exists() {
-        let old = tmp.path().join("old");
-        std::fs::rename(&target, &old).path_ctx("move aside", &target)?;
-    }
-    std::fs::rename(&out, &target).path_ctx("install", &target)?;
+    let img = install(&out, &target, &manifest, tmp.path())?;
     drop(tmp);
-    Ok((Image::load(&target)?, true))
+    Ok((img, true))
 }
 
 #[cfg(test)]

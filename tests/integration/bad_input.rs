@@ -3,45 +3,30 @@
 
 use crate::harness::*;
 
-fn refused(t: &TestHome, args: &[&str], needles: &[&str]) {
-    let before = t.snapshot();
-    let err = t.fails(args, 2);
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "vmctl {args:?}: {n:?} missing from:\n{err}"
-        );
-    }
-    assert_eq!(t.snapshot(), before, "vmctl {args:?} changed the home");
-}
-
 #[test]
 fn bad_names() {
     let t = TestHome::new();
     let long = "x".repeat(65);
-    refused(&t, &["create", "a/b"], &["\"a/b\"", "'/'"]);
-    refused(&t, &["create", ".."], &["\"..\""]);
-    refused(&t, &["create", "has space"], &["\"has space\"", "' '"]);
-    refused(&t, &["create", &long], &["65 characters", "at most 64"]);
+    t.refused(&["create", "a/b"], &["\"a/b\"", "'/'"]);
+    t.refused(&["create", ".."], &["\"..\""]);
+    t.refused(&["create", "has space"], &["\"has space\"", "' '"]);
+    t.refused(&["create", &long], &["65 characters", "at most 64"]);
 }
 
 #[test]
 fn bad_sizes_and_counts() {
     let t = TestHome::new();
-    refused(&t, &["create", "v", "--cpus", "0"], &["--cpus", "got 0"]);
-    refused(
-        &t,
+    t.refused(&["create", "v", "--cpus", "0"], &["--cpus", "got 0"]);
+    t.refused(
         &["create", "v", "--mem", "2X"],
         &["--mem", "\"2X\"", "unknown unit"],
     );
-    refused(&t, &["create", "v", "--mem", "0"], &["--mem", "got 0"]);
-    refused(
-        &t,
+    t.refused(&["create", "v", "--mem", "0"], &["--mem", "got 0"]);
+    t.refused(
         &["create", "v", "--mem", "100T"],
         &["memory", "100T", "more than this host has"],
     );
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--disk", "100M"],
         &["disk", "100M", "smaller than image tiny (256M)"],
     );
@@ -50,14 +35,12 @@ fn bad_sizes_and_counts() {
 #[test]
 fn bad_ports() {
     let t = TestHome::new();
-    refused(&t, &["create", "v", "--port", "0:80"], &["--port", "got 0"]);
-    refused(
-        &t,
+    t.refused(&["create", "v", "--port", "0:80"], &["--port", "got 0"]);
+    t.refused(
         &["create", "v", "--port", "70000:80"],
         &["--port", "got 70000"],
     );
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--port", "18080:80", "--port", "18080:81"],
         &[
             "ports[1]",
@@ -69,13 +52,12 @@ fn bad_ports() {
 #[test]
 fn unknown_image_and_existing_name() {
     let t = TestHome::new();
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--image", "nope"],
         &["image", "\"nope\"", "not found"],
     );
     t.ok(&["create", "v"]);
-    refused(&t, &["create", "v"], &["VM v already exists"]);
+    t.refused(&["create", "v"], &["VM v already exists"]);
 }
 
 #[test]
@@ -84,15 +66,13 @@ fn bad_toml_files() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "cpus = = 2\n").unwrap();
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--from", bad.to_str().unwrap()],
         &["bad.toml", "line 1"],
     );
     let unknown = dir.path().join("unknown.toml");
     std::fs::write(&unknown, "cpus = 1\nmemroy = \"1G\"\n").unwrap();
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--from", unknown.to_str().unwrap()],
         &["unknown.toml", "memroy", "line 2"],
     );
@@ -102,8 +82,7 @@ fn bad_toml_files() {
         "cpus = 0\nmemory = \"lots\"\nports = [\"1:2:3:4\"]\n",
     )
     .unwrap();
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--from", invalid.to_str().unwrap()],
         &[
             "invalid.toml",

@@ -149,6 +149,20 @@ impl TestHome {
         stderr
     }
 
+    /// Require exit 2 (usage/config error) with every needle in stderr, and no change to the
+    /// home.
+    pub fn refused(&self, args: &[&str], needles: &[&str]) {
+        let before = self.snapshot();
+        let err = self.fails(args, 2);
+        for n in needles {
+            assert!(
+                err.contains(n),
+                "vmctl {args:?}: {n:?} missing from:\n{err}"
+            );
+        }
+        assert_eq!(self.snapshot(), before, "vmctl {args:?} changed the home");
+    }
+
     pub fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.ok(args)).unwrap()
     }

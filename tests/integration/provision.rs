@@ -20,29 +20,15 @@ fn import_cloudy(t: &TestHome) {
     ]);
 }
 
-fn refused(t: &TestHome, args: &[&str], needles: &[&str]) {
-    let before = t.snapshot();
-    let err = t.fails(args, 2);
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "vmctl {args:?}: {n:?} missing from:\n{err}"
-        );
-    }
-    assert_eq!(t.snapshot(), before, "vmctl {args:?} changed the home");
-}
-
 #[test]
 fn bad_keys_apps_and_missing_images_change_nothing() {
     let t = TestHome::new();
     import_cloudy(&t);
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--image", "debian-12"],
         &["image", "\"debian-12\"", "vmctl image build debian-12"],
     );
-    refused(
-        &t,
+    t.refused(
         &[
             "create",
             "v",
@@ -54,8 +40,7 @@ fn bad_keys_apps_and_missing_images_change_nothing() {
         &["ssh_key", "/nonexistent/key.pub", "No such file"],
     );
     let dir = tempfile::tempdir().unwrap();
-    refused(
-        &t,
+    t.refused(
         &[
             "create",
             "v",
@@ -72,8 +57,7 @@ fn bad_keys_apps_and_missing_images_change_nothing() {
         "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
     )
     .unwrap();
-    refused(
-        &t,
+    t.refused(
         &[
             "create",
             "v",
@@ -84,18 +68,15 @@ fn bad_keys_apps_and_missing_images_change_nothing() {
         ],
         &["ssh_key", "is a private key"],
     );
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--image", "cloudy", "--app", "wordpress"],
         &["--app", "wordpress"],
     );
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--app", "gunicorn-hello"],
         &["app", "image tiny has no login users or apps"],
     );
-    refused(
-        &t,
+    t.refused(
         &["create", "v", "--image", "cloudy", "--user", "root"],
         &["--user", "root login"],
     );
