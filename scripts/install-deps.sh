@@ -2,7 +2,8 @@
 # Install every system package vmctl and its tests need on a Debian 12 machine, idempotently.
 #
 #   scripts/install-deps.sh          # QEMU for x86_64 and aarch64 guests, qemu-img, image build tools
-#   scripts/install-deps.sh --test   # also what the tests use: cloud-init (schema checks), python3-venv
+#   scripts/install-deps.sh --test   # also what the tests use: cloud-init (schema checks), python3-venv,
+#                                    # systemd-container + mmdebstrap (scripts/nspawn-rootfs.sh)
 #
 # QEMU comes from Debian: qemu-system-x86 and qemu-utils must be the same release (an image may ship
 # a newer qemu-utils from elsewhere, which Debian's qemu-system-x86 would then conflict with), so
@@ -11,7 +12,7 @@ set -euo pipefail
 
 need=(qemu-system-x86 qemu-system-arm qemu-utils cpio curl ca-certificates openssh-client dosfstools mtools)
 extra=()
-[[ ${1:-} == --test ]] && extra=(cloud-init python3-venv)
+[[ ${1:-} == --test ]] && extra=(cloud-init python3-venv systemd-container mmdebstrap)
 need+=("${extra[@]}")
 missing=()
 for p in "${need[@]}"; do

@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh --test
+# The root file system the systemd tests boot (tests/integration/nspawn.rs): ~35 s the first time,
+# instant while its recipe is unchanged.
+echo "== scripts/nspawn-rootfs.sh"
+scripts/nspawn-rootfs.sh >/dev/null
 # Ansible (for the inventory test) from PyPI, in a venv under target/ so the host stays clean.
 venv=target/vmctl-test/venv
 if [[ ! -x $venv/bin/ansible ]]; then
