@@ -5,5 +5,6 @@ mod accel;
 mod bad_input;
 mod harness;
 mod lifecycle;
+mod nspawn;
 mod provision;
 mod vps;
