@@ -17,7 +17,7 @@ use crate::vm::{self, StopMode};
     name = "vmctl",
     version,
     about = "Create, run and control QEMU/KVM virtual machines",
-    after_help = "State lives in --home (default /var/lib/vmctl for root, else ~/.local/share/vmctl).\nExit codes: 0 ok, 1 failure, 2 usage/config, 3 not found, 4 host cannot, 5 QEMU failed, 6 timeout, 7 wrong state."
+    after_help = "State lives in --home (default /var/lib/vmctl for root, else ~/.local/share/vmctl).\nExit codes: 0 ok, 1 failure, 2 usage/config, 3 not found, 4 host cannot, 5 QEMU failed, 6 timeout, 7 wrong state, 8 guest unhealthy (run)."
 )]
 pub struct Cli {
     /// vmctl's state directory (VMs, images).
@@ -124,12 +124,55 @@ pub enum Cmd {
     /// Build, import and list base images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Run VMs as systemd services: print, install or remove a VM's unit (vmctl-NAME.service).
+    #[command(subcommand)]
+    Systemd(SystemdCmd),
     /// Run a VM in the foreground, supervising QEMU (what a systemd unit runs).
+    ///
+    /// Under systemd (Type=notify) it reports READY=1 once the guest answers, STOPPING=1 when the
+    /// graceful stop begins, and progress as STATUS=. Exit status: 0 after a stop asked for by
+    /// SIGTERM/SIGINT or when the guest powered itself off; 1-7 when the VM could not start (see
+    /// Exit codes); 8 when the health check failed and vmctl killed QEMU; otherwise QEMU's own
+    /// status, or 128+N when a signal N killed it.
     Run {
         name: VmName,
         /// Report readiness on stdout to a parent `vmctl start` (internal).
         #[arg(long, hide = true)]
         notify_stdout: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemdCmd {
+    /// Print the VM's unit.
+    Generate {
+        name: VmName,
+        /// A unit for your user's service manager (systemctl --user) instead of the system's.
+        #[arg(long)]
+        user: bool,
+    },
+    /// Write the VM's unit to /etc/systemd/system (or ~/.config/systemd/user with --user) and
+    /// reload systemd; enable and start it as asked.
+    Install {
+        name: VmName,
+        /// Install for your user's service manager (systemctl --user).
+        #[arg(long)]
+        user: bool,
+        /// Start the VM at boot (or login): `systemctl enable`. Implied by `autostart = true`.
+        #[arg(long)]
+        enable: bool,
+        /// Start the unit now (returns once the guest is up).
+        #[arg(long)]
+        now: bool,
+        /// With --user: `loginctl enable-linger` so your VMs start at boot without a login.
+        #[arg(long, requires = "user")]
+        linger: bool,
+    },
+    /// Stop and disable the VM's unit, then remove it and reload systemd.
+    Uninstall {
+        name: VmName,
+        #[arg(long)]
+        user: bool,
     },
 }
 
@@ -235,6 +278,12 @@ pub struct CreateArgs {
     /// Web app to run in the guest.
     #[arg(long, value_enum)]
     pub app: Option<App>,
+    /// Another VM whose systemd unit this VM's unit starts after (and requires); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub after: Vec<VmName>,
+    /// Enable the VM's systemd unit when it is installed (start at boot).
+    #[arg(long)]
+    pub autostart: bool,
 }
 
 impl CreateArgs {
@@ -251,6 +300,9 @@ impl CreateArgs {
             user: self.user.as_ref().map(|u| u.to_string()),
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
             app: self.app.map(|a| a.to_string()),
+            autostart: self.autostart.then_some(true),
+            after: self.after.iter().map(|n| n.to_string()).collect(),
+            health: None,
         }
     }
 }
@@ -353,7 +405,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
         Cmd::Kill { name } => print_stopped(&vm::stop(&home, &name, StopMode::Kill)?),
         Cmd::Rm { name, force } => {
-            vm::rm(&home, &name, force)?;
+            for line in vm::rm(&home, &name, force)? {
+                println!("{line}");
+            }
             println!("Removed VM {name}");
         }
         Cmd::List { json } => {
@@ -408,6 +462,21 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                         s.ports.join(" ")
                     }
                 );
+                if let Some(h) = &s.health {
+                    println!(
+                        "Health:  {} ({}{})",
+                        h.status.as_str(),
+                        h.check,
+                        match (&h.last_failure, h.failing_streak) {
+                            (Some(why), n) if n > 0 =>
+                                format!("; {n} failed in a row, last: {why}"),
+                            _ => String::new(),
+                        }
+                    );
+                }
+                if let Some(u) = &s.unit {
+                    println!("Unit:    {u}");
+                }
                 println!("Console: {}", s.serial_log);
                 if s.pid.is_none() {
                     if let Some(e) = &s.last_exit {
@@ -515,6 +584,37 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                         i.manifest.description
                     );
                 }
+            }
+        }
+        Cmd::Systemd(SystemdCmd::Generate { name, user }) => {
+            let spec = vm::load(&home, &name)?;
+            print!(
+                "{}",
+                crate::systemd::generate(&home, &spec, crate::systemd::Scope::user(user))?
+            );
+        }
+        Cmd::Systemd(SystemdCmd::Install {
+            name,
+            user,
+            enable,
+            now,
+            linger,
+        }) => {
+            let spec = vm::load(&home, &name)?;
+            let opts = crate::systemd::InstallOptions {
+                enable,
+                now,
+                linger,
+            };
+            let scope = crate::systemd::Scope::user(user);
+            for line in crate::systemd::install(&home, &spec, scope, opts)? {
+                println!("{line}");
+            }
+        }
+        Cmd::Systemd(SystemdCmd::Uninstall { name, user }) => {
+            let scope = crate::systemd::Scope::user(user);
+            for line in crate::systemd::uninstall(&home, &name, scope)? {
+                println!("{line}");
             }
         }
         Cmd::Run {

@@ -16,6 +16,10 @@ pub const DEFAULT_MEMORY: &str = "512M";
 pub const DEFAULT_DISK: &str = "10G";
 pub const DEFAULT_IMAGE: &str = "tiny";
 pub const DEFAULT_STOP_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_HEALTH_INTERVAL: &str = "10s";
+pub const DEFAULT_HEALTH_RETRIES: u64 = 3;
+/// Long enough for a Debian guest to boot under TCG: failures before it do not count.
+pub const DEFAULT_HEALTH_START_PERIOD: &str = "5m";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +59,36 @@ pub struct VmConfig {
     /// The guest's web app: "gunicorn-hello" or "nginx-gunicorn" (see `vmctl image list`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// Start at boot: `vmctl systemd install` enables the VM's unit (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
+    /// VMs whose units this one's unit starts after and requires (`vmctl systemd`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// A check of a guest service, for readiness and for restarting an unhealthy guest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthConfig>,
+}
+
+/// `[health]`: one target (`http` or `tcp`, a forwarded guest port) and its timing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// "PORT/PATH": an HTTP GET to that guest port must answer with a status below 400.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// A guest TCP port whose service must accept a connection and keep it open (or speak).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<u64>,
+    /// Time between checks once the guest is up, e.g. "10s" (default 10s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Consecutive failures that make the guest unhealthy (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
+    /// Time after start during which failures do not count, until the first pass (default 5m).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<String>,
 }
 
 impl VmConfig {
@@ -95,10 +129,15 @@ impl VmConfig {
             stop_timeout,
             user,
             ssh_key,
-            app
+            app,
+            autostart,
+            health
         );
         if !over.ports.is_empty() {
             self.ports = over.ports;
+        }
+        if !over.after.is_empty() {
+            self.after = over.after;
         }
         self
     }
@@ -148,11 +187,25 @@ mod tests {
     }
 
     #[test]
+    fn unknown_health_keys_are_refused_by_name() {
+        let e = VmConfig::parse("[health]\nhttp = \"80/\"\nretry = 3\n", "web.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("retry") && msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
     fn round_trips_through_toml() {
         let c = VmConfig {
             cpus: Some(1),
             memory: Some("2G".into()),
             ports: vec!["5080:8080".into()],
+            autostart: Some(true),
+            after: vec!["db".into()],
+            health: Some(HealthConfig {
+                http: Some("8080/healthz".into()),
+                interval: Some("5s".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(VmConfig::parse(&c.to_toml(), "t").unwrap(), c);

@@ -19,6 +19,8 @@ pub mod exit {
     pub const TIMEOUT: u8 = 6;
     /// The VM is in the wrong state for the request (running, busy, port taken).
     pub const STATE: u8 = 7;
+    /// `vmctl run` killed QEMU because the guest failed its health check.
+    pub const UNHEALTHY: u8 = 8;
 }
 
 /// One invalid field of a definition or command line.

@@ -5,6 +5,8 @@
 //! the base image and the qcow2 overlay; `host` and `accel` decide KVM or TCG; `qemu` renders the
 //! argv; `supervisor` spawns and watches QEMU; `qmp` talks to it; `shutdown` stops it; `runtime`
 //! and `paths` keep the on-disk state. `vm` holds the lifecycle commands that tie these together.
+//! `systemd` renders and installs units that run VMs as services; `sdnotify` and `health` are the
+//! service side: readiness, notifications and health checks.
 
 pub mod accel;
 pub mod cli;
@@ -14,6 +16,7 @@ pub mod disk;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod health;
 pub mod host;
 pub mod image;
 pub mod paths;
@@ -22,10 +25,12 @@ pub mod provision;
 pub mod qemu;
 pub mod qmp;
 pub mod runtime;
+pub mod sdnotify;
 pub mod shutdown;
 pub mod spec;
 pub mod ssh;
 pub mod supervisor;
+pub mod systemd;
 pub mod units;
 pub mod vm;
 
@@ -37,7 +42,8 @@ use clap::Parser;
 /// are printed here, once, with their cause chain.
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    let journal = sdnotify::stderr_is_journal();
+    init_logging(cli.verbose, journal);
     let result = cli::dispatch(cli);
     if std::env::var_os("VMCTL_REPORT_RSS").is_some() {
         report_peak_rss();
@@ -51,7 +57,8 @@ pub fn main() -> ExitCode {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            eprintln!("{msg}");
+            // In the journal, `<3>` makes the line an error (priority 3).
+            eprintln!("{}{msg}", if journal { "<3>" } else { "" });
             ExitCode::from(e.code())
         }
     }
@@ -66,18 +73,51 @@ fn report_peak_rss() {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
+/// Logs go to stderr. When stderr is the journal (a systemd service), lines carry a syslog
+/// priority prefix instead of a timestamp and level, and lifecycle steps (info) are logged by
+/// default: a service's log is where people look for them.
+fn init_logging(verbose: u8, journal: bool) {
+    let default = match (verbose, journal) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vmctl={default},warn")));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if journal {
+        fmt.event_format(JournalFormat).init();
+    } else {
+        fmt.with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// `<PRIORITY>message key=value...`: what journald reads from a service's stderr.
+struct JournalFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }

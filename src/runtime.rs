@@ -20,6 +20,15 @@ pub struct RunState {
     pub started_at: u64,
     pub qemu_version: String,
     pub argv: Vec<String>,
+    /// The systemd unit the supervisor runs in, when it is the VM's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<crate::systemd::ServiceUnit>,
+    /// Whether the guest is up (see `health::Readiness`); rewritten when it is.
+    #[serde(default)]
+    pub ready: bool,
+    /// The `[health]` check's state, rewritten as it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthState>,
 }
 
 /// How QEMU last ended, written by the supervisor.
@@ -41,7 +50,7 @@ pub struct LastExit {
 pub enum Liveness {
     Running {
         pid: i32,
-        state: Option<RunState>,
+        state: Option<Box<RunState>>,
     },
     Stopped,
     /// Runtime files of a QEMU that is gone (crash, `kill -9`, host reboot).
@@ -94,7 +103,7 @@ pub fn liveness(paths: &VmPaths) -> Liveness {
         if crate::process::alive(pid) && is_our_qemu(paths, pid) {
             return Liveness::Running {
                 pid,
-                state: read_state(paths),
+                state: read_state(paths).map(Box::new),
             };
         }
         return Liveness::Stale;

@@ -39,6 +39,12 @@ impl StopStep {
             StopStep::Kill => "kill",
         }
     }
+    /// The step named by [`StopStep::as_str`] (as recorded in `last-exit.json`).
+    pub fn parse(s: &str) -> Option<StopStep> {
+        [StopStep::Acpi, StopStep::Quit, StopStep::Kill]
+            .into_iter()
+            .find(|step| step.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +58,12 @@ pub struct StopOutcome {
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 const FIRST_PRESS_INTERVAL: Duration = Duration::from_millis(250);
 const MAX_PRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The longest a [`graceful`] stop with this timeout takes: the timeout, then `quit`, then
+/// SIGKILL, each with its grace period.
+pub fn bound(timeout: Duration) -> Duration {
+    timeout + QUIT_GRACE * 2
+}
 
 /// ACPI → quit → kill. `qmp` is `None` when no monitor answers (then it goes straight to kill).
 pub async fn graceful(qmp: Option<&mut Qmp>, pid: i32, timeout: Duration) -> Result<StopOutcome> {

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use crate::config::{self, VmConfig};
+use crate::config::{self, HealthConfig, VmConfig};
 use crate::error::{Error, FieldError, Result};
-use crate::units::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName, human_bytes};
+use crate::units::{
+    AccelChoice, App, Arch, ByteSize, LoginName, PortForward, Protocol, Span, VmName, human_bytes,
+};
 
 /// A validated VM definition.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +27,52 @@ pub struct VmSpec {
     /// Public key file given by the user.
     pub ssh_key: Option<std::path::PathBuf>,
     pub app: Option<App>,
+    /// Enable the VM's systemd unit at install (start at boot).
+    pub autostart: bool,
+    /// VMs whose units this VM's unit is ordered after and requires.
+    pub after: Vec<VmName>,
+    pub health: Option<HealthSpec>,
 }
+
+/// A validated `[health]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSpec {
+    pub check: HealthCheck,
+    pub interval: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// What a health check asks of the guest, on a forwarded guest TCP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// `GET path` must answer with a status below 400.
+    Http { port: u16, path: String },
+    /// The service must accept a connection and keep it open or speak first.
+    Tcp { port: u16 },
+}
+
+impl HealthCheck {
+    pub fn guest_port(&self) -> u16 {
+        match self {
+            HealthCheck::Http { port, .. } | HealthCheck::Tcp { port } => *port,
+        }
+    }
+}
+
+impl std::fmt::Display for HealthCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HealthCheck::Http { port, path } => write!(f, "http {port}{path}"),
+            HealthCheck::Tcp { port } => write!(f, "tcp {port}"),
+        }
+    }
+}
+
+pub const MAX_HEALTH_RETRIES: u64 = 100;
+/// Bounds of `health.interval` and `health.start_period`.
+const HEALTH_INTERVAL_MIN: Duration = Duration::from_secs(1);
+const HEALTH_TIME_MAX: Duration = Duration::from_secs(3600);
 
 /// Facts about the host that validation checks against.
 #[derive(Debug, Clone, Copy)]
@@ -185,6 +232,26 @@ pub fn validate(
         },
     };
 
+    let mut after: Vec<VmName> = Vec::new();
+    for (i, a) in cfg.after.iter().enumerate() {
+        match a.parse::<VmName>() {
+            Ok(n) if &n == name => bad(
+                &format!("after[{i}]"),
+                format!("{a:?} is this VM; a VM cannot start after itself"),
+            ),
+            Ok(n) if after.contains(&n) => {
+                bad(&format!("after[{i}]"), format!("{a:?} is listed twice"))
+            }
+            Ok(n) => after.push(n),
+            Err(e) => bad(&format!("after[{i}]"), e),
+        }
+    }
+
+    let health = cfg
+        .health
+        .as_ref()
+        .and_then(|h| validate_health(h, &ports, &mut bad));
+
     if !problems.is_empty() {
         return Err(Error::Invalid {
             source_name: source_name.to_string(),
@@ -204,7 +271,132 @@ pub fn validate(
         user,
         ssh_key,
         app,
+        autostart: cfg.autostart.unwrap_or(false),
+        after,
+        health,
     })
+}
+
+/// `[health]`: exactly one target on a forwarded TCP guest port, and sane timing.
+fn validate_health(
+    h: &HealthConfig,
+    ports: &[PortForward],
+    bad: &mut impl FnMut(&str, String),
+) -> Option<HealthSpec> {
+    let check = match (&h.http, h.tcp) {
+        (Some(_), Some(_)) | (None, None) => {
+            bad(
+                "health",
+                "set exactly one of http = \"PORT/PATH\" or tcp = PORT".into(),
+            );
+            None
+        }
+        (Some(url), None) => match parse_http_target(url) {
+            Ok((port, path)) => Some(("health.http", HealthCheck::Http { port, path })),
+            Err(e) => {
+                bad("health.http", e);
+                None
+            }
+        },
+        (None, Some(port)) => match u16::try_from(port) {
+            Ok(p) if p > 0 => Some(("health.tcp", HealthCheck::Tcp { port: p })),
+            _ => {
+                bad("health.tcp", format!("must be a port 1-65535; got {port}"));
+                None
+            }
+        },
+    };
+    let check = check.and_then(|(field, c)| {
+        let forwarded: Vec<u16> = ports
+            .iter()
+            .filter(|p| p.proto == Protocol::Tcp)
+            .map(|p| p.guest)
+            .collect();
+        if forwarded.contains(&c.guest_port()) {
+            return Some(c);
+        }
+        let have = if forwarded.is_empty() {
+            "this VM forwards no TCP ports".to_string()
+        } else {
+            let list: Vec<String> = forwarded.iter().map(|p| p.to_string()).collect();
+            format!("forwarded TCP guest ports: {}", list.join(", "))
+        };
+        bad(
+            field,
+            format!(
+                "guest port {} is not forwarded ({have}); add it to ports",
+                c.guest_port()
+            ),
+        );
+        None
+    });
+    let mut span = |field: &str, value: Option<&str>, default: &str, min: Duration| {
+        let text = value.unwrap_or(default);
+        match text.parse::<Span>() {
+            Ok(Span(d)) if d < min || d > HEALTH_TIME_MAX => {
+                bad(
+                    field,
+                    format!(
+                        "must be {}-{}; got {text:?}",
+                        Span(min),
+                        Span(HEALTH_TIME_MAX)
+                    ),
+                );
+                None
+            }
+            Ok(Span(d)) => Some(d),
+            Err(e) => {
+                bad(field, e);
+                None
+            }
+        }
+    };
+    let interval = span(
+        "health.interval",
+        h.interval.as_deref(),
+        config::DEFAULT_HEALTH_INTERVAL,
+        HEALTH_INTERVAL_MIN,
+    );
+    let start_period = span(
+        "health.start_period",
+        h.start_period.as_deref(),
+        config::DEFAULT_HEALTH_START_PERIOD,
+        Duration::ZERO,
+    );
+    let retries = h.retries.unwrap_or(config::DEFAULT_HEALTH_RETRIES);
+    if retries == 0 || retries > MAX_HEALTH_RETRIES {
+        bad(
+            "health.retries",
+            format!("must be 1-{MAX_HEALTH_RETRIES}; got {retries}"),
+        );
+    }
+    Some(HealthSpec {
+        check: check?,
+        interval: interval?,
+        retries: u32::try_from(retries).ok().filter(|r| *r > 0)?,
+        start_period: start_period?,
+    })
+}
+
+/// `"8080/healthz"` → (8080, "/healthz"); `"8080"` → (8080, "/"). The path goes into a request
+/// line, so it must be visible ASCII without spaces.
+fn parse_http_target(s: &str) -> std::result::Result<(u16, String), String> {
+    let (port, path) = match s.find('/') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "/"),
+    };
+    let usage = format!("{s:?} is not PORT/PATH (e.g. \"8080/healthz\")");
+    let port = match port.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => p as u16,
+        Ok(p) => return Err(format!("{usage}: port must be 1-65535; got {p}")),
+        Err(_) => return Err(usage),
+    };
+    if let Some(c) = path.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "{usage}: the path contains {c:?}; use visible ASCII without spaces"
+        ));
+    }
+    Ok((port, path.to_string()))
 }
 
 /// Two forwards collide when they use the same host port and protocol on overlapping addresses
@@ -231,7 +423,29 @@ impl VmSpec {
             user: self.user.as_ref().map(|u| u.to_string()),
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
             app: self.app.map(|a| a.to_string()),
+            autostart: Some(self.autostart),
+            after: self.after.iter().map(|n| n.to_string()).collect(),
+            health: self.health.as_ref().map(|h| HealthConfig {
+                http: match &h.check {
+                    HealthCheck::Http { port, path } => Some(format!("{port}{path}")),
+                    HealthCheck::Tcp { .. } => None,
+                },
+                tcp: match h.check {
+                    HealthCheck::Tcp { port } => Some(port as u64),
+                    HealthCheck::Http { .. } => None,
+                },
+                interval: Some(Span(h.interval).to_string()),
+                retries: Some(h.retries as u64),
+                start_period: Some(Span(h.start_period).to_string()),
+            }),
         }
+    }
+
+    /// The forward that reaches a guest TCP port (the first, if several do).
+    pub fn forward_to(&self, guest_port: u16) -> Option<&PortForward> {
+        self.ports
+            .iter()
+            .find(|p| p.proto == Protocol::Tcp && p.guest == guest_port)
     }
 }
 
@@ -350,6 +564,155 @@ mod tests {
     }
 
     #[test]
+    fn after_names_are_checked() {
+        let cfg = VmConfig {
+            after: vec!["db".into(), "web".into(), "a/b".into(), "db".into()],
+            ..Default::default()
+        };
+        let msg = validate(&name(), &cfg, LIMITS, "t")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "after[1]: \"web\" is this VM; a VM cannot start after itself",
+            "after[2]: VM name \"a/b\" must not contain '/'",
+            "after[3]: \"db\" is listed twice",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+        assert!(!msg.contains("after[0]"), "{msg}");
+    }
+
+    fn health(h: HealthConfig) -> std::result::Result<VmSpec, String> {
+        let cfg = VmConfig {
+            ports: vec!["5080:8080".into(), "5022:22".into(), "5353:53/udp".into()],
+            health: Some(h),
+            ..Default::default()
+        };
+        validate(&name(), &cfg, LIMITS, "web.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn health_defaults_and_targets() {
+        let s = health(HealthConfig {
+            http: Some("8080/healthz?x=1".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let h = s.health.unwrap();
+        assert_eq!(
+            h.check,
+            HealthCheck::Http {
+                port: 8080,
+                path: "/healthz?x=1".into()
+            }
+        );
+        assert_eq!(h.interval, Duration::from_secs(10));
+        assert_eq!(h.retries, 3);
+        assert_eq!(h.start_period, Duration::from_secs(300));
+        let s = health(HealthConfig {
+            http: Some("8080".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.health.unwrap().check.to_string(), "http 8080/");
+        let s = health(HealthConfig {
+            tcp: Some(22),
+            interval: Some("2s".into()),
+            retries: Some(5),
+            start_period: Some("0".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let h = s.health.unwrap();
+        assert_eq!(h.check, HealthCheck::Tcp { port: 22 });
+        assert_eq!(
+            (h.interval, h.retries, h.start_period),
+            (Duration::from_secs(2), 5, Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn every_bad_health_field_is_named_with_its_value() {
+        let msg = health(HealthConfig {
+            http: Some("9090/x".into()),
+            interval: Some("500ms".into()),
+            retries: Some(0),
+            start_period: Some("soon".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        for needle in [
+            "web.toml",
+            "health.http: guest port 9090 is not forwarded (forwarded TCP guest ports: 8080, 22); add it to ports",
+            "health.interval: must be 1s-1h; got \"500ms\"",
+            "health.retries: must be 1-100; got 0",
+            "health.start_period: \"soon\" is not a duration",
+        ] {
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+        for (h, needle) in [
+            (
+                HealthConfig::default(),
+                "health: set exactly one of http = \"PORT/PATH\" or tcp = PORT",
+            ),
+            (
+                HealthConfig {
+                    http: Some("8080/".into()),
+                    tcp: Some(22),
+                    ..Default::default()
+                },
+                "health: set exactly one",
+            ),
+            (
+                HealthConfig {
+                    http: Some("/healthz".into()),
+                    ..Default::default()
+                },
+                "health.http: \"/healthz\" is not PORT/PATH (e.g. \"8080/healthz\")",
+            ),
+            (
+                HealthConfig {
+                    http: Some("70000/".into()),
+                    ..Default::default()
+                },
+                "health.http: \"70000/\" is not PORT/PATH (e.g. \"8080/healthz\"): port must be 1-65535; got 70000",
+            ),
+            (
+                HealthConfig {
+                    http: Some("8080/a b".into()),
+                    ..Default::default()
+                },
+                "the path contains ' '",
+            ),
+            (
+                HealthConfig {
+                    tcp: Some(70000),
+                    ..Default::default()
+                },
+                "health.tcp: must be a port 1-65535; got 70000",
+            ),
+            (
+                HealthConfig {
+                    tcp: Some(53),
+                    ..Default::default()
+                },
+                "health.tcp: guest port 53 is not forwarded",
+            ),
+            (
+                HealthConfig {
+                    tcp: Some(22),
+                    start_period: Some("2h".into()),
+                    ..Default::default()
+                },
+                "health.start_period: must be 0s-1h; got \"2h\"",
+            ),
+        ] {
+            let msg = health(h).unwrap_err();
+            assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+        }
+    }
+
+    #[test]
     fn spec_round_trips_through_its_stored_form() {
         let cfg = VmConfig {
             cpus: Some(2),
@@ -358,6 +721,13 @@ mod tests {
             user: Some("alice".into()),
             ssh_key: Some("/k.pub".into()),
             app: Some("nginx-gunicorn".into()),
+            autostart: Some(true),
+            after: vec!["db".into()],
+            health: Some(HealthConfig {
+                http: Some("22/".into()),
+                interval: Some("90s".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let s = validate(&name(), &cfg, LIMITS, "t").unwrap();

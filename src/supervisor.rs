@@ -3,6 +3,13 @@
 //! connection (logging guest events), records how QEMU ended, and removes the runtime files.
 //! On SIGTERM/SIGINT it stops the guest gracefully (see `shutdown`). `vmctl start` runs it
 //! detached and reads one line from its stdout: `READY <pid>` or `ERROR <code> <message>`.
+//!
+//! Run by a systemd unit (`vmctl run NAME`, `Type=notify`), it tells systemd `READY=1` once the
+//! guest is up (`health::Readiness`), `STOPPING=1` when a stop begins, and its progress as
+//! `STATUS=`; it runs the `[health]` check and, when the guest turns unhealthy, stops QEMU and
+//! exits with status 8 so that `Restart=` brings the VM back. Exit status: 0 after a requested
+//! stop or when the guest powered itself off, 8 when unhealthy, else QEMU's own (128+N for a
+//! signal N).
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -17,11 +24,13 @@ use tokio::time::Instant;
 use crate::accel::{self, Decision};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
+use crate::health::{self, HealthStatus, Monitor, Readiness};
 use crate::image;
 use crate::paths::Home;
 use crate::qemu::{self, Launch};
 use crate::qmp::Qmp;
 use crate::runtime::{self, LastExit, Liveness, RunState};
+use crate::sdnotify::{self, Field};
 use crate::shutdown;
 use crate::spec::VmSpec;
 use crate::units::Protocol;
@@ -120,6 +129,17 @@ pub fn run(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
 async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     // Sockets, pidfile and logs are the VM owner's alone.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // From here on SIGTERM/SIGINT are ours: one that arrives while QEMU starts is served as a
+    // graceful stop as soon as QEMU answers, instead of killing this process mid-launch.
+    let mut sigterm = signal(SignalKind::terminate()).ctx(|| "Cannot handle SIGTERM".into())?;
+    let mut sigint = signal(SignalKind::interrupt()).ctx(|| "Cannot handle SIGINT".into())?;
+    let (notifier, unit) = match mode {
+        Mode::Foreground => (
+            sdnotify::Notifier::from_env(),
+            crate::systemd::own_unit(&spec.name),
+        ),
+        Mode::Notify => (None, None),
+    };
     let paths = home.vm(&spec.name);
     let lock = match mode {
         Mode::Foreground => Some(fsutil::lock_exclusive(&paths.lock())?),
@@ -144,10 +164,18 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
             spec.name
         )));
     }
-    tracing::info!(vm = %spec.name, accel = %plan.decision.accel, reason = %plan.decision.reason, "starting");
-    if plan.decision.accel == accel::Accel::Tcg && spec.accel == crate::units::AccelChoice::Auto {
+    let accel = plan.decision.accel;
+    tracing::info!(vm = %spec.name, %accel, reason = %plan.decision.reason, "starting");
+    if accel == accel::Accel::Tcg && spec.accel == crate::units::AccelChoice::Auto {
         tracing::warn!(vm = %spec.name, "using TCG (software emulation): {}", plan.decision.reason);
     }
+    sdnotify::notify(
+        notifier.as_ref(),
+        &[Field::Status(&format!(
+            "Starting QEMU ({accel}: {})",
+            plan.decision.reason
+        ))],
+    );
     crate::provision::boot_files(&paths, spec, &plan.image)?;
     let run_dir = paths.run_dir();
     std::fs::create_dir_all(&run_dir).path_ctx("create", &run_dir)?;
@@ -162,6 +190,9 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     let log_offset = qemu_log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut child = Command::new(&plan.argv[0])
         .args(&plan.argv[1..])
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(qemu_log.try_clone().path_ctx("open", &paths.qemu_log())?)
         .stderr(qemu_log)
@@ -215,7 +246,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
         }
     };
     if let Ok(k) = qmp.execute(qapi::qmp::query_kvm {}).await {
-        let want = plan.decision.accel == accel::Accel::Kvm;
+        let want = accel == accel::Accel::Kvm;
         if k.enabled != want {
             tracing::warn!(
                 kvm_enabled = k.enabled,
@@ -223,17 +254,21 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
             );
         }
     }
+    let monitor = spec.health.as_ref().map(Monitor::new);
     let state = RunState {
         qemu_pid: pid,
         supervisor_pid: std::process::id() as i32,
-        accel: plan.decision.accel,
+        accel,
         accel_reason: plan.decision.reason.clone(),
         started_at: started_unix,
         qemu_version: plan.qemu_version.clone(),
         argv: plan.argv.clone(),
+        unit,
+        ready: false,
+        health: monitor.as_ref().map(|m| m.state.clone()),
     };
     runtime::write_state(&paths, &state)?;
-    tracing::info!(vm = %spec.name, pid, "QEMU is up");
+    tracing::info!(vm = %spec.name, pid, %accel, "QEMU is up");
     if mode == Mode::Notify {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "READY {pid}");
@@ -242,27 +277,18 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     }
     drop(lock);
 
-    let mut sigterm = signal(SignalKind::terminate()).ctx(|| "Cannot handle SIGTERM".into())?;
-    let mut sigint = signal(SignalKind::interrupt()).ctx(|| "Cannot handle SIGINT".into())?;
-    let mut stopped_by = None;
-    let mut monitor_open = true;
-    let status = loop {
-        tokio::select! {
-            status = &mut exit_rx => break status.ok().and_then(|s| s.ok()),
-            ev = qmp.next_event(Instant::now() + Duration::from_secs(3600)), if monitor_open => match ev {
-                Ok(Some(e)) => tracing::info!(vm = %spec.name, event = %e.event, data = %e.data, "guest event"),
-                Ok(None) => {}
-                Err(_) => monitor_open = false,
-            },
-            _ = sigterm.recv() => {
-                stopped_by = Some(stop_on_signal(&mut qmp, pid, spec, "SIGTERM").await);
-            }
-            _ = sigint.recv() => {
-                stopped_by = Some(stop_on_signal(&mut qmp, pid, spec, "SIGINT").await);
-            }
-        }
+    let mut vm = Running {
+        spec,
+        paths: &paths,
+        pid,
+        notifier: notifier.as_ref(),
+        state,
+        monitor,
+        started,
     };
-    let uptime = started.elapsed().as_secs();
+    let (status, ending) = vm
+        .watch(&mut qmp, &mut exit_rx, &mut sigterm, &mut sigint)
+        .await;
     let (code, sig) = match status {
         Some(s) => {
             use std::os::unix::process::ExitStatusExt;
@@ -274,29 +300,229 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
         code,
         signal: sig,
         at: fsutil::unix_now(),
-        uptime_secs: uptime,
-        stopped_by: stopped_by.flatten(),
+        uptime_secs: started.elapsed().as_secs(),
+        stopped_by: match &ending {
+            Ending::Requested(step) => step.clone(),
+            Ending::Unhealthy => Some("health-check".into()),
+            Ending::Exited => None,
+        },
     };
-    tracing::info!(vm = %spec.name, ?code, signal = ?sig, "QEMU exited");
+    tracing::info!(vm = %spec.name, pid, ?code, signal = ?sig, "QEMU exited");
     runtime::write_last_exit(&paths, &last)?;
     runtime::clean(&paths);
-    Ok(match (code, sig) {
-        (Some(c), _) => c.clamp(0, 255) as u8,
-        (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
-        _ => 1,
+    Ok(match (ending, code, sig) {
+        (Ending::Unhealthy, _, _) => crate::error::exit::UNHEALTHY,
+        (Ending::Requested(_), _, _) => 0,
+        (Ending::Exited, Some(c), _) => c.clamp(0, 255) as u8,
+        (Ending::Exited, None, Some(s)) => (128 + s).clamp(0, 255) as u8,
+        (Ending::Exited, None, None) => 1,
     })
 }
 
-async fn stop_on_signal(qmp: &mut Qmp, pid: i32, spec: &VmSpec, sig: &str) -> Option<String> {
-    tracing::info!(vm = %spec.name, "{sig}: stopping the guest");
-    match shutdown::graceful(Some(qmp), pid, spec.stop_timeout).await {
-        Ok(o) => {
-            tracing::info!(vm = %spec.name, step = o.step.as_str(), seconds = o.seconds, "stopped");
-            Some(o.step.as_str().to_string())
+/// Why QEMU ended.
+enum Ending {
+    /// SIGTERM/SIGINT asked for a stop; the step that ended QEMU, if the stop finished.
+    Requested(Option<String>),
+    /// The guest failed its health check and its unit will restart it; QEMU was stopped.
+    Unhealthy,
+    /// QEMU exited by itself: the guest powered off, QEMU crashed, or something killed it.
+    Exited,
+}
+
+/// A started VM, watched until QEMU exits: guest events, readiness, the health check, stop
+/// signals; `state.json` and systemd hear of each change.
+struct Running<'a> {
+    spec: &'a VmSpec,
+    paths: &'a crate::paths::VmPaths,
+    pid: i32,
+    notifier: Option<&'a sdnotify::Notifier>,
+    state: RunState,
+    monitor: Option<Monitor>,
+    started: Instant,
+}
+
+impl Running<'_> {
+    async fn watch(
+        &mut self,
+        qmp: &mut Qmp,
+        exit_rx: &mut tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
+        sigterm: &mut tokio::signal::unix::Signal,
+        sigint: &mut tokio::signal::unix::Signal,
+    ) -> (Option<std::process::ExitStatus>, Ending) {
+        let spec = self.spec;
+        let mut readiness = Readiness::for_spec(spec);
+        self.status(&format!(
+            "QEMU is up (pid {}, {}); waiting for {}",
+            self.pid,
+            self.state.accel,
+            readiness.describe()
+        ));
+        let ready = readiness.wait();
+        tokio::pin!(ready);
+        let health = spec.health.as_ref().and_then(|h| {
+            let via = *spec.forward_to(h.check.guest_port())?;
+            Some((h.clone(), via))
+        });
+        let far = self.started + Duration::from_secs(86400 * 365);
+        let give_up = health
+            .as_ref()
+            .map_or(far, |(h, _)| self.started + health::give_up_after(h));
+        let mut gave_up = false;
+        let mut next_probe = None;
+        let mut probes = tokio::task::JoinSet::new();
+        let mut ending = Ending::Exited;
+        let mut monitor_open = true;
+        let status = loop {
+            let stopping = !matches!(ending, Ending::Exited);
+            tokio::select! {
+                status = &mut *exit_rx => break status.ok().and_then(|s| s.ok()),
+                ev = qmp.next_event(Instant::now() + Duration::from_secs(3600)), if monitor_open => match ev {
+                    Ok(Some(e)) => tracing::info!(vm = %spec.name, event = %e.event, data = %e.data, "guest event"),
+                    Ok(None) => {}
+                    Err(_) => monitor_open = false,
+                },
+                _ = sigterm.recv() => ending = Ending::Requested(self.stop_on_signal(qmp, "SIGTERM").await),
+                _ = sigint.recv() => ending = Ending::Requested(self.stop_on_signal(qmp, "SIGINT").await),
+                _ = &mut ready, if !self.state.ready && !stopping => {
+                    self.on_ready();
+                    next_probe = health.as_ref().map(|(h, _)| Instant::now() + h.interval);
+                }
+                _ = tokio::time::sleep_until(give_up), if !self.state.ready && !gave_up && !stopping => {
+                    gave_up = true;
+                    if let Some(m) = &mut self.monitor {
+                        m.never_passed(fsutil::unix_now());
+                        if self.on_unhealthy(qmp).await {
+                            ending = Ending::Unhealthy;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(next_probe.unwrap_or(far)), if next_probe.is_some() && !stopping => {
+                    next_probe = None;
+                    if let Some((h, via)) = &health {
+                        let (check, via, timeout) = (h.check.clone(), *via, health::probe_timeout(h));
+                        probes.spawn(async move { health::probe(&check, &via, timeout).await });
+                    }
+                }
+                Some(Ok(result)) = probes.join_next(), if !probes.is_empty() && !stopping => {
+                    if self.on_probe(result) && self.on_unhealthy(qmp).await {
+                        ending = Ending::Unhealthy;
+                    } else {
+                        next_probe = health.as_ref().map(|(h, _)| Instant::now() + h.interval);
+                    }
+                }
+            }
+        };
+        (status, ending)
+    }
+
+    fn status(&self, text: &str) {
+        sdnotify::notify(self.notifier, &[Field::Status(text)]);
+    }
+
+    fn save(&self) {
+        if let Err(e) = runtime::write_state(self.paths, &self.state) {
+            tracing::warn!(vm = %self.spec.name, "cannot record the VM's state: {e}");
         }
-        Err(e) => {
-            tracing::error!(vm = %spec.name, "stop failed: {e}");
-            None
+    }
+
+    /// The guest answers: tell systemd (READY=1) and `vmctl status`.
+    fn on_ready(&mut self) {
+        let secs = self.started.elapsed().as_secs_f64();
+        if let Some(m) = &mut self.monitor {
+            m.record(Ok(()), fsutil::unix_now());
+            self.state.health = Some(m.state.clone());
+        }
+        self.state.ready = true;
+        self.save();
+        let (vm, pid, accel) = (&self.spec.name, self.pid, self.state.accel);
+        tracing::info!(%vm, pid, %accel, seconds = format!("{secs:.1}"), "the guest is up");
+        sdnotify::notify(
+            self.notifier,
+            &[
+                Field::Ready,
+                Field::Status(&format!(
+                    "Guest is up after {secs:.1} s (QEMU pid {pid}, {accel})"
+                )),
+            ],
+        );
+    }
+
+    /// Record a health check's result; true when it made the guest unhealthy.
+    fn on_probe(&mut self, result: std::result::Result<(), String>) -> bool {
+        let Some(m) = &mut self.monitor else {
+            return false;
+        };
+        let before = m.state.clone();
+        let failure = result.as_ref().err().cloned();
+        let now = m.record(result, fsutil::unix_now());
+        let after = m.state.clone();
+        let (vm, check, streak) = (&self.spec.name, &after.check, after.failing_streak);
+        match (&failure, before.status) {
+            (Some(why), _) => {
+                tracing::warn!(%vm, pid = self.pid, "health check {check} failed ({streak} in a row): {why}")
+            }
+            (None, HealthStatus::Healthy) => {}
+            (None, _) => tracing::info!(%vm, pid = self.pid, "health check {check} passes again"),
+        }
+        if before.status != now || before.failing_streak != streak {
+            self.status(&format!("Health: {} ({check})", now.as_str()));
+            self.state.health = Some(after);
+            self.save();
+        }
+        now == HealthStatus::Unhealthy
+    }
+
+    /// The guest is unhealthy. Under its systemd unit, stop QEMU (`quit`, then SIGKILL: the guest
+    /// is not expected to shut down well) so that `Restart=` brings it back, and return true.
+    /// Elsewhere (`vmctl start`) nothing would restart it: report, and keep it running.
+    async fn on_unhealthy(&mut self, qmp: &mut Qmp) -> bool {
+        let Some(m) = &self.monitor else {
+            return false;
+        };
+        self.state.health = Some(m.state.clone());
+        self.save();
+        let why = m.state.last_failure.clone().unwrap_or_default();
+        let (vm, pid, check) = (&self.spec.name, self.pid, m.state.check.clone());
+        if self.state.unit.is_none() {
+            tracing::error!(%vm, pid, "the guest is unhealthy ({check}: {why}); not run by its systemd unit, so it keeps running");
+            return false;
+        }
+        tracing::error!(%vm, pid, "the guest is unhealthy ({check}: {why}); stopping QEMU so that systemd restarts the VM");
+        sdnotify::notify(
+            self.notifier,
+            &[
+                Field::Stopping,
+                Field::Status(&format!("Unhealthy ({check}: {why}); stopping QEMU")),
+            ],
+        );
+        if let Err(e) = shutdown::force(Some(qmp), pid).await {
+            tracing::error!(%vm, pid, "stop failed: {e}");
+        }
+        true
+    }
+
+    async fn stop_on_signal(&mut self, qmp: &mut Qmp, sig: &str) -> Option<String> {
+        let (vm, pid, t) = (&self.spec.name, self.pid, self.spec.stop_timeout);
+        tracing::info!(%vm, pid, "{sig}: stopping the guest");
+        sdnotify::notify(
+            self.notifier,
+            &[
+                Field::Stopping,
+                Field::Status(&format!(
+                    "{sig}: stopping the guest (ACPI power button, at most {} s)",
+                    t.as_secs()
+                )),
+            ],
+        );
+        match shutdown::graceful(Some(qmp), pid, t).await {
+            Ok(o) => {
+                tracing::info!(%vm, pid, step = o.step.as_str(), seconds = o.seconds, "stopped");
+                Some(o.step.as_str().to_string())
+            }
+            Err(e) => {
+                tracing::error!(%vm, pid, "stop failed: {e}");
+                None
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Value newtypes shared by the command line and the TOML definitions: sizes, port forwards,
-//! VM names, guest architectures and accelerator choices.
+//! Value newtypes shared by the command line and the TOML definitions: sizes, durations, port
+//! forwards, VM names, guest architectures and accelerator choices.
 //!
 //! Each parses with `FromStr` (so clap and serde use the same rules) and prints back in the form it
 //! parses, so a definition written by vmctl reads back to the same value.
@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// A size in bytes written as `512M`, `2G`, `10G`, `1T` (binary units; a bare number is bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +74,51 @@ impl fmt::Display for ByteSize {
             }
         }
         write!(f, "{n}")
+    }
+}
+
+/// A duration written as `500ms`, `10s`, `2m` or `1h` (a bare number is seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let hint = "use a whole number with ms, s, m or h (e.g. \"10s\", \"2m\")";
+        let n: u64 = match num.parse() {
+            Ok(n) if !num.is_empty() => n,
+            _ => return Err(format!("{s:?} is not a duration; {hint}")),
+        };
+        let millis = match unit.trim() {
+            "ms" => Some(n),
+            "" | "s" | "sec" => n.checked_mul(1000),
+            "m" | "min" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            other => return Err(format!("{s:?} has an unknown unit {other:?}; {hint}")),
+        };
+        millis
+            .map(|ms| Span(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("{s:?} is too long to be a duration"))
+    }
+}
+
+impl fmt::Display for Span {
+    /// The largest unit that represents the value exactly: `2m`, `90s`, `1h`, `500ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            return write!(f, "{ms}ms");
+        }
+        let s = ms / 1000;
+        match s {
+            0 => write!(f, "0s"),
+            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
     }
 }
 
@@ -454,6 +500,27 @@ mod tests {
         for s in ["512M", "2G", "1T", "1536M", "123", "4K"] {
             assert_eq!(s.parse::<ByteSize>().unwrap().to_string(), s);
         }
+    }
+
+    #[test]
+    fn spans_parse_and_print_back() {
+        assert_eq!("10s".parse::<Span>().unwrap().0, Duration::from_secs(10));
+        assert_eq!("10".parse::<Span>().unwrap().0, Duration::from_secs(10));
+        assert_eq!("2m".parse::<Span>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "250ms".parse::<Span>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        for s in ["500ms", "90s", "2m", "1h", "0s", "1500ms"] {
+            assert_eq!(s.parse::<Span>().unwrap().to_string(), s);
+        }
+        let e = "10x".parse::<Span>().unwrap_err();
+        assert!(e.contains("\"10x\"") && e.contains("unknown unit"), "{e}");
+        let e = "1.5s".parse::<Span>().unwrap_err();
+        assert!(e.contains("\"1.5s\""), "{e}");
+        assert!("s".parse::<Span>().is_err());
+        assert!("".parse::<Span>().is_err());
+        assert!("99999999999999999h".parse::<Span>().is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::qmp::Qmp;
 use crate::runtime::{self, LastExit, Liveness};
 use crate::shutdown::{self, StopOutcome};
 use crate::spec::{self, Limits, VmSpec};
-use crate::units::{PortForward, Protocol, VmName};
+use crate::units::{PortForward, VmName};
 
 /// Run a future on a single-threaded runtime: vmctl's commands are short and sequential.
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -225,6 +225,10 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
     cmd.arg("--home")
         .arg(&home.root)
         .args(["run", "--notify-stdout", name.as_str()])
+        // Not a service of whatever service manager runs this command.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
@@ -267,129 +271,39 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
     )))
 }
 
-/// Wait until each forwarded TCP port gets an answer from the guest (a TCP connect alone proves
-/// nothing: user-mode networking accepts it on the host side even with no guest). Attempts
-/// overlap (see [`attempt_pacing`]), so the first moment the guest answers is seen without a
-/// polling delay.
+/// Wait until the guest is up (see [`crate::health::Readiness`]), while its QEMU runs and until
+/// `deadline`.
 fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> Result<()> {
     block_on(async {
-        let tcp: Vec<PortForward> = spec
-            .ports
-            .iter()
-            .filter(|p| p.proto == Protocol::Tcp)
-            .copied()
-            .collect();
-        let mut ready = vec![false; tcp.len()];
-        let mut in_flight = vec![0usize; tcp.len()];
-        let mut last_spawn = vec![None::<std::time::Instant>; tcp.len()];
-        let mut attempts = tokio::task::JoinSet::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_liveness = std::time::Instant::now();
-        while !ready.iter().all(|r| *r) {
-            tokio::select! {
-                _ = tick.tick() => {
-                    for (i, f) in tcp.iter().enumerate() {
-                        let (limit, every) = attempt_pacing(f);
-                        let due = last_spawn[i].is_none_or(|t| t.elapsed() >= every);
-                        if !ready[i] && in_flight[i] < limit && due {
-                            let f = *f;
-                            in_flight[i] += 1;
-                            last_spawn[i] = Some(std::time::Instant::now());
-                            attempts.spawn(async move { (i, port_answers(&f).await) });
-                        }
-                    }
-                }
-                Some(Ok((i, ok))) = attempts.join_next(), if !attempts.is_empty() => {
-                    in_flight[i] -= 1;
-                    ready[i] |= ok;
-                    continue;
+        let mut readiness = crate::health::Readiness::for_spec(spec);
+        let stopped = {
+            let ready = readiness.wait();
+            tokio::pin!(ready);
+            let mut liveness = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = &mut ready => return Ok(()),
+                    _ = tokio::time::sleep_until(deadline.into()) => break false,
+                    _ = liveness.tick() => if !runtime::liveness(paths).is_running() {
+                        break true;
+                    },
                 }
             }
-            if last_liveness.elapsed() > Duration::from_millis(500) {
-                last_liveness = std::time::Instant::now();
-                if !runtime::liveness(paths).is_running() {
-                    return Err(Error::Qemu(format!(
-                        "VM {} stopped while waiting for it; console log ends with:\n{}",
-                        spec.name,
-                        fsutil::tail(&paths.serial_log(), 15)
-                    )));
-                }
-            }
-            if std::time::Instant::now() >= deadline {
-                let report: Vec<String> = tcp
-                    .iter()
-                    .zip(&ready)
-                    .map(|(f, r)| format!("  {f}: {}", if *r { "answers" } else { "no answer" }))
-                    .collect();
-                return Err(Error::Timeout(format!(
-                    "VM {} is running but not ready in time:\n{}\nconsole log ends with:\n{}",
-                    spec.name,
-                    report.join("\n"),
-                    fsutil::tail(&paths.serial_log(), 15)
-                )));
-            }
-        }
-        attempts.abort_all();
-        Ok(())
+        };
+        let console = fsutil::tail(&paths.serial_log(), 15);
+        Err(if stopped {
+            Error::Qemu(format!(
+                "VM {} stopped while waiting for it; console log ends with:\n{console}",
+                spec.name
+            ))
+        } else {
+            Error::Timeout(format!(
+                "VM {} is running but not ready in time:\n{}\nconsole log ends with:\n{console}",
+                spec.name,
+                readiness.report()
+            ))
+        })
     })
-}
-
-/// How many readiness attempts may be in flight on a port, and how often a new one starts. A
-/// new attempt while older ones wait on a guest that is not up yet catches the first moment it
-/// answers; few of them, because each SSH connection makes sshd fork and re-exec itself, which
-/// under TCG slows the very boot being waited for (and sshd drops connections past
-/// MaxStartups).
-fn attempt_pacing(f: &PortForward) -> (usize, Duration) {
-    if f.guest == 22 {
-        (2, Duration::from_millis(1000))
-    } else {
-        (4, Duration::from_millis(100))
-    }
-}
-
-/// Does a service in the guest answer on this forward? SSH ports must send their banner; any
-/// other port must send at least one byte in reply to an HTTP request.
-pub async fn port_answers(f: &PortForward) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ip = if f.addr.is_unspecified() {
-        std::net::Ipv4Addr::LOCALHOST
-    } else {
-        f.addr
-    };
-    let t = if f.guest == 22 {
-        Duration::from_secs(10)
-    } else {
-        Duration::from_secs(5)
-    };
-    let Ok(Ok(mut s)) = tokio::time::timeout(t, tokio::net::TcpStream::connect((ip, f.host))).await
-    else {
-        return false;
-    };
-    let mut buf = [0u8; 64];
-    if f.guest == 22 {
-        return matches!(tokio::time::timeout(t, s.read(&mut buf)).await, Ok(Ok(n)) if n >= 4 && &buf[..4] == b"SSH-");
-    }
-    if s.write_all(b"HEAD / HTTP/1.0\r\n\r\n").await.is_err() {
-        return false;
-    }
-    match tokio::time::timeout(t, s.read(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => reply_means_ready(&buf[..n]),
-        _ => false,
-    }
-}
-
-/// Any reply counts, except an HTTP 5xx: that is a proxy (nginx) whose backend is not up yet.
-fn reply_means_ready(reply: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(reply);
-    match text.strip_prefix("HTTP/") {
-        Some(rest) => rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse::<u16>().ok())
-            .is_some_and(|code| code < 500),
-        None => true,
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -438,6 +352,12 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
             });
         }
     };
+    if let Some(unit) = state.as_ref().and_then(|s| s.unit.clone()) {
+        // Its unit would restart a VM stopped behind its back (Restart=always).
+        if !matches!(mode, StopMode::Kill) && crate::systemd::manager_running(unit.scope) {
+            return stop_unit(&paths, name, &unit);
+        }
+    }
     let outcome = block_on(async {
         let mut qmp = match mode {
             StopMode::Kill => None,
@@ -472,6 +392,41 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
     })
 }
 
+/// Stop a VM that a systemd unit runs, through the unit: its `vmctl run` stops the guest
+/// gracefully (within the VM's stop_timeout) and records how.
+fn stop_unit(
+    paths: &VmPaths,
+    name: &VmName,
+    unit: &crate::systemd::ServiceUnit,
+) -> Result<Stopped> {
+    let t0 = std::time::Instant::now();
+    let since = fsutil::unix_now();
+    crate::systemd::stop(unit)?;
+    if runtime::liveness(paths).is_running() {
+        return Err(Error::Other(format!(
+            "VM {name} is still running after stopping {}",
+            unit.name
+        )));
+    }
+    // No fresh record: systemd killed the supervisor (its stop timed out).
+    let exit = runtime::read_last_exit(paths).filter(|e| e.at >= since);
+    let step = exit
+        .as_ref()
+        .and_then(|e| e.stopped_by.as_deref())
+        .and_then(shutdown::StopStep::parse)
+        .unwrap_or(shutdown::StopStep::Kill);
+    Ok(Stopped {
+        name: name.to_string(),
+        was_running: true,
+        outcome: Some(StopOutcome {
+            step,
+            seconds: t0.elapsed().as_secs_f64(),
+            presses: 0,
+        }),
+        exit,
+    })
+}
+
 /// Connect to the control socket, holding its lock so concurrent vmctl commands queue up
 /// instead of timing out behind each other (QEMU serves one client per socket).
 async fn ctl_connect(paths: &VmPaths) -> Result<(Qmp, fsutil::Lock)> {
@@ -487,17 +442,34 @@ async fn ctl_connect(paths: &VmPaths) -> Result<(Qmp, fsutil::Lock)> {
     Ok((q, lock))
 }
 
-pub fn rm(home: &Home, name: &VmName, force: bool) -> Result<()> {
+/// Delete a VM. Its systemd units (of this home) are stopped, disabled and removed first: a unit
+/// left behind would restart a VM whose definition is gone, and could not run its stop. Returns
+/// what was done to units, one line each.
+pub fn rm(home: &Home, name: &VmName, force: bool) -> Result<Vec<String>> {
     let paths = home.vm(name);
     if !paths.definition().exists() {
         return Err(Error::vm_not_found(name.as_str()));
     }
-    if runtime::liveness(&paths).is_running() {
+    if let Liveness::Running { state, .. } = runtime::liveness(&paths) {
         if !force {
+            let stop_how = match state.and_then(|s| s.unit) {
+                Some(u) => format!(
+                    "its unit runs it: `{} stop {}`",
+                    match u.scope {
+                        crate::systemd::Scope::System => "systemctl",
+                        crate::systemd::Scope::User => "systemctl --user",
+                    },
+                    u.name
+                ),
+                None => format!("`vmctl stop {name}`"),
+            };
             return Err(Error::State(format!(
-                "VM {name} is running; stop it first (`vmctl stop {name}`) or use `vmctl rm --force {name}`"
+                "VM {name} is running; stop it first ({stop_how}) or use `vmctl rm --force {name}`"
             )));
         }
+    }
+    let done = crate::systemd::remove_units_of(home, name)?;
+    if runtime::liveness(&paths).is_running() {
         stop(home, name, StopMode::Kill)?;
     }
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
@@ -513,7 +485,7 @@ pub fn rm(home: &Home, name: &VmName, force: bool) -> Result<()> {
         .join(format!(".trash-{name}-{}", std::process::id()));
     std::fs::rename(&paths.dir, &trash).path_ctx("remove", &paths.dir)?;
     std::fs::remove_dir_all(&trash).path_ctx("remove", &trash)?;
-    Ok(())
+    Ok(done)
 }
 
 #[derive(Debug, Serialize)]
@@ -598,6 +570,15 @@ pub struct Status {
     pub ports: Vec<String>,
     pub serial_log: String,
     pub last_exit: Option<LastExit>,
+    /// Whether the guest answers yet (its health check, or its forwarded ports), while running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// The `[health]` check: starting, healthy or unhealthy, while running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthState>,
+    /// The systemd unit running the VM, if one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 pub fn status(home: &Home, name: &VmName) -> Result<Status> {
@@ -619,6 +600,9 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
         ports: spec.ports.iter().map(|p| p.to_string()).collect(),
         serial_log: paths.serial_log().display().to_string(),
         last_exit: runtime::read_last_exit(&paths),
+        ready: None,
+        health: None,
+        unit: None,
     };
     match runtime::liveness(&paths) {
         Liveness::Stopped => {}
@@ -630,6 +614,9 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
                 st.accel_reason = Some(s.accel_reason.clone());
                 st.qemu_version = Some(s.qemu_version.clone());
                 st.uptime_secs = Some(fsutil::unix_now().saturating_sub(s.started_at));
+                st.ready = Some(s.ready);
+                st.health = s.health.clone();
+                st.unit = s.unit.as_ref().map(|u| u.name.clone());
             }
             let (run_state, kvm) = block_on(async {
                 let (mut q, _lock) = ctl_connect(&paths).await?;
@@ -687,17 +674,4 @@ pub fn show_cmd(home: &Home, name: &VmName) -> Result<Vec<String>> {
         return Ok(s.argv);
     }
     Ok(crate::supervisor::plan(home, &spec)?.argv)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn http_5xx_is_not_ready() {
-        use super::reply_means_ready as r;
-        assert!(r(b"HTTP/1.1 200 OK\r\n"));
-        assert!(r(b"HTTP/1.0 404 Not Found\r\n"));
-        assert!(!r(b"HTTP/1.1 502 Bad Gateway\r\n"));
-        assert!(!r(b"HTTP/1.1 503 Service Unavailable\r\n"));
-        assert!(r(b"+OK redis\r\n"));
-    }
 }

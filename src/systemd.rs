@@ -1,0 +1,743 @@
+//! VMs as systemd services. [`render`] is a pure function from a VM's spec and a few paths to the
+//! text of its unit, `vmctl-NAME.service`, filled in from the templates in `systemd/` (embedded in
+//! the binary; `@VAR@` placeholders, documented in systemd/README.md): system scope
+//! (`/etc/systemd/system`, `WantedBy=multi-user.target`) or user scope
+//! (`~/.config/systemd/user`, `WantedBy=default.target`). The unit runs `vmctl run NAME`, which
+//! tells systemd when the guest is up and stops it gracefully on SIGTERM.
+//!
+//! [`install`] and [`uninstall`] put units in place and drive `systemctl`. Where systemd is not
+//! running (PID 1 is something else, or no user manager), files are still written and
+//! enablement still works (it is only symlinks); what needs the manager is reported.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::paths::Home;
+use crate::spec::VmSpec;
+use crate::units::VmName;
+
+const SYSTEM_TEMPLATE: &str = include_str!("../systemd/vmctl-system.service.in");
+const USER_TEMPLATE: &str = include_str!("../systemd/vmctl-user.service.in");
+
+/// Whose service manager runs the unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// PID 1: starts at boot, runs as root.
+    System,
+    /// The user's manager (`systemctl --user`): starts at login, or at boot with linger.
+    User,
+}
+
+impl Scope {
+    pub fn user(user: bool) -> Scope {
+        if user { Scope::User } else { Scope::System }
+    }
+
+    /// `systemctl` arguments that select this manager.
+    fn flag(self) -> &'static [&'static str] {
+        match self {
+            Scope::System => &[],
+            Scope::User => &["--user"],
+        }
+    }
+
+    /// `systemctl`, or `systemctl --user`, for messages.
+    fn systemctl(self) -> &'static str {
+        match self {
+            Scope::System => "systemctl",
+            Scope::User => "systemctl --user",
+        }
+    }
+}
+
+/// The unit that runs a VM.
+pub fn unit_name(vm: &VmName) -> String {
+    format!("vmctl-{vm}.service")
+}
+
+/// Where units of a scope are installed: `/etc/systemd/system`, or `$XDG_CONFIG_HOME/systemd/user`
+/// (`~/.config/systemd/user`).
+pub fn unit_dir(scope: Scope, xdg_config_home: Option<&Path>, user_home: &Path) -> PathBuf {
+    match scope {
+        Scope::System => PathBuf::from("/etc/systemd/system"),
+        Scope::User => match xdg_config_home.filter(|p| p.is_absolute()) {
+            Some(c) => c.join("systemd/user"),
+            None => user_home.join(".config/systemd/user"),
+        },
+    }
+}
+
+/// [`unit_dir`] for this process's environment.
+pub fn unit_dir_here(scope: Scope) -> PathBuf {
+    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    unit_dir(scope, xdg.as_deref(), &home)
+}
+
+/// Everything a unit is rendered from.
+#[derive(Debug, Clone)]
+pub struct UnitContext<'a> {
+    pub spec: &'a VmSpec,
+    pub scope: Scope,
+    /// Absolute path of the vmctl binary the unit runs.
+    pub vmctl: &'a Path,
+    /// The vmctl home holding the VM.
+    pub home: &'a Path,
+    /// The cache directory `vmctl run` uses (the KVM verdict).
+    pub cache: &'a Path,
+}
+
+/// Base for `TimeoutStartSec=`: a Debian guest's boot under TCG plus readiness, with room.
+pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time after the graceful stop's own bound before systemd kills what is left.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// `TimeoutStartSec=`: [`START_TIMEOUT`], or longer when the health check's own limit for a
+/// guest that never passes is longer (so vmctl, which says why, gives up first).
+pub fn start_timeout(spec: &VmSpec) -> Duration {
+    let health = spec.health.as_ref().map(|h| {
+        crate::health::give_up_after(h) + crate::health::probe_timeout(h) + Duration::from_secs(60)
+    });
+    health.map_or(START_TIMEOUT, |h| h.max(START_TIMEOUT))
+}
+
+/// `TimeoutStopSec=`: the whole graceful stop (ACPI within stop_timeout, then quit, then kill)
+/// plus a margin, so systemd's SIGKILL never cuts it short.
+pub fn stop_timeout(spec: &VmSpec) -> Duration {
+    crate::shutdown::bound(spec.stop_timeout) + STOP_MARGIN
+}
+
+/// The unit's text. Fails only for paths a unit file cannot carry verbatim.
+pub fn render(cx: &UnitContext) -> Result<String> {
+    let vmctl = unit_path(cx.vmctl, "The vmctl binary")?;
+    let home = unit_path(cx.home, "The vmctl home")?;
+    let cache = unit_path(cx.cache, "The vmctl cache directory")?;
+    let unit = unit_name(&cx.spec.name);
+    let deps: Vec<String> = cx.spec.after.iter().map(unit_name).collect();
+    let dependencies = if deps.is_empty() {
+        String::new()
+    } else {
+        let list = deps.join(" ");
+        format!("After={list}\nRequires={list}")
+    };
+    let under = |dirs: &[&str]| {
+        [cx.home, cx.cache]
+            .iter()
+            .any(|p| dirs.iter().any(|d| p.starts_with(d)))
+    };
+    // A home below /home, /root or /run/user must stay visible (read-only, with the home itself
+    // writable); one below /tmp would vanish behind a private /tmp.
+    let protect_home = if under(&["/home", "/root", "/run/user"]) {
+        "read-only"
+    } else {
+        "yes"
+    };
+    let private_tmp = if under(&["/tmp", "/var/tmp"]) {
+        "no"
+    } else {
+        "yes"
+    };
+    let template = match cx.scope {
+        Scope::System => SYSTEM_TEMPLATE,
+        Scope::User => USER_TEMPLATE,
+    };
+    Ok(substitute(
+        template,
+        &[
+            ("UNIT", &unit),
+            ("NAME", cx.spec.name.as_str()),
+            ("VMCTL", &vmctl),
+            ("HOME", &home),
+            ("CACHE", &cache),
+            ("DEPENDENCIES", &dependencies),
+            ("START_TIMEOUT", &seconds(start_timeout(cx.spec))),
+            ("STOP_TIMEOUT", &seconds(stop_timeout(cx.spec))),
+            ("PROTECT_HOME", protect_home),
+            ("PRIVATE_TMP", private_tmp),
+        ],
+    ))
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+/// Replace each `@KEY@`; a line that held only placeholders and became empty is dropped.
+fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 256);
+    for line in template.lines() {
+        let mut l = line.to_string();
+        for (k, v) in vars {
+            l = l.replace(&format!("@{k}@"), v);
+        }
+        if l.is_empty() && !line.is_empty() {
+            continue;
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// A path as a unit file carries it: absolute, and free of what systemd would interpret
+/// (whitespace and quotes split or quote words, `\` escapes, `%` specifiers, `$` variables).
+fn unit_path(p: &Path, what: &str) -> Result<String> {
+    let s = p.to_str().ok_or_else(|| {
+        Error::Usage(format!(
+            "{what} {} is not UTF-8; a systemd unit cannot name it",
+            p.display()
+        ))
+    })?;
+    if !p.is_absolute() {
+        return Err(Error::Usage(format!(
+            "{what} {s:?} is not an absolute path; a systemd unit needs one"
+        )));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "\"'\\%$".contains(*c))
+    {
+        return Err(Error::Usage(format!(
+            "{what} {s:?} contains {c:?}, which a systemd unit would interpret; use a path without whitespace, quotes, '\\', '%' or '$'"
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// The vmctl home a unit file runs its VM from (its `Environment=VMCTL_HOME=` line).
+pub fn unit_home(unit_text: &str) -> Option<PathBuf> {
+    unit_text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Environment=VMCTL_HOME="))
+        .map(PathBuf::from)
+}
+
+/// The systemd unit a process runs in, from its `/proc/PID/cgroup` (cgroup v2 or the systemd
+/// hierarchy of v1): the last path component, if it is a service.
+pub fn unit_from_cgroup(cgroup: &str) -> Option<ServiceUnit> {
+    let path = cgroup.lines().find_map(|l| {
+        l.strip_prefix("0::")
+            .or_else(|| l.strip_prefix("1:name=systemd:"))
+    })?;
+    let name = path.rsplit('/').next()?;
+    if !name.ends_with(".service") {
+        return None;
+    }
+    Some(ServiceUnit {
+        name: name.to_string(),
+        scope: if path.contains("/user@") {
+            Scope::User
+        } else {
+            Scope::System
+        },
+    })
+}
+
+/// A unit that runs a VM's supervisor (recorded in its `state.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceUnit {
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// The unit this process runs in, when it is VM `vm`'s own unit (a `vmctl run` started from a
+/// shell inside some other service is not run by that service).
+pub fn own_unit(vm: &VmName) -> Option<ServiceUnit> {
+    std::env::var_os("INVOCATION_ID")?;
+    unit_from_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?)
+        .filter(|u| u.name == unit_name(vm))
+}
+
+/// `systemctl [--user] stop UNIT`: returns once the unit has stopped its VM.
+pub fn stop(unit: &ServiceUnit) -> Result<()> {
+    systemctl(unit.scope, &["stop", &unit.name]).map(|_| ())
+}
+
+/// The user's runtime directory (`$XDG_RUNTIME_DIR`, else `/run/user/UID`).
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::getuid())))
+}
+
+/// Can `systemctl` talk to this scope's manager? The system manager runs when PID 1 is systemd
+/// (`/run/systemd/system` exists); a user manager when its private socket exists too.
+pub fn manager_running(scope: Scope) -> bool {
+    let booted = Path::new("/run/systemd/system").is_dir();
+    match scope {
+        Scope::System => booted,
+        Scope::User => booted && runtime_dir().join("systemd/private").exists(),
+    }
+}
+
+/// Run `systemctl [--user] ARGS`; its stderr becomes the error.
+fn systemctl(scope: Scope, args: &[&str]) -> Result<String> {
+    let mut cmd = Command::new("systemctl");
+    cmd.args(scope.flag()).args(args);
+    if scope == Scope::User && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // `su`/`nsenter` sessions lack it; the user manager's socket is there all the same.
+        cmd.env("XDG_RUNTIME_DIR", runtime_dir());
+    }
+    let out = cmd
+        .output()
+        .ctx(|| "Cannot run systemctl (is systemd installed?)".into())?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "`{} {}` failed: {}",
+            scope.systemctl(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The unit text for a VM of `home`, with this binary and the cache `vmctl run` will use.
+pub fn generate(home: &Home, spec: &VmSpec, scope: Scope) -> Result<String> {
+    let vmctl = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
+    let cache = match (std::env::var_os("VMCTL_CACHE_DIR"), scope) {
+        (Some(c), _) => PathBuf::from(c),
+        // A system unit runs as root, whoever renders it.
+        (None, Scope::System) => PathBuf::from("/var/cache/vmctl"),
+        (None, Scope::User) => crate::paths::cache_dir(),
+    };
+    render(&UnitContext {
+        spec,
+        scope,
+        vmctl: &vmctl,
+        home: &home.root,
+        cache: &cache,
+    })
+}
+
+/// What `install` should do beyond writing the unit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallOptions {
+    pub enable: bool,
+    pub now: bool,
+    pub linger: bool,
+}
+
+/// Write the VM's unit, reload the manager, and enable (asked, or `autostart = true`), start
+/// and linger as asked. Returns what was done, one line each. When the manager is not running,
+/// the unit is written and enabled all the same; starting it or lingering is then an error
+/// (exit 4) that says so.
+pub fn install(
+    home: &Home,
+    spec: &VmSpec,
+    scope: Scope,
+    opts: InstallOptions,
+) -> Result<Vec<String>> {
+    let text = generate(home, spec, scope)?;
+    let dir = unit_dir_here(scope);
+    let unit = unit_name(&spec.name);
+    let path = dir.join(&unit);
+    check_owner(&path, home, &spec.name, scope)?;
+    for dep in &spec.after {
+        if !dir.join(unit_name(dep)).exists() {
+            return Err(Error::State(format!(
+                "VM {} starts after {dep} (after = [\"{dep}\"]), but {} is not installed in {}; install it first: vmctl systemd install {dep}{}",
+                spec.name,
+                unit_name(dep),
+                dir.display(),
+                if scope == Scope::User { " --user" } else { "" }
+            )));
+        }
+    }
+    std::fs::create_dir_all(&dir).path_ctx("create", &dir)?;
+    fsutil::write_atomic(&path, text.as_bytes())?;
+    let mut done = vec![format!("Wrote {}", path.display())];
+    let running = manager_running(scope);
+    if running {
+        systemctl(scope, &["daemon-reload"])?;
+        done.push(format!("Reloaded the {} manager", scope_word(scope)));
+    } else {
+        tracing::warn!(
+            "{} is not running here ({}): {unit} is in place for when it runs; it was not reloaded",
+            scope_manager(scope),
+            why_not_running(scope)
+        );
+    }
+    if opts.enable || spec.autostart {
+        systemctl(scope, &["enable", &unit])?;
+        done.push(format!(
+            "Enabled {unit}{}: it starts at {}",
+            if opts.enable {
+                ""
+            } else {
+                " (autostart = true)"
+            },
+            match scope {
+                Scope::System => "boot",
+                Scope::User => "login (or at boot with linger)",
+            }
+        ));
+    }
+    let mut missing = Vec::new();
+    if opts.now {
+        if running {
+            systemctl(scope, &["start", &unit])?;
+            done.push(format!("Started {unit}: VM {} is up", spec.name));
+        } else {
+            missing.push(format!("start {unit}"));
+        }
+    }
+    if scope == Scope::User {
+        let user = user_name();
+        if opts.linger {
+            let out = Command::new("loginctl")
+                .args(["enable-linger", &user])
+                .output()
+                .ctx(|| "Cannot run loginctl".into())?;
+            if out.status.success() {
+                done.push(format!(
+                    "Enabled lingering for {user}: the user's VMs start at boot"
+                ));
+            } else {
+                missing.push(format!(
+                    "enable lingering for {user} ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        } else if !Path::new("/var/lib/systemd/linger").join(&user).exists() {
+            done.push(format!(
+                "Note: user units start when {user} logs in; to start them at boot without a login: loginctl enable-linger {user} (or install with --linger)"
+            ));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Host(format!(
+            "{}; but could not {}: {} is not running here ({})",
+            done.join("; "),
+            missing.join(" or "),
+            scope_manager(scope),
+            why_not_running(scope)
+        )));
+    }
+    Ok(done)
+}
+
+/// Refuse to overwrite or remove another home's unit of the same name.
+fn check_owner(path: &Path, home: &Home, name: &VmName, scope: Scope) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    match unit_home(&text) {
+        Some(h) if h != home.root && h.join("vms").join(name.as_str()).exists() => {
+            Err(Error::State(format!(
+                "{} runs VM {name} of another vmctl home ({}); use `vmctl --home {} systemd uninstall {name}{}` first",
+                path.display(),
+                h.display(),
+                h.display(),
+                if scope == Scope::User { " --user" } else { "" }
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Stop and disable the VM's unit, remove it and reload. Returns what was done, one line each.
+pub fn uninstall(home: &Home, name: &VmName, scope: Scope) -> Result<Vec<String>> {
+    let path = unit_dir_here(scope).join(unit_name(name));
+    if !path.exists() {
+        return Err(Error::NotFound {
+            what: "unit",
+            name: unit_name(name),
+            hint: format!(" in {}", path.parent().unwrap_or(&path).display()),
+        });
+    }
+    check_owner(&path, home, name, scope)?;
+    remove_unit(&path, name, scope)
+}
+
+/// Stop (if the manager runs), disable, remove, reload: a unit is never left running its VM
+/// after its file is gone, since a removed unit cannot run its stop.
+fn remove_unit(path: &Path, name: &VmName, scope: Scope) -> Result<Vec<String>> {
+    let unit = unit_name(name);
+    let mut done = Vec::new();
+    let running = manager_running(scope);
+    if running {
+        // Stopping an inactive or unloaded unit may fail; what counts is that it is not active.
+        let stop = systemctl(scope, &["stop", &unit]);
+        let state = systemctl(scope, &["is-active", &unit]).unwrap_or_default();
+        if let ("active" | "activating" | "deactivating" | "reloading", Err(e)) =
+            (state.trim(), &stop)
+        {
+            return Err(Error::State(format!(
+                "{unit} is still {}: {e}",
+                state.trim()
+            )));
+        }
+        if stop.is_ok() {
+            done.push(format!("Stopped {unit}"));
+        }
+    }
+    systemctl(scope, &["disable", &unit])?;
+    done.push(format!("Disabled {unit}"));
+    std::fs::remove_file(path).path_ctx("remove", path)?;
+    done.push(format!("Removed {}", path.display()));
+    if running {
+        systemctl(scope, &["daemon-reload"])?;
+        let _ = systemctl(scope, &["reset-failed", &unit]);
+        done.push(format!("Reloaded the {} manager", scope_word(scope)));
+    }
+    Ok(done)
+}
+
+/// Remove every unit of this home's VM `name` (system, and the user's): for `vmctl rm`.
+pub fn remove_units_of(home: &Home, name: &VmName) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for scope in [Scope::System, Scope::User] {
+        let path = unit_dir_here(scope).join(unit_name(name));
+        let ours = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| unit_home(&t))
+            .is_some_and(|h| h == home.root);
+        if ours {
+            done.extend(remove_unit(&path, name, scope).map_err(|e| {
+                Error::State(format!(
+                    "Cannot remove VM {name}: its unit {} could not be stopped and removed: {e}",
+                    path.display()
+                ))
+            })?);
+        }
+    }
+    Ok(done)
+}
+
+fn scope_word(scope: Scope) -> &'static str {
+    match scope {
+        Scope::System => "system",
+        Scope::User => "user",
+    }
+}
+
+fn scope_manager(scope: Scope) -> &'static str {
+    match scope {
+        Scope::System => "systemd",
+        Scope::User => "the systemd user manager",
+    }
+}
+
+fn why_not_running(scope: Scope) -> String {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return "PID 1 is not systemd".into();
+    }
+    match scope {
+        Scope::System => "systemd is not PID 1".into(),
+        Scope::User => format!(
+            "no {}/systemd/private; log in as the user or enable lingering",
+            runtime_dir().display()
+        ),
+    }
+}
+
+fn user_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, toml: &str) -> VmSpec {
+        let cfg = crate::config::VmConfig::parse(toml, "t").unwrap();
+        let limits = crate::spec::Limits {
+            host_memory: u64::MAX,
+        };
+        crate::spec::validate(&name.parse().unwrap(), &cfg, limits, "t").unwrap()
+    }
+
+    fn render_for(spec: &VmSpec, scope: Scope, home: &str) -> String {
+        render(&UnitContext {
+            spec,
+            scope,
+            vmctl: Path::new("/usr/local/bin/vmctl"),
+            home: Path::new(home),
+            cache: Path::new("/var/cache/vmctl"),
+        })
+        .unwrap()
+    }
+
+    /// Compare with `tests/golden/NAME`; `VMCTL_UPDATE_GOLDEN=1` rewrites the file.
+    fn golden(name: &str, actual: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("VMCTL_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (VMCTL_UPDATE_GOLDEN=1 creates it)", path.display())
+        });
+        assert_eq!(actual, expected, "unit differs from {}", path.display());
+    }
+
+    const WEB: &str = "ports = [\"5022:22\", \"5080:8080\"]\nstop_timeout = 60\n";
+
+    #[test]
+    fn system_unit() {
+        let s = spec("web", WEB);
+        golden(
+            "vmctl-web-system.service",
+            &render_for(&s, Scope::System, "/var/lib/vmctl"),
+        );
+    }
+
+    #[test]
+    fn user_unit() {
+        let s = spec("web", WEB);
+        golden(
+            "vmctl-web-user.service",
+            &render_for(&s, Scope::User, "/home/alice/.local/share/vmctl"),
+        );
+    }
+
+    #[test]
+    fn unit_with_dependencies_and_a_health_check() {
+        let s = spec(
+            "api",
+            "ports = [\"5080:8080\"]\nstop_timeout = 120\nafter = [\"db\", \"cache\"]\n[health]\nhttp = \"8080/healthz\"\ninterval = \"30s\"\nretries = 5\nstart_period = \"10m\"\n",
+        );
+        golden(
+            "vmctl-api-after.service",
+            &render_for(&s, Scope::System, "/var/lib/vmctl"),
+        );
+    }
+
+    #[test]
+    fn every_placeholder_is_filled_and_empty_lines_are_dropped() {
+        let s = spec("web", WEB);
+        for scope in [Scope::System, Scope::User] {
+            let u = render_for(&s, scope, "/var/lib/vmctl");
+            assert!(!u.contains('@'), "{u}");
+            assert!(!u.contains("Requires="), "{u}");
+            assert!(u.contains("\nDescription=vmctl VM web\n"), "{u}");
+        }
+    }
+
+    #[test]
+    fn timeouts_follow_the_definition() {
+        let s = spec("web", "stop_timeout = 60\n");
+        assert_eq!(stop_timeout(&s), Duration::from_secs(60 + 10 + 5));
+        assert_eq!(start_timeout(&s), START_TIMEOUT);
+        let s = spec(
+            "web",
+            "ports = [\"80:80\"]\n[health]\ntcp = 80\ninterval = \"1m\"\nretries = 3\nstart_period = \"10m\"\n",
+        );
+        // 10 min + 3 × 1 min + the 5 s probe timeout + 60 s.
+        assert_eq!(start_timeout(&s), Duration::from_secs(600 + 180 + 5 + 60));
+    }
+
+    #[test]
+    fn homes_under_home_or_tmp_stay_reachable() {
+        let s = spec("web", WEB);
+        let u = render_for(&s, Scope::System, "/root/vmctl");
+        assert!(u.contains("\nProtectHome=read-only\n"), "{u}");
+        assert!(u.contains("\nPrivateTmp=yes\n"), "{u}");
+        let u = render_for(&s, Scope::System, "/tmp/vmctl-t123");
+        assert!(u.contains("\nProtectHome=yes\n"), "{u}");
+        assert!(u.contains("\nPrivateTmp=no\n"), "{u}");
+        assert!(
+            u.contains("\nReadWritePaths=/tmp/vmctl-t123 -/var/cache/vmctl\n"),
+            "{u}"
+        );
+    }
+
+    #[test]
+    fn paths_a_unit_cannot_carry_are_refused() {
+        let s = spec("web", WEB);
+        for (home, needle) in [
+            ("/srv/my vms", "contains ' '"),
+            ("/srv/100%", "contains '%'"),
+            ("/srv/$HOME", "contains '$'"),
+            ("relative", "not an absolute path"),
+        ] {
+            let e = render(&UnitContext {
+                spec: &s,
+                scope: Scope::System,
+                vmctl: Path::new("/usr/bin/vmctl"),
+                home: Path::new(home),
+                cache: Path::new("/var/cache/vmctl"),
+            })
+            .unwrap_err();
+            assert_eq!(e.code(), crate::error::exit::USAGE);
+            let msg = e.to_string();
+            assert!(
+                msg.contains("The vmctl home") && msg.contains(needle),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn unit_directories() {
+        let home = Path::new("/home/alice");
+        assert_eq!(
+            unit_dir(Scope::System, None, home),
+            Path::new("/etc/systemd/system")
+        );
+        assert_eq!(
+            unit_dir(Scope::User, None, home),
+            Path::new("/home/alice/.config/systemd/user")
+        );
+        assert_eq!(
+            unit_dir(Scope::User, Some(Path::new("/cfg")), home),
+            Path::new("/cfg/systemd/user")
+        );
+        // The XDG spec says to ignore relative values.
+        assert_eq!(
+            unit_dir(Scope::User, Some(Path::new("cfg")), home),
+            Path::new("/home/alice/.config/systemd/user")
+        );
+    }
+
+    #[test]
+    fn a_unit_names_its_home() {
+        let s = spec("web", WEB);
+        let u = render_for(&s, Scope::User, "/srv/vmctl");
+        assert_eq!(unit_home(&u), Some(PathBuf::from("/srv/vmctl")));
+        assert_eq!(unit_home("[Service]\nExecStart=/bin/true\n"), None);
+    }
+
+    #[test]
+    fn units_from_cgroups() {
+        let unit = |name: &str, scope| {
+            Some(ServiceUnit {
+                name: name.into(),
+                scope,
+            })
+        };
+        for (cgroup, want) in [
+            (
+                "0::/system.slice/vmctl-web.service\n",
+                unit("vmctl-web.service", Scope::System),
+            ),
+            (
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/vmctl-db.service\n",
+                unit("vmctl-db.service", Scope::User),
+            ),
+            (
+                "12:pids:/x\n1:name=systemd:/system.slice/vmctl-a.service\n",
+                unit("vmctl-a.service", Scope::System),
+            ),
+            ("0::/user.slice/user-0.slice/session-3.scope\n", None),
+            ("0::/\n", None),
+        ] {
+            assert_eq!(unit_from_cgroup(cgroup), want, "{cgroup}");
+        }
+    }
+}
