@@ -103,13 +103,11 @@ impl Monitor {
         s.status
     }
 
-    /// The guest did not pass within [`give_up_after`].
-    pub fn never_passed(&mut self, now: u64) {
+    /// The guest did not pass within [`give_up_after`]; its last check failed for `why`.
+    pub fn never_passed(&mut self, why: String, now: u64) {
         self.state.status = HealthStatus::Unhealthy;
         self.state.last_check_at = Some(now);
-        self.state
-            .last_failure
-            .get_or_insert_with(|| "never passed since the start".into());
+        self.state.last_failure = Some(format!("{why}; never passed since the start"));
     }
 }
 
@@ -412,11 +410,11 @@ mod tests {
         assert_eq!(give_up_after(h), Duration::from_secs(80));
         assert_eq!(probe_timeout(h), Duration::from_secs(5));
         let mut m = Monitor::new(h);
-        m.never_passed(7);
+        m.never_passed("HTTP status 404".into(), 7);
         assert_eq!(m.state.status, HealthStatus::Unhealthy);
         assert_eq!(
             m.state.last_failure.as_deref(),
-            Some("never passed since the start")
+            Some("HTTP status 404; never passed since the start")
         );
     }
 

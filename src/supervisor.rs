@@ -281,6 +281,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
         spec,
         paths: &paths,
         pid,
+        supervised: notifier.is_some() || state.unit.is_some(),
         notifier: notifier.as_ref(),
         state,
         monitor,
@@ -335,6 +336,8 @@ struct Running<'a> {
     spec: &'a VmSpec,
     paths: &'a crate::paths::VmPaths,
     pid: i32,
+    /// Run by a service manager (`NOTIFY_SOCKET`, or the VM's own unit), which restarts us.
+    supervised: bool,
     notifier: Option<&'a sdnotify::Notifier>,
     state: RunState,
     monitor: Option<Monitor>,
@@ -389,10 +392,20 @@ impl Running<'_> {
                 }
                 _ = tokio::time::sleep_until(give_up), if !self.state.ready && !gave_up && !stopping => {
                     gave_up = true;
-                    if let Some(m) = &mut self.monitor {
-                        m.never_passed(fsutil::unix_now());
-                        if self.on_unhealthy(qmp).await {
-                            ending = Ending::Unhealthy;
+                    let Some((h, via)) = &health else { continue };
+                    // One last check, which also says why the guest fails it.
+                    match health::probe(&h.check, via, health::probe_timeout(h)).await {
+                        Ok(()) => {
+                            self.on_ready();
+                            next_probe = Some(Instant::now() + h.interval);
+                        }
+                        Err(why) => {
+                            if let Some(m) = &mut self.monitor {
+                                m.never_passed(why, fsutil::unix_now());
+                            }
+                            if self.on_unhealthy(qmp).await {
+                                ending = Ending::Unhealthy;
+                            }
                         }
                     }
                 }
@@ -472,9 +485,9 @@ impl Running<'_> {
         now == HealthStatus::Unhealthy
     }
 
-    /// The guest is unhealthy. Under its systemd unit, stop QEMU (`quit`, then SIGKILL: the guest
-    /// is not expected to shut down well) so that `Restart=` brings it back, and return true.
-    /// Elsewhere (`vmctl start`) nothing would restart it: report, and keep it running.
+    /// The guest is unhealthy. Run by a service manager, stop QEMU (`quit`, then SIGKILL: the
+    /// guest is not expected to shut down well) so that `Restart=` brings it back, and return
+    /// true. Elsewhere (`vmctl start`) nothing would restart it: report, and keep it running.
     async fn on_unhealthy(&mut self, qmp: &mut Qmp) -> bool {
         let Some(m) = &self.monitor else {
             return false;
@@ -483,8 +496,8 @@ impl Running<'_> {
         self.save();
         let why = m.state.last_failure.clone().unwrap_or_default();
         let (vm, pid, check) = (&self.spec.name, self.pid, m.state.check.clone());
-        if self.state.unit.is_none() {
-            tracing::error!(%vm, pid, "the guest is unhealthy ({check}: {why}); not run by its systemd unit, so it keeps running");
+        if !self.supervised {
+            tracing::error!(%vm, pid, "the guest is unhealthy ({check}: {why}); nothing would restart it, so it keeps running");
             return false;
         }
         tracing::error!(%vm, pid, "the guest is unhealthy ({check}: {why}); stopping QEMU so that systemd restarts the VM");

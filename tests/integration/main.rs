@@ -7,4 +7,5 @@ mod harness;
 mod lifecycle;
 mod nspawn;
 mod provision;
+mod systemd_units;
 mod vps;
