@@ -88,7 +88,7 @@ fn init_logging(verbose: u8, journal: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if journal {
-        fmt.event_format(JournalFormat).init();
+        fmt.with_ansi(false).event_format(JournalFormat).init();
     } else {
         fmt.with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

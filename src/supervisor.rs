@@ -37,6 +37,8 @@ use crate::units::Protocol;
 
 /// How long QEMU may take to answer its monitor after being spawned.
 const QMP_STARTUP: Duration = Duration::from_secs(30);
+/// How long an unhealthy guest's QEMU gets to `quit` before SIGKILL.
+const UNHEALTHY_QUIT: Duration = Duration::from_secs(2);
 
 /// Everything needed to spawn QEMU, decided before anything is started.
 pub struct Plan {
@@ -508,7 +510,16 @@ impl Running<'_> {
                 Field::Status(&format!("Unhealthy ({check}: {why}); stopping QEMU")),
             ],
         );
-        if let Err(e) = shutdown::force(Some(qmp), pid).await {
+        // A hung QEMU does not answer `quit` either: bound it, then SIGKILL.
+        let quit = tokio::time::timeout(UNHEALTHY_QUIT, shutdown::force(Some(qmp), pid)).await;
+        let killed = match quit {
+            Ok(r) => r,
+            Err(_) => {
+                let mut watch = crate::process::ExitWatch::new(pid);
+                shutdown::kill(&mut watch, pid, Instant::now(), 0).await
+            }
+        };
+        if let Err(e) = killed {
             tracing::error!(%vm, pid, "stop failed: {e}");
         }
         true

@@ -249,11 +249,16 @@ pub struct ServiceUnit {
 }
 
 /// The unit this process runs in, when it is VM `vm`'s own unit (a `vmctl run` started from a
-/// shell inside some other service is not run by that service).
+/// shell inside some other service is not run by that service). A user manager also says so by
+/// `$MANAGERPID`, whatever its cgroup is called.
 pub fn own_unit(vm: &VmName) -> Option<ServiceUnit> {
     std::env::var_os("INVOCATION_ID")?;
-    unit_from_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?)
-        .filter(|u| u.name == unit_name(vm))
+    let mut unit = unit_from_cgroup(&std::fs::read_to_string("/proc/self/cgroup").ok()?)
+        .filter(|u| u.name == unit_name(vm))?;
+    if std::env::var_os("MANAGERPID").is_some() {
+        unit.scope = Scope::User;
+    }
+    Some(unit)
 }
 
 /// `systemctl [--user] stop UNIT`: returns once the unit has stopped its VM.
@@ -303,12 +308,7 @@ fn systemctl(scope: Scope, args: &[&str]) -> Result<String> {
 /// The unit text for a VM of `home`, with this binary and the cache `vmctl run` will use.
 pub fn generate(home: &Home, spec: &VmSpec, scope: Scope) -> Result<String> {
     let vmctl = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
-    let cache = match (std::env::var_os("VMCTL_CACHE_DIR"), scope) {
-        (Some(c), _) => PathBuf::from(c),
-        // A system unit runs as root, whoever renders it.
-        (None, Scope::System) => PathBuf::from("/var/cache/vmctl"),
-        (None, Scope::User) => crate::paths::cache_dir(),
-    };
+    let cache = cache_for(scope);
     render(&UnitContext {
         spec,
         scope,
@@ -328,8 +328,8 @@ pub struct InstallOptions {
 
 /// Write the VM's unit, reload the manager, and enable (asked, or `autostart = true`), start
 /// and linger as asked. Returns what was done, one line each. When the manager is not running,
-/// the unit is written and enabled all the same; starting it or lingering is then an error
-/// (exit 4) that says so.
+/// the unit is written and enabled all the same (enabling is a symlink); starting it or
+/// lingering is then an error (exit 4) that says so.
 pub fn install(
     home: &Home,
     spec: &VmSpec,
@@ -353,8 +353,27 @@ pub fn install(
         }
     }
     std::fs::create_dir_all(&dir).path_ctx("create", &dir)?;
+    // The unit may write only there (ReadWritePaths=): without it the KVM verdict is not kept.
+    let cache = cache_for(scope);
+    std::fs::create_dir_all(&cache).path_ctx("create", &cache)?;
     fsutil::write_atomic(&path, text.as_bytes())?;
     let mut done = vec![format!("Wrote {}", path.display())];
+    let mut missing = Vec::new();
+    if scope == Scope::User {
+        let user = user_name();
+        if opts.linger {
+            match linger(&user) {
+                Ok(()) => done.push(format!(
+                    "Enabled lingering for {user}: the user's VMs start at boot"
+                )),
+                Err(why) => missing.push(format!("enable lingering for {user} ({why})")),
+            }
+        } else if !Path::new("/var/lib/systemd/linger").join(&user).exists() {
+            done.push(format!(
+                "Note: user units start when {user} logs in; to start them at boot without a login: loginctl enable-linger {user} (or install with --linger)"
+            ));
+        }
+    }
     let running = manager_running(scope);
     if running {
         systemctl(scope, &["daemon-reload"])?;
@@ -367,7 +386,7 @@ pub fn install(
         );
     }
     if opts.enable || spec.autostart {
-        systemctl(scope, &["enable", &unit])?;
+        enable(scope, &path, running)?;
         done.push(format!(
             "Enabled {unit}{}: it starts at {}",
             if opts.enable {
@@ -381,36 +400,12 @@ pub fn install(
             }
         ));
     }
-    let mut missing = Vec::new();
     if opts.now {
         if running {
             systemctl(scope, &["start", &unit])?;
             done.push(format!("Started {unit}: VM {} is up", spec.name));
         } else {
             missing.push(format!("start {unit}"));
-        }
-    }
-    if scope == Scope::User {
-        let user = user_name();
-        if opts.linger {
-            let out = Command::new("loginctl")
-                .args(["enable-linger", &user])
-                .output()
-                .ctx(|| "Cannot run loginctl".into())?;
-            if out.status.success() {
-                done.push(format!(
-                    "Enabled lingering for {user}: the user's VMs start at boot"
-                ));
-            } else {
-                missing.push(format!(
-                    "enable lingering for {user} ({})",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-        } else if !Path::new("/var/lib/systemd/linger").join(&user).exists() {
-            done.push(format!(
-                "Note: user units start when {user} logs in; to start them at boot without a login: loginctl enable-linger {user} (or install with --linger)"
-            ));
         }
     }
     if !missing.is_empty() {
@@ -423,6 +418,72 @@ pub fn install(
         )));
     }
     Ok(done)
+}
+
+/// The cache directory `vmctl run` will use under this scope's manager.
+fn cache_for(scope: Scope) -> PathBuf {
+    match (std::env::var_os("VMCTL_CACHE_DIR"), scope) {
+        (Some(c), _) => PathBuf::from(c),
+        // A system unit runs as root, whoever renders it.
+        (None, Scope::System) => PathBuf::from("/var/cache/vmctl"),
+        (None, Scope::User) => crate::paths::cache_dir(),
+    }
+}
+
+/// `loginctl enable-linger USER`, then wait (bounded) for the user manager it starts.
+fn linger(user: &str) -> std::result::Result<(), String> {
+    let out = Command::new("loginctl")
+        .args(["enable-linger", user])
+        .output()
+        .map_err(|e| format!("cannot run loginctl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !manager_running(Scope::User) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The `.wants` link that enables a unit: what `systemctl enable` makes for its `WantedBy=`.
+fn wants_link(scope: Scope, unit_path: &Path) -> PathBuf {
+    let target = match scope {
+        Scope::System => "multi-user.target.wants",
+        Scope::User => "default.target.wants",
+    };
+    let dir = unit_path.parent().unwrap_or(Path::new("/"));
+    dir.join(target)
+        .join(unit_path.file_name().unwrap_or_default())
+}
+
+/// Enable: through `systemctl` when the manager runs, else by making its link (offline,
+/// `systemctl` may refuse to work without a bus).
+fn enable(scope: Scope, unit_path: &Path, running: bool) -> Result<()> {
+    let unit = unit_path.file_name().unwrap_or_default().to_string_lossy();
+    if running {
+        return systemctl(scope, &["enable", &unit]).map(|_| ());
+    }
+    let link = wants_link(scope, unit_path);
+    if link.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let dir = link.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).path_ctx("create", dir)?;
+    std::os::unix::fs::symlink(unit_path, &link).path_ctx("create", &link)
+}
+
+/// The reverse of [`enable`].
+fn disable(scope: Scope, unit_path: &Path, running: bool) -> Result<()> {
+    let unit = unit_path.file_name().unwrap_or_default().to_string_lossy();
+    if running {
+        return systemctl(scope, &["disable", &unit]).map(|_| ());
+    }
+    let link = wants_link(scope, unit_path);
+    match std::fs::remove_file(&link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).path_ctx("remove", &link),
+        _ => Ok(()),
+    }
 }
 
 /// Refuse to overwrite or remove another home's unit of the same name.
@@ -480,7 +541,7 @@ fn remove_unit(path: &Path, name: &VmName, scope: Scope) -> Result<Vec<String>> 
             done.push(format!("Stopped {unit}"));
         }
     }
-    systemctl(scope, &["disable", &unit])?;
+    disable(scope, path, running)?;
     done.push(format!("Disabled {unit}"));
     std::fs::remove_file(path).path_ctx("remove", path)?;
     done.push(format!("Removed {}", path.display()));
