@@ -480,7 +480,13 @@ impl Running<'_> {
             (None, _) => tracing::info!(%vm, pid = self.pid, "health check {check} passes again"),
         }
         if before.status != now || before.failing_streak != streak {
-            self.status(&format!("Health: {} ({check})", now.as_str()));
+            self.status(&match &failure {
+                Some(why) => format!(
+                    "Health: {} ({check}; {streak} failed in a row, last: {why})",
+                    now.as_str()
+                ),
+                None => format!("Health: {} ({check})", now.as_str()),
+            });
             self.state.health = Some(after);
             self.save();
         }

@@ -553,23 +553,46 @@ fn remove_unit(path: &Path, name: &VmName, scope: Scope) -> Result<Vec<String>> 
     Ok(done)
 }
 
+/// The installed units (system, then the user's) that run VM `name` of this home.
+fn installed_units(home: &Home, name: &VmName) -> Vec<(Scope, PathBuf)> {
+    [Scope::System, Scope::User]
+        .into_iter()
+        .map(|scope| (scope, unit_dir_here(scope).join(unit_name(name))))
+        .filter(|(_, path)| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| unit_home(&t))
+                .is_some_and(|h| h == home.root)
+        })
+        .collect()
+}
+
+/// The unit that should start VM `name`: installed for this home, in a running manager.
+pub fn managed_unit(home: &Home, name: &VmName) -> Option<ServiceUnit> {
+    installed_units(home, name)
+        .into_iter()
+        .find(|(scope, _)| manager_running(*scope))
+        .map(|(scope, _)| ServiceUnit {
+            name: unit_name(name),
+            scope,
+        })
+}
+
+/// `systemctl [--user] start UNIT`: returns once the unit said READY=1 (the guest is up).
+pub fn start(unit: &ServiceUnit) -> Result<()> {
+    systemctl(unit.scope, &["start", &unit.name]).map(|_| ())
+}
+
 /// Remove every unit of this home's VM `name` (system, and the user's): for `vmctl rm`.
 pub fn remove_units_of(home: &Home, name: &VmName) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    for scope in [Scope::System, Scope::User] {
-        let path = unit_dir_here(scope).join(unit_name(name));
-        let ours = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| unit_home(&t))
-            .is_some_and(|h| h == home.root);
-        if ours {
-            done.extend(remove_unit(&path, name, scope).map_err(|e| {
-                Error::State(format!(
-                    "Cannot remove VM {name}: its unit {} could not be stopped and removed: {e}",
-                    path.display()
-                ))
-            })?);
-        }
+    for (scope, path) in installed_units(home, name) {
+        done.extend(remove_unit(&path, name, scope).map_err(|e| {
+            Error::State(format!(
+                "Cannot remove VM {name}: its unit {} could not be stopped and removed: {e}",
+                path.display()
+            ))
+        })?);
     }
     Ok(done)
 }

@@ -180,11 +180,30 @@ pub struct Started {
 }
 
 /// Start the VM's supervisor detached and wait until QEMU answers QMP; with `wait`, also until
-/// every forwarded TCP port answers from inside the guest.
+/// the guest is up (see [`wait_ready`]). A VM with an installed unit in a running systemd is
+/// started by `systemctl start` instead, which returns once the guest is up: started beside its
+/// unit, it would keep the unit from starting and be left out of the host's shutdown.
 pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Started> {
     let spec = load(home, name)?;
     let paths = home.vm(name);
     let t0 = std::time::Instant::now();
+    if let Some(unit) = crate::systemd::managed_unit(home, name) {
+        if let Liveness::Running { pid, .. } = runtime::liveness(&paths) {
+            return Err(Error::State(format!(
+                "VM {name} is already running (QEMU pid {pid})"
+            )));
+        }
+        crate::systemd::start(&unit)?;
+        let Liveness::Running { pid, .. } = runtime::liveness(&paths) else {
+            return Err(Error::Qemu(format!(
+                "{} started, but VM {name} is not running",
+                unit.name
+            )));
+        };
+        let mut s = started(&paths, &spec, pid);
+        s.ready_seconds = Some(t0.elapsed().as_secs_f64());
+        return Ok(s);
+    }
     let pid = {
         let _lock = fsutil::lock_exclusive(&paths.lock())?;
         if let Liveness::Running { pid, .. } = runtime::liveness(&paths) {
@@ -194,9 +213,19 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
         }
         spawn_supervisor(home, &paths, name)?
     };
-    let state = runtime::read_state(&paths);
-    let mut started = Started {
-        name: name.to_string(),
+    let mut started = started(&paths, &spec, pid);
+    if let Some(timeout) = wait {
+        wait_ready(&paths, &spec, t0 + timeout)?;
+        started.ready_seconds = Some(t0.elapsed().as_secs_f64());
+    }
+    Ok(started)
+}
+
+/// What `start` reports of a VM whose QEMU runs as `pid`.
+fn started(paths: &VmPaths, spec: &VmSpec, pid: i32) -> Started {
+    let state = runtime::read_state(paths);
+    Started {
+        name: spec.name.to_string(),
         pid,
         accel: state
             .as_ref()
@@ -205,12 +234,7 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
         accel_reason: state.map(|s| s.accel_reason).unwrap_or_default(),
         ports: spec.ports.clone(),
         ready_seconds: None,
-    };
-    if let Some(timeout) = wait {
-        wait_ready(&paths, &spec, t0 + timeout)?;
-        started.ready_seconds = Some(t0.elapsed().as_secs_f64());
     }
-    Ok(started)
 }
 
 fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> {
