@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (once) the Debian bookworm root file system that the systemd tests boot with
-# systemd-nspawn (tests/integration/nspawn.rs): systemd, dbus, QEMU at the host's version, curl,
-# python3, iproute2, procps. Tests never write to it: each boots an overlay of it.
+# systemd-nspawn (tests/integration/nspawn.rs): systemd, dbus, libpam-systemd (user managers of
+# lingering users), QEMU at the host's version, curl, python3, iproute2, procps. Tests never
+# write to it: each boots an overlay of it.
 #
 #   scripts/nspawn-rootfs.sh      # as root; prints the root file system's path on stdout
 #
@@ -71,6 +72,7 @@ if [[ -z $QEMU_VERSION ]]; then
 fi
 PACKAGES=(
 	systemd systemd-sysv dbus # init, the system bus (systemctl, logind)
+	libpam-systemd            # user@UID.service for lingering users (user units at boot)
 	"qemu-system-x86=$QEMU_VERSION" "qemu-utils=$QEMU_VERSION"
 	curl python3 iproute2 procps # what the tests' probes use inside
 )
