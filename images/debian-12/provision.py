@@ -20,8 +20,10 @@
 #   ssh_host_key     /etc/ssh/ssh_host_ed25519_key(.pub) (0600/0644)
 #   app              the app's units enabled and started, the other app's
 #                    units disabled and stopped; null/absent: no app
-# Without a credential or host key it only makes sure an ed25519 host key
-# exists (generating one takes ~0.1 s; sshd is configured for that key only).
+# Without a credential (e.g. a plain `qemu -hda disk.qcow2` boot) it only
+# makes sure an ed25519 host key exists (generating one takes ~0.1 s; sshd is
+# configured for that key only) and leaves users and apps as they are on the
+# disk. A credential without ssh_host_key also gets such a generated key.
 # /etc/hosts always maps 127.0.1.1 to the current hostname (sudo looks it up).
 #
 # Files are rewritten only when their content or mode differs, and systemctl
@@ -114,26 +116,26 @@ def run(*argv):
 
 
 def read_credential():
+    """The credential's JSON object, or None if there is none (or it is unusable)."""
     d = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not d:
-        log("no credentials directory (not started by systemd with LoadCredential=?)")
-        return {}
-    try:
-        with open(os.path.join(d, CREDENTIAL), "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raw = b""
+    raw = b""
+    if d:
+        try:
+            with open(os.path.join(d, CREDENTIAL), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            pass
     if not raw.strip():
-        log("no %s credential; using defaults" % CREDENTIAL)
-        return {}
+        log("no %s credential: only making sure there is an SSH host key" % CREDENTIAL)
+        return None
     try:
         cfg = json.loads(raw)
     except ValueError as e:
         error("credential %s is not valid JSON: %s" % (CREDENTIAL, e))
-        return {}
+        return None
     if not isinstance(cfg, dict):
         error("credential %s is not a JSON object" % CREDENTIAL)
-        return {}
+        return None
     return cfg
 
 
@@ -285,13 +287,16 @@ def set_app(app):
 def main():
     os.umask(0o022)
     cfg = read_credential()
+    given = cfg is not None
+    cfg = cfg or {}
     steps = [
         ("hostname", lambda: set_hostname(cfg.get("hostname"))),
         ("/etc/hosts", fix_hosts),
         ("ssh host key", lambda: install_host_key(cfg.get("ssh_host_key"))),
     ]
-    # No credential (a plain `qemu -hda` boot): leave the apps as the disk has them.
-    if "app" in cfg:
+    # No credential (a plain `qemu -hda` boot): leave the apps as the disk has
+    # them. With one, "app" absent or null means no app.
+    if given:
         steps.append(("app", lambda: set_app(cfg.get("app"))))
     if cfg.get("user") is not None:
         def user_step():
