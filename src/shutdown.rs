@@ -22,6 +22,9 @@ pub enum StopStep {
     Quit,
     /// QEMU was killed with SIGKILL.
     Kill,
+    /// QEMU ended during the stop without the guest powering off: a signal from another
+    /// process (e.g. a service manager's SIGTERM) or a crash.
+    Other,
 }
 
 impl StopStep {
@@ -30,6 +33,7 @@ impl StopStep {
             StopStep::Acpi => "ACPI power-off by the guest",
             StopStep::Quit => "QMP quit (the guest did not power off in time)",
             StopStep::Kill => "SIGKILL (QEMU did not quit)",
+            StopStep::Other => "QEMU ended without a guest power-off (a signal from elsewhere?)",
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -37,13 +41,19 @@ impl StopStep {
             StopStep::Acpi => "acpi",
             StopStep::Quit => "quit",
             StopStep::Kill => "kill",
+            StopStep::Other => "other",
         }
     }
     /// The step named by [`StopStep::as_str`] (as recorded in `last-exit.json`).
     pub fn parse(s: &str) -> Option<StopStep> {
-        [StopStep::Acpi, StopStep::Quit, StopStep::Kill]
-            .into_iter()
-            .find(|step| step.as_str() == s)
+        [
+            StopStep::Acpi,
+            StopStep::Quit,
+            StopStep::Kill,
+            StopStep::Other,
+        ]
+        .into_iter()
+        .find(|step| step.as_str() == s)
     }
 }
 
@@ -72,6 +82,8 @@ pub async fn graceful(qmp: Option<&mut Qmp>, pid: i32, timeout: Duration) -> Res
     let mut watch = ExitWatch::new(pid);
     let mut presses = 0;
     let mut qmp = qmp;
+    // Whether QEMU reported a SHUTDOWN the guest asked for: only then did the power button work.
+    let mut by_guest = false;
     if let Some(q) = qmp.as_deref_mut() {
         let mut interval = FIRST_PRESS_INTERVAL;
         let mut reacted = false;
@@ -87,11 +99,13 @@ pub async fn graceful(qmp: Option<&mut Qmp>, pid: i32, timeout: Duration) -> Res
             loop {
                 tokio::select! {
                     _ = watch.exited() => {
-                        return Ok(outcome(StopStep::Acpi, started, presses));
+                        by_guest |= drain_shutdown(q).await;
+                        return Ok(outcome(ended_step(by_guest), started, presses));
                     }
                     ev = q.next_event(tick) => match ev {
                         Ok(Some(e)) if e.event == "SHUTDOWN" => {
                             tracing::info!(data = %e.data, "guest is shutting down");
+                            by_guest |= is_guest_shutdown(&e.data);
                             reacted = true;
                         }
                         Ok(Some(e)) => tracing::debug!(event = %e.event, "QMP event"),
@@ -105,7 +119,10 @@ pub async fn graceful(qmp: Option<&mut Qmp>, pid: i32, timeout: Duration) -> Res
     }
     // The monitor went away (QEMU is exiting) or the time is up.
     if watch.wait_until(deadline).await {
-        return Ok(outcome(StopStep::Acpi, started, presses));
+        if let Some(q) = qmp.as_deref_mut() {
+            by_guest |= drain_shutdown(q).await;
+        }
+        return Ok(outcome(ended_step(by_guest), started, presses));
     }
     force_inner(qmp, &mut watch, pid, started, presses).await
 }
@@ -152,10 +169,69 @@ pub async fn kill(
     )))
 }
 
+/// A SHUTDOWN event's data says the guest asked for it (`"guest": true`), as opposed to QEMU
+/// ending on a host signal (`"reason": "host-signal"`) or a QMP command.
+fn is_guest_shutdown(data: &serde_json::Value) -> bool {
+    data.get("guest").and_then(serde_json::Value::as_bool) == Some(true)
+}
+
+/// Events QEMU sent before it exited but that were not read yet: whether one was the guest's
+/// SHUTDOWN.
+async fn drain_shutdown(q: &mut Qmp) -> bool {
+    let until = Instant::now() + Duration::from_millis(200);
+    let mut by_guest = false;
+    while let Ok(Some(e)) = q.next_event(until).await {
+        if e.event == "SHUTDOWN" {
+            by_guest |= is_guest_shutdown(&e.data);
+        }
+    }
+    by_guest
+}
+
+fn ended_step(by_guest: bool) -> StopStep {
+    if by_guest {
+        StopStep::Acpi
+    } else {
+        StopStep::Other
+    }
+}
+
 fn outcome(step: StopStep, started: Instant, presses: u32) -> StopOutcome {
     StopOutcome {
         step,
         seconds: started.elapsed().as_secs_f64(),
         presses,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_guest_shutdown_counts_as_acpi() {
+        assert!(is_guest_shutdown(
+            &json!({"guest": true, "reason": "guest-shutdown"})
+        ));
+        assert!(!is_guest_shutdown(
+            &json!({"guest": false, "reason": "host-signal"})
+        ));
+        assert!(!is_guest_shutdown(&serde_json::Value::Null));
+        assert_eq!(ended_step(true), StopStep::Acpi);
+        assert_eq!(ended_step(false), StopStep::Other);
+    }
+
+    #[test]
+    fn steps_round_trip_through_their_names() {
+        for step in [
+            StopStep::Acpi,
+            StopStep::Quit,
+            StopStep::Kill,
+            StopStep::Other,
+        ] {
+            assert_eq!(StopStep::parse(step.as_str()), Some(step));
+        }
+        assert_eq!(StopStep::parse("nope"), None);
     }
 }
