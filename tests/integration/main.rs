@@ -7,5 +7,6 @@ mod harness;
 mod lifecycle;
 mod nspawn;
 mod provision;
+mod systemd_e2e;
 mod systemd_units;
 mod vps;

@@ -450,18 +450,19 @@ fn wait_http(port: u16, name: &str, timeout: Duration) -> Duration {
     }
 }
 
-fn create_tiny(c: &Container, name: &str, port: u16) {
-    c.ok(&[
-        "vmctl",
-        "create",
-        name,
-        "--mem",
-        "256M",
-        "--disk",
-        "1G",
-        "--port",
-        &format!("{port}:8080"),
-    ]);
+/// `vmctl create NAME ...` of a tiny guest whose port 8080 is forwarded from host port `port`.
+pub fn tiny_create_args(name: &str, port: u16) -> Vec<String> {
+    let forward = format!("{port}:8080");
+    [
+        "vmctl", "create", name, "--mem", "256M", "--disk", "1G", "--port", &forward,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub fn create_tiny(c: &Container, name: &str, port: u16) {
+    let args = tiny_create_args(name, port);
+    c.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 // --- smoke tests ------------------------------------------------------------------------------
