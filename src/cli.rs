@@ -68,6 +68,15 @@ pub enum Cmd {
     },
     /// Kill QEMU at once (SIGKILL); the guest gets no chance to shut down.
     Kill { name: VmName },
+    /// Freeze a running guest's CPUs (QMP stop); it keeps its memory, its ports stop answering.
+    Pause { name: VmName },
+    /// Let a paused guest run on (QMP cont).
+    Resume { name: VmName },
+    /// Reset a running guest at once, like its reset button (no shutdown).
+    Reset { name: VmName },
+    /// Take, list, revert and delete snapshots (in the VM's qcow2 disk; RAM too while it runs).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Delete a VM's definition and disk.
     Rm {
         name: VmName,
@@ -140,6 +149,34 @@ pub enum Cmd {
         #[arg(long, hide = true)]
         notify_stdout: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Snapshot the VM: disk and RAM while it runs (QEMU's snapshot-save), the disk when stopped.
+    Create {
+        name: VmName,
+        /// Name of the snapshot (default: the UTC time, e.g. 2026-11-22T06-10-00).
+        tag: Option<String>,
+    },
+    /// List the VM's snapshots: tag, saved VM state size, date and guest clock.
+    #[command(alias = "ls")]
+    List {
+        name: VmName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring the VM back to a snapshot; its current state is lost.
+    Revert {
+        name: VmName,
+        tag: String,
+        /// Revert a running VM without asking.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a snapshot.
+    #[command(alias = "rm")]
+    Delete { name: VmName, tag: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,6 +441,19 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             println!("Started VM {} (QEMU pid {}, {})", s.name, s.pid, s.accel);
         }
         Cmd::Kill { name } => print_stopped(&vm::stop(&home, &name, StopMode::Kill)?),
+        Cmd::Pause { name } => {
+            vm::control(&home, &name, vm::Control::Pause)?;
+            println!("Paused VM {name}");
+        }
+        Cmd::Resume { name } => {
+            vm::control(&home, &name, vm::Control::Resume)?;
+            println!("Resumed VM {name}");
+        }
+        Cmd::Reset { name } => {
+            vm::control(&home, &name, vm::Control::Reset)?;
+            println!("Reset VM {name}");
+        }
+        Cmd::Snapshot(cmd) => snapshot_cmd(&home, cmd)?,
         Cmd::Rm { name, force } => {
             for line in vm::rm(&home, &name, force)? {
                 println!("{line}");
@@ -639,6 +689,56 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+fn snapshot_cmd(home: &Home, cmd: SnapshotCmd) -> Result<()> {
+    use crate::snapshot;
+    let how = |d: &snapshot::Done| {
+        format!(
+            "{:.1} s, {}",
+            d.seconds,
+            if d.live {
+                "live: disk and RAM"
+            } else {
+                "stopped VM: disk only"
+            }
+        )
+    };
+    match cmd {
+        SnapshotCmd::Create { name, tag } => {
+            let d = snapshot::create(home, &name, tag)?;
+            println!("Created snapshot {} of VM {} ({})", d.tag, d.name, how(&d));
+        }
+        SnapshotCmd::List { name, json } => {
+            let l = snapshot::list(home, &name)?;
+            if json {
+                print_json(&l);
+            } else {
+                println!(
+                    "{:<24} {:>9}  {:<20}  VM CLOCK",
+                    "TAG", "VM STATE", "DATE (UTC)"
+                );
+                for s in l {
+                    println!(
+                        "{:<24} {:>9}  {:<20}  {}",
+                        s.tag,
+                        human_bytes(s.vm_state_size),
+                        s.date,
+                        s.vm_clock
+                    );
+                }
+            }
+        }
+        SnapshotCmd::Revert { name, tag, force } => {
+            let d = snapshot::revert(home, &name, &tag, force)?;
+            println!("Reverted VM {} to snapshot {} ({})", d.name, d.tag, how(&d));
+        }
+        SnapshotCmd::Delete { name, tag } => {
+            let d = snapshot::delete(home, &name, &tag)?;
+            println!("Deleted snapshot {} of VM {} ({})", d.tag, d.name, how(&d));
+        }
+    }
+    Ok(())
 }
 
 /// Every VM that can be reached over SSH (provisioned image, a forward to guest port 22).

@@ -1,5 +1,5 @@
 //! qcow2 disks through `qemu-img`: thin overlays on a base image (O(1) in the virtual size: only
-//! metadata is written) and blank base disks.
+//! metadata is written), blank base disks, and `qemu-img info` (size, internal snapshots).
 
 use std::path::Path;
 use std::process::Command;
@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::error::{Error, IoContext, Result};
 use crate::units::ByteSize;
 
-fn qemu_img(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
+pub(crate) fn qemu_img(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
     tracing::debug!(?args, "qemu-img");
     let out = Command::new("qemu-img")
         .args(args)
@@ -44,10 +44,16 @@ pub fn create(path: &Path, size: ByteSize, base: Option<&Path>) -> Result<()> {
     qemu_img(&args, &format!("Cannot create disk {}", path.display()))
 }
 
-/// Virtual size of a disk image, from `qemu-img info --output=json`.
-pub fn virtual_size(path: &Path) -> Result<u64> {
-    let out = Command::new("qemu-img")
-        .args(["info", "-U", "--output=json"])
+/// `qemu-img info --output=json` of one image (not its backing chain). `share` (`-U`) reads an
+/// image a running QEMU holds open; without it qemu-img refuses such an image.
+pub fn info(path: &Path, share: bool) -> Result<serde_json::Value> {
+    let mut cmd = Command::new("qemu-img");
+    cmd.arg("info");
+    if share {
+        cmd.arg("-U");
+    }
+    let out = cmd
+        .arg("--output=json")
         .arg(path)
         .output()
         .ctx(|| "Cannot run qemu-img (install qemu-utils)".to_string())?;
@@ -58,9 +64,13 @@ pub fn virtual_size(path: &Path) -> Result<u64> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| Error::Qemu(format!("qemu-img info {}: {e}", path.display())))?;
-    v["virtual-size"]
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Qemu(format!("qemu-img info {}: {e}", path.display())))
+}
+
+/// Virtual size of a disk image, from `qemu-img info --output=json`.
+pub fn virtual_size(path: &Path) -> Result<u64> {
+    info(path, true)?["virtual-size"]
         .as_u64()
         .ok_or_else(|| Error::Qemu(format!("qemu-img info {}: no virtual-size", path.display())))
 }

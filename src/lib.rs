@@ -4,7 +4,8 @@
 //! reads the TOML wire format and `spec` validates it into a `VmSpec`; `image` and `disk` provide
 //! the base image and the qcow2 overlay; `host` and `accel` decide KVM or TCG; `qemu` renders the
 //! argv; `supervisor` spawns and watches QEMU; `qmp` talks to it; `shutdown` stops it; `runtime`
-//! and `paths` keep the on-disk state. `vm` holds the lifecycle commands that tie these together.
+//! and `paths` keep the on-disk state. `vm` holds the lifecycle commands that tie these together;
+//! `snapshot` takes, lists, reverts and deletes the disk's internal snapshots.
 //! `systemd` renders and installs units that run VMs as services; `sdnotify` and `health` are the
 //! service side: readiness, notifications and health checks.
 
@@ -27,6 +28,7 @@ pub mod qmp;
 pub mod runtime;
 pub mod sdnotify;
 pub mod shutdown;
+pub mod snapshot;
 pub mod spec;
 pub mod ssh;
 pub mod supervisor;

@@ -1,6 +1,6 @@
-//! The lifecycle commands: create, start, stop, kill, restart, rm, list, status, logs, show-cmd.
-//! Each takes the VM's lock for what it changes; results are returned as data for `cli` to print
-//! as text or JSON.
+//! The lifecycle commands: create, start, stop, kill, restart, rm, list, status, logs, show-cmd,
+//! and pause, resume and reset of a running guest over the control QMP socket. Each takes the
+//! VM's lock for what it changes; results are returned as data for `cli` to print as text or JSON.
 
 use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::process::{Command, Stdio};
@@ -453,7 +453,7 @@ fn stop_unit(
 
 /// Connect to the control socket, holding its lock so concurrent vmctl commands queue up
 /// instead of timing out behind each other (QEMU serves one client per socket).
-async fn ctl_connect(paths: &VmPaths) -> Result<(Qmp, fsutil::Lock)> {
+pub(crate) async fn ctl_connect(paths: &VmPaths) -> Result<(Qmp, fsutil::Lock)> {
     let lock = fsutil::lock_exclusive(&paths.ctl_lock())?;
     let q = Qmp::connect(&paths.qmp_ctl_socket(), crate::qmp::COMMAND_TIMEOUT)
         .await
@@ -464,6 +464,69 @@ async fn ctl_connect(paths: &VmPaths) -> Result<(Qmp, fsutil::Lock)> {
             ))
         })?;
     Ok((q, lock))
+}
+
+/// What [`control`] does to a running guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Freeze the vCPUs (QMP `stop`); the guest keeps its memory and devices.
+    Pause,
+    /// Let a paused guest run on (QMP `cont`).
+    Resume,
+    /// Press the reset button (QMP `system_reset`): the guest reboots without shutting down.
+    Reset,
+}
+
+/// The error for a request that needs a running VM.
+pub fn not_running(name: &VmName) -> Error {
+    Error::State(format!(
+        "VM {name} is not running; start it with `vmctl start {name}`"
+    ))
+}
+
+/// QEMU's run state (`running`, `paused`, ...) from `query-status`.
+pub(crate) async fn run_state(q: &mut Qmp) -> Result<String> {
+    let s = q.execute(qapi::qmp::query_status {}).await?;
+    Ok(serde_json::to_value(s.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "running".into()))
+}
+
+/// Pause, resume or reset a running VM; returns QEMU's run state afterwards. Pausing a paused
+/// VM, or resuming one that is not paused, is refused (exit 7) rather than silently ignored.
+pub fn control(home: &Home, name: &VmName, what: Control) -> Result<String> {
+    let paths = home.vm(name);
+    if !paths.definition().exists() {
+        return Err(Error::vm_not_found(name.as_str()));
+    }
+    if !runtime::liveness(&paths).is_running() {
+        return Err(not_running(name));
+    }
+    block_on(async {
+        let (mut q, _lock) = ctl_connect(&paths).await?;
+        let before = run_state(&mut q).await?;
+        match what {
+            Control::Pause if before == "paused" => {
+                return Err(Error::State(format!("VM {name} is already paused")));
+            }
+            Control::Pause => {
+                q.execute(qapi::qmp::stop {}).await?;
+            }
+            Control::Resume if before == "running" => {
+                return Err(Error::State(format!(
+                    "VM {name} is not paused (it is {before})"
+                )));
+            }
+            Control::Resume => {
+                q.execute(qapi::qmp::cont {}).await?;
+            }
+            Control::Reset => {
+                q.execute(qapi::qmp::system_reset {}).await?;
+            }
+        }
+        run_state(&mut q).await
+    })
 }
 
 /// Delete a VM. Its systemd units (of this home) are stopped, disabled and removed first: a unit
@@ -644,14 +707,11 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
             }
             let (run_state, kvm) = block_on(async {
                 let (mut q, _lock) = ctl_connect(&paths).await?;
-                let s = q.execute(qapi::qmp::query_status {}).await?;
+                let s = run_state(&mut q).await?;
                 let k = q.execute(qapi::qmp::query_kvm {}).await?;
                 Ok::<_, Error>((s, k))
             })?;
-            st.state = serde_json::to_value(run_state.status)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| s.to_string()))
-                .unwrap_or_else(|| "running".into());
+            st.state = run_state;
             // What QEMU really runs on, whatever was planned.
             st.accel = Some(if kvm.enabled { "kvm" } else { "tcg" }.into());
         }

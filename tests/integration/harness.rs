@@ -236,6 +236,20 @@ impl Drop for TestHome {
     }
 }
 
+/// Define a tiny VM (256M RAM, 1G disk) that forwards host `port` to the guest's HTTP port.
+pub fn create_tiny(t: &TestHome, name: &str, port: u16) {
+    t.ok(&[
+        "create",
+        name,
+        "--mem",
+        "256M",
+        "--disk",
+        "1G",
+        "--port",
+        &format!("{port}:8080"),
+    ]);
+}
+
 /// A loopback port nobody listens on right now. Ports are handed out once per test process.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -255,6 +269,12 @@ pub fn free_port() -> u16 {
 
 /// GET / through a forwarded port (with a timeout); the body, or None if nothing answered.
 pub fn http_get(port: u16) -> Option<String> {
+    http_get_path(port, "/")
+}
+
+/// GET `path` through a forwarded port (with a timeout); the response, or None if nothing
+/// answered.
+pub fn http_get_path(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -262,7 +282,7 @@ pub fn http_get(port: u16) -> Option<String> {
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;

@@ -5,19 +5,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-fn create_tiny(t: &TestHome, name: &str, port: u16) {
-    t.ok(&[
-        "create",
-        name,
-        "--mem",
-        "256M",
-        "--disk",
-        "1G",
-        "--port",
-        &format!("{port}:8080"),
-    ]);
-}
-
 #[test]
 fn create_start_http_status_stop_start_rm() {
     let t = TestHome::new();

@@ -7,6 +7,7 @@ mod harness;
 mod lifecycle;
 mod nspawn;
 mod provision;
+mod snapshot;
 mod systemd_e2e;
 mod systemd_units;
 mod vps;
