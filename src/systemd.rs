@@ -48,7 +48,7 @@ impl Scope {
     }
 
     /// `systemctl`, or `systemctl --user`, for messages.
-    fn systemctl(self) -> &'static str {
+    pub fn systemctl(self) -> &'static str {
         match self {
             Scope::System => "systemctl",
             Scope::User => "systemctl --user",
@@ -61,31 +61,58 @@ pub fn unit_name(vm: &VmName) -> String {
     format!("vmctl-{vm}.service")
 }
 
+/// The user's configuration directory: `$XDG_CONFIG_HOME` (the XDG spec ignores a relative
+/// value), else `~/.config`.
+pub fn config_dir(xdg_config_home: Option<&Path>, user_home: &Path) -> PathBuf {
+    match xdg_config_home.filter(|p| p.is_absolute()) {
+        Some(c) => c.to_path_buf(),
+        None => user_home.join(".config"),
+    }
+}
+
+/// [`config_dir`] for this process's environment.
+pub fn config_dir_here() -> PathBuf {
+    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    config_dir(xdg.as_deref(), &home)
+}
+
 /// Where units of a scope are installed: `/etc/systemd/system`, or `$XDG_CONFIG_HOME/systemd/user`
 /// (`~/.config/systemd/user`).
 pub fn unit_dir(scope: Scope, xdg_config_home: Option<&Path>, user_home: &Path) -> PathBuf {
     match scope {
         Scope::System => PathBuf::from("/etc/systemd/system"),
-        Scope::User => match xdg_config_home.filter(|p| p.is_absolute()) {
-            Some(c) => c.join("systemd/user"),
-            None => user_home.join(".config/systemd/user"),
-        },
+        Scope::User => config_dir(xdg_config_home, user_home).join("systemd/user"),
     }
 }
 
 /// [`unit_dir`] for this process's environment.
 pub fn unit_dir_here(scope: Scope) -> PathBuf {
-    let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    unit_dir(scope, xdg.as_deref(), &home)
+    match scope {
+        Scope::System => unit_dir(scope, None, Path::new("/")),
+        Scope::User => config_dir_here().join("systemd/user"),
+    }
+}
+
+/// What made a unit, which its header comment and a few lines say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// `vmctl systemd generate|install`: written once, from the definition in the home.
+    Installed,
+    /// vmctl-generator, from the home's `vms/NAME/vm.toml` (`SourcePath=`).
+    Generated(&'a Path),
+    /// vmctl-generator, from a drop-in definition (`/etc/vmctl/vms/NAME.toml`): the unit's
+    /// `ExecStartPre=` creates the VM from it, or brings the VM's definition up to date.
+    DropIn(&'a Path),
 }
 
 /// Everything a unit is rendered from.
 #[derive(Debug, Clone)]
 pub struct UnitContext<'a> {
     pub spec: &'a VmSpec,
+    pub origin: Origin<'a>,
     pub scope: Scope,
     /// Absolute path of the vmctl binary the unit runs.
     pub vmctl: &'a Path,
@@ -121,6 +148,42 @@ pub fn render(cx: &UnitContext) -> Result<String> {
     let home = unit_path(cx.home, "The vmctl home")?;
     let cache = unit_path(cx.cache, "The vmctl cache directory")?;
     let unit = unit_name(&cx.spec.name);
+    let name = cx.spec.name.as_str();
+    let (origin, source_path, exec_start_pre) = match cx.origin {
+        Origin::Installed => (
+            format!(
+                "# `vmctl systemd generate{} {name}` prints it again; change the VM's definition and\n# reinstall rather than editing this file.",
+                if cx.scope == Scope::User {
+                    " --user"
+                } else {
+                    ""
+                }
+            ),
+            String::new(),
+            String::new(),
+        ),
+        Origin::Generated(def) | Origin::DropIn(def) => {
+            let def = unit_path(def, "The VM definition")?;
+            let drop_in = matches!(cx.origin, Origin::DropIn(_));
+            (
+                if drop_in {
+                    format!(
+                        "# Made by vmctl-generator at boot and daemon-reload from {def}, which defines\n# the VM: each start creates it from that file, or updates its definition; edit that file."
+                    )
+                } else {
+                    format!(
+                        "# Made by vmctl-generator at boot and daemon-reload from {def}\n# (autostart = true); edit that file, not this one."
+                    )
+                },
+                format!("SourcePath={def}"),
+                if drop_in {
+                    format!("ExecStartPre={vmctl} create {name} --from {def} --update")
+                } else {
+                    String::new()
+                },
+            )
+        }
+    };
     let deps: Vec<String> = cx.spec.after.iter().map(unit_name).collect();
     let dependencies = if deps.is_empty() {
         String::new()
@@ -128,11 +191,14 @@ pub fn render(cx: &UnitContext) -> Result<String> {
         let list = deps.join(" ");
         format!("After={list}\nRequires={list}")
     };
-    let under = |dirs: &[&str]| {
-        [cx.home, cx.cache]
-            .iter()
-            .any(|p| dirs.iter().any(|d| p.starts_with(d)))
-    };
+    // What the unit's processes read or write: a drop-in's `create` also reads the drop-in
+    // and the public key it names.
+    let mut used = vec![cx.home, cx.cache];
+    if let Origin::DropIn(def) = cx.origin {
+        used.push(def);
+        used.extend(cx.spec.ssh_key.as_deref());
+    }
+    let under = |dirs: &[&str]| used.iter().any(|p| dirs.iter().any(|d| p.starts_with(d)));
     // A home below /home, /root or /run/user must stay visible (read-only, with the home itself
     // writable); one below /tmp would vanish behind a private /tmp.
     let protect_home = if under(&["/home", "/root", "/run/user"]) {
@@ -153,7 +219,10 @@ pub fn render(cx: &UnitContext) -> Result<String> {
         template,
         &[
             ("UNIT", &unit),
-            ("NAME", cx.spec.name.as_str()),
+            ("NAME", name),
+            ("ORIGIN", &origin),
+            ("SOURCE_PATH", &source_path),
+            ("EXEC_START_PRE", &exec_start_pre),
             ("VMCTL", &vmctl),
             ("HOME", &home),
             ("CACHE", &cache),
@@ -218,6 +287,23 @@ pub fn unit_home(unit_text: &str) -> Option<PathBuf> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Environment=VMCTL_HOME="))
         .map(PathBuf::from)
+}
+
+/// The definition a generated unit was made from (its `SourcePath=` line).
+pub fn unit_source(unit_text: &str) -> Option<PathBuf> {
+    unit_text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SourcePath="))
+        .map(PathBuf::from)
+}
+
+/// Where a scope's generators write units (their "normal" directory): `/run/systemd/generator`,
+/// or `$XDG_RUNTIME_DIR/systemd/generator`.
+pub fn generator_dir(scope: Scope) -> PathBuf {
+    match scope {
+        Scope::System => PathBuf::from("/run/systemd/generator"),
+        Scope::User => runtime_dir().join("systemd/generator"),
+    }
 }
 
 /// The systemd unit a process runs in, from its `/proc/PID/cgroup` (cgroup v2 or the systemd
@@ -311,6 +397,7 @@ pub fn generate(home: &Home, spec: &VmSpec, scope: Scope) -> Result<String> {
     let cache = cache_for(scope);
     render(&UnitContext {
         spec,
+        origin: Origin::Installed,
         scope,
         vmctl: &vmctl,
         home: &home.root,
@@ -421,7 +508,7 @@ pub fn install(
 }
 
 /// The cache directory `vmctl run` will use under this scope's manager.
-fn cache_for(scope: Scope) -> PathBuf {
+pub fn cache_for(scope: Scope) -> PathBuf {
     match (std::env::var_os("VMCTL_CACHE_DIR"), scope) {
         (Some(c), _) => PathBuf::from(c),
         // A system unit runs as root, whoever renders it.
@@ -464,6 +551,12 @@ fn enable(scope: Scope, unit_path: &Path, running: bool) -> Result<()> {
     if running {
         return systemctl(scope, &["enable", &unit]).map(|_| ());
     }
+    link_wanted(scope, unit_path)
+}
+
+/// Make the `.wants` link of a unit beside it (what `enable` does without a manager, and what
+/// vmctl-generator does for `autostart = true`).
+pub fn link_wanted(scope: Scope, unit_path: &Path) -> Result<()> {
     let link = wants_link(scope, unit_path);
     if link.symlink_metadata().is_ok() {
         return Ok(());
@@ -553,29 +646,64 @@ fn remove_unit(path: &Path, name: &VmName, scope: Scope) -> Result<Vec<String>> 
     Ok(done)
 }
 
-/// The installed units (system, then the user's) that run VM `name` of this home.
-fn installed_units(home: &Home, name: &VmName) -> Vec<(Scope, PathBuf)> {
-    [Scope::System, Scope::User]
-        .into_iter()
-        .map(|scope| (scope, unit_dir_here(scope).join(unit_name(name))))
-        .filter(|(_, path)| {
-            std::fs::read_to_string(path)
-                .ok()
-                .and_then(|t| unit_home(&t))
-                .is_some_and(|h| h == home.root)
-        })
-        .collect()
+/// A unit file that runs a VM of this home: installed (`vmctl systemd install`), or made by
+/// vmctl-generator.
+struct UnitFile {
+    scope: Scope,
+    path: PathBuf,
+    /// For a generated unit, the definition it was made from (its `SourcePath=`).
+    generated_from: Option<PathBuf>,
 }
 
-/// The unit that should start VM `name`: installed for this home, in a running manager.
+/// The units (system, then the user's) that run VM `name` of this home: the installed one, or
+/// else the one vmctl-generator made (an installed unit takes precedence in systemd too).
+fn units_of(home: &Home, name: &VmName) -> Vec<UnitFile> {
+    let file = unit_name(name);
+    let runs_this_home = |path: &Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|t| unit_home(t).is_some_and(|h| h == home.root))
+    };
+    let mut out = Vec::new();
+    for scope in [Scope::System, Scope::User] {
+        let installed = unit_dir_here(scope).join(&file);
+        if installed.exists() {
+            if runs_this_home(&installed).is_some() {
+                out.push(UnitFile {
+                    scope,
+                    path: installed,
+                    generated_from: None,
+                });
+            }
+            continue;
+        }
+        let generated = generator_dir(scope).join(&file);
+        if let Some(text) = runs_this_home(&generated) {
+            out.push(UnitFile {
+                scope,
+                path: generated,
+                generated_from: Some(unit_source(&text).unwrap_or_default()),
+            });
+        }
+    }
+    out
+}
+
+/// The unit that should start VM `name`: installed or generated for this home, in a running
+/// manager.
 pub fn managed_unit(home: &Home, name: &VmName) -> Option<ServiceUnit> {
-    installed_units(home, name)
+    units_of(home, name)
         .into_iter()
-        .find(|(scope, _)| manager_running(*scope))
-        .map(|(scope, _)| ServiceUnit {
+        .find(|u| manager_running(u.scope))
+        .map(|u| ServiceUnit {
             name: unit_name(name),
-            scope,
+            scope: u.scope,
         })
+}
+
+/// `systemctl [--user] daemon-reload`, which also runs the generators.
+pub fn daemon_reload(scope: Scope) -> Result<()> {
+    systemctl(scope, &["daemon-reload"]).map(|_| ())
 }
 
 /// `systemctl [--user] start UNIT`: returns once the unit said READY=1 (the guest is up).
@@ -583,17 +711,57 @@ pub fn start(unit: &ServiceUnit) -> Result<()> {
     systemctl(unit.scope, &["start", &unit.name]).map(|_| ())
 }
 
-/// Remove every unit of this home's VM `name` (system, and the user's): for `vmctl rm`.
+/// Remove every unit of this home's VM `name` (system, and the user's): for `vmctl rm`. A unit
+/// vmctl-generator made is only stopped: the generator owns its file, and drops it at the next
+/// daemon-reload once the definition is gone.
 pub fn remove_units_of(home: &Home, name: &VmName) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    for (scope, path) in installed_units(home, name) {
-        done.extend(remove_unit(&path, name, scope).map_err(|e| {
+    for u in units_of(home, name) {
+        let removed = match &u.generated_from {
+            None => remove_unit(&u.path, name, u.scope),
+            Some(from) => stop_generated(name, u.scope, from, &home.vm(name).definition()),
+        };
+        done.extend(removed.map_err(|e| {
             Error::State(format!(
-                "Cannot remove VM {name}: its unit {} could not be stopped and removed: {e}",
-                path.display()
+                "Cannot remove VM {name}: its unit {} could not be stopped{}: {e}",
+                u.path.display(),
+                if u.generated_from.is_none() {
+                    " and removed"
+                } else {
+                    ""
+                }
             ))
         })?);
     }
+    Ok(done)
+}
+
+/// Stop a generated unit (when its manager runs) and say what becomes of it.
+fn stop_generated(
+    name: &VmName,
+    scope: Scope,
+    from: &Path,
+    home_definition: &Path,
+) -> Result<Vec<String>> {
+    let unit = unit_name(name);
+    let mut done = Vec::new();
+    if manager_running(scope) {
+        systemctl(scope, &["stop", &unit])?;
+        done.push(format!("Stopped {unit}"));
+    }
+    done.push(if from == home_definition {
+        format!(
+            "Note: {unit} was made by vmctl-generator from {}; it goes away at the next `{} daemon-reload` or boot",
+            from.display(),
+            scope.systemctl()
+        )
+    } else {
+        format!(
+            "Note: {unit} creates VM {name} again from {} when it next starts; delete that file and run `{} daemon-reload` to remove the VM for good",
+            from.display(),
+            scope.systemctl()
+        )
+    });
     Ok(done)
 }
 
@@ -634,7 +802,7 @@ fn user_name() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec(name: &str, toml: &str) -> VmSpec {
@@ -648,6 +816,7 @@ mod tests {
     fn render_for(spec: &VmSpec, scope: Scope, home: &str) -> String {
         render(&UnitContext {
             spec,
+            origin: Origin::Installed,
             scope,
             vmctl: Path::new("/usr/local/bin/vmctl"),
             home: Path::new(home),
@@ -657,7 +826,7 @@ mod tests {
     }
 
     /// Compare with `tests/golden/NAME`; `VMCTL_UPDATE_GOLDEN=1` rewrites the file.
-    fn golden(name: &str, actual: &str) {
+    pub(crate) fn golden(name: &str, actual: &str) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/golden")
             .join(name);
@@ -752,6 +921,7 @@ mod tests {
         ] {
             let e = render(&UnitContext {
                 spec: &s,
+                origin: Origin::Installed,
                 scope: Scope::System,
                 vmctl: Path::new("/usr/bin/vmctl"),
                 home: Path::new(home),

@@ -3,6 +3,7 @@
 
 mod accel;
 mod bad_input;
+mod generator;
 mod harness;
 mod lifecycle;
 mod nspawn;
