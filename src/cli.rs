@@ -211,6 +211,21 @@ pub enum SystemdCmd {
         #[arg(long)]
         user: bool,
     },
+    /// Link vmctl-generator into /etc/systemd/system-generators so that VMs defined in
+    /// /etc/vmctl/vms/NAME.toml, and VMs of the home with autostart = true, get units at boot and
+    /// daemon-reload; reload systemd.
+    InstallGenerator {
+        /// Into /etc/systemd/user-generators instead: every user's manager then makes units for
+        /// ~/.config/vmctl/vms/NAME.toml and the user's own VMs.
+        #[arg(long)]
+        user: bool,
+    },
+    /// Remove the vmctl-generator link and reload systemd; the units it made go away (VMs they
+    /// run keep running until stopped).
+    UninstallGenerator {
+        #[arg(long)]
+        user: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +336,11 @@ pub struct CreateArgs {
     /// Enable the VM's systemd unit when it is installed (start at boot).
     #[arg(long)]
     pub autostart: bool,
+    /// With --from: if the VM exists, bring its definition in line with FILE instead of
+    /// refusing (the VM must be stopped; image, arch, disk, user and ssh_key cannot change).
+    /// What the units vmctl-generator makes from drop-ins run before each start.
+    #[arg(long, requires = "from")]
+    pub update: bool,
 }
 
 impl CreateArgs {
@@ -357,28 +377,23 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 None => (VmConfig::default(), "command line".to_string()),
             };
             let cfg = base.overlay(args.as_config());
-            let spec = vm::create(&home, &args.name, &cfg, &source)?;
-            println!(
-                "Created VM {}: {} CPU, {} RAM, {} disk on image {} ({}){}",
-                spec.name,
-                spec.cpus,
-                spec.memory,
-                spec.disk,
-                spec.image,
-                spec.arch,
-                if spec.ports.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        ", ports {}",
-                        spec.ports
-                            .iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )
+            if let (true, Some(file)) = (args.update, &args.from) {
+                let (spec, applied) = vm::create_or_update(&home, &args.name, &cfg, file)?;
+                match applied {
+                    vm::Applied::Created => print_created(&spec),
+                    vm::Applied::Unchanged => {
+                        println!("VM {} is up to date with {}", spec.name, file.display())
+                    }
+                    vm::Applied::Updated(changes) => println!(
+                        "Updated VM {} from {}: {}",
+                        spec.name,
+                        file.display(),
+                        changes.join("; ")
+                    ),
                 }
-            );
+                return Ok(0);
+            }
+            print_created(&vm::create(&home, &args.name, &cfg, &source)?);
         }
         Cmd::Start {
             name,
@@ -667,6 +682,16 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 println!("{line}");
             }
         }
+        Cmd::Systemd(SystemdCmd::InstallGenerator { user }) => {
+            for line in crate::generator::install(crate::systemd::Scope::user(user))? {
+                println!("{line}");
+            }
+        }
+        Cmd::Systemd(SystemdCmd::UninstallGenerator { user }) => {
+            for line in crate::generator::uninstall(crate::systemd::Scope::user(user))? {
+                println!("{line}");
+            }
+        }
         Cmd::Run {
             name,
             notify_stdout,
@@ -747,6 +772,30 @@ fn ssh_targets(home: &Home) -> Vec<crate::ssh::Target> {
         .iter()
         .filter_map(|n| crate::ssh::target(home, n).ok())
         .collect()
+}
+
+fn print_created(spec: &crate::spec::VmSpec) {
+    println!(
+        "Created VM {}: {} CPU, {} RAM, {} disk on image {} ({}){}",
+        spec.name,
+        spec.cpus,
+        spec.memory,
+        spec.disk,
+        spec.image,
+        spec.arch,
+        if spec.ports.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", ports {}",
+                spec.ports
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    );
 }
 
 fn describe_exit(e: &crate::runtime::LastExit) -> String {

@@ -6,8 +6,9 @@
 //! argv; `supervisor` spawns and watches QEMU; `qmp` talks to it; `shutdown` stops it; `runtime`
 //! and `paths` keep the on-disk state. `vm` holds the lifecycle commands that tie these together;
 //! `snapshot` takes, lists, reverts and deletes the disk's internal snapshots.
-//! `systemd` renders and installs units that run VMs as services; `sdnotify` and `health` are the
-//! service side: readiness, notifications and health checks.
+//! `systemd` renders and installs units that run VMs as services; `generator` makes them at boot
+//! from dropped definitions (the binary run as `vmctl-generator`); `sdnotify` and `health` are
+//! the service side: readiness, notifications and health checks.
 
 pub mod accel;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod disk;
 pub mod doctor;
 pub mod error;
 pub mod fsutil;
+pub mod generator;
 pub mod health;
 pub mod host;
 pub mod image;
@@ -43,6 +45,10 @@ use clap::Parser;
 /// Parse the command line, set up logging, run, and turn the result into an exit code. Errors
 /// are printed here, once, with their cause chain.
 pub fn main() -> ExitCode {
+    // Linked as vmctl-generator into systemd's generator directories.
+    if generator::invoked_as_generator() {
+        return generator::main();
+    }
     let cli = cli::Cli::parse();
     let journal = sdnotify::stderr_is_journal();
     init_logging(cli.verbose, journal);

@@ -3,6 +3,7 @@
 //! VM's lock for what it changes; results are returned as data for `cli` to print as text or JSON.
 
 use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -85,6 +86,17 @@ pub fn port_owner(home: &Home, me: &VmName, f: &PortForward) -> Option<(VmName, 
 }
 
 pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> Result<VmSpec> {
+    create_as(home, name, cfg, source_name, None)
+}
+
+/// `create`; `defined_by` names the file the definition is kept in line with (`--update`).
+fn create_as(
+    home: &Home,
+    name: &VmName,
+    cfg: &VmConfig,
+    source_name: &str,
+    defined_by: Option<&Path>,
+) -> Result<VmSpec> {
     let spec = spec::validate(name, cfg, limits(), source_name)?;
     let paths = home.vm(name);
     // Check everything before touching the home, so bad input leaves nothing behind; the checks
@@ -101,7 +113,7 @@ pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> 
     let spec = crate::provision::setup(&spec, &img, tmp.path(), &paths.dir)?;
     fsutil::write_atomic(
         &tmp.path().join("vm.toml"),
-        definition_text(&spec).as_bytes(),
+        definition_text(&spec, defined_by).as_bytes(),
     )?;
     std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
     Ok(spec)
@@ -160,12 +172,131 @@ fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::Imag
     }
 }
 
-fn definition_text(spec: &VmSpec) -> String {
-    format!(
-        "# VM {} — written by vmctl; edit while the VM is stopped.\n{}",
-        spec.name,
-        spec.to_config().to_toml()
-    )
+fn definition_text(spec: &VmSpec, defined_by: Option<&Path>) -> String {
+    let header = match defined_by {
+        None => format!(
+            "# VM {} — written by vmctl; edit while the VM is stopped.",
+            spec.name
+        ),
+        Some(f) => format!(
+            "# VM {} — written by vmctl from {} (`vmctl create --update`, which each start of its\n# unit runs): edit that file, not this one.",
+            spec.name,
+            f.display()
+        ),
+    };
+    format!("{header}\n{}", spec.to_config().to_toml())
+}
+
+/// What `create --update` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Created,
+    /// The stored definition already says what the file says.
+    Unchanged,
+    /// The fields that changed, `field: old → new`.
+    Updated(Vec<String>),
+}
+
+/// Fields that the VM's disk or its provisioning at create depend on: changing them takes a
+/// new VM.
+const FIXED_AT_CREATE: [&str; 5] = ["image", "arch", "disk", "user", "ssh_key"];
+
+/// `create --from FILE --update`: create the VM from `file` if it does not exist; else bring
+/// its stored definition in line with the file, which must then be stopped. Fields fixed at
+/// create (image, arch, disk, user, ssh_key) cannot change this way; `user` and `ssh_key` left
+/// out of the file keep what create resolved for them.
+pub fn create_or_update(
+    home: &Home,
+    name: &VmName,
+    cfg: &VmConfig,
+    file: &Path,
+) -> Result<(VmSpec, Applied)> {
+    let file = &std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let source_name = file.display().to_string();
+    let paths = home.vm(name);
+    if !paths.definition().exists() {
+        return create_as(home, name, cfg, &source_name, Some(file)).map(|s| (s, Applied::Created));
+    }
+    let mut wanted = spec::validate(name, cfg, limits(), &source_name)?;
+    let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
+    let _lock = fsutil::lock_exclusive(&paths.lock())?;
+    let stored = load(home, name)?;
+    if wanted.user.is_none() {
+        wanted.user = stored.user.clone();
+    }
+    wanted.ssh_key = match wanted.ssh_key.take() {
+        Some(k) => Some(std::path::absolute(&k).unwrap_or(k)),
+        None => stored.ssh_key.clone(),
+    };
+    let changes = config_changes(&stored.to_config(), &wanted.to_config());
+    if changes.is_empty() {
+        return Ok((stored, Applied::Unchanged));
+    }
+    let def = paths.definition();
+    let mut problems: Vec<FieldError> = changes
+        .iter()
+        .filter(|(field, ..)| FIXED_AT_CREATE.contains(&field.as_str()))
+        .map(|(field, old, new)| FieldError {
+            field: field.clone(),
+            message: format!(
+                "VM {name} has {old} ({}); {new} takes a new VM: `vmctl rm {name}` (its disk is lost), then create it again",
+                def.display()
+            ),
+        })
+        .collect();
+    for (i, f) in wanted.ports.iter().enumerate() {
+        if let Some((vm, p)) = port_owner(home, name, f) {
+            problems.push(FieldError {
+                field: format!("ports[{i}]"),
+                message: format!("host port {} is already forwarded by VM {vm} ({p})", f.host),
+            });
+        }
+    }
+    if problems.is_empty() {
+        if let Ok(img) = image::find(home, &wanted.image, wanted.arch) {
+            crate::provision::precheck(&wanted, &img, &mut problems);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Invalid {
+            source_name,
+            problems,
+        });
+    }
+    let changed: Vec<String> = changes
+        .iter()
+        .map(|(field, old, new)| format!("{field}: {old} → {new}"))
+        .collect();
+    if let Liveness::Running { pid, .. } = runtime::liveness(&paths) {
+        return Err(Error::State(format!(
+            "VM {name} is running (QEMU pid {pid}); stop it to apply {} ({})",
+            file.display(),
+            changed.join(", ")
+        )));
+    }
+    fsutil::write_atomic(&def, definition_text(&wanted, Some(file)).as_bytes())?;
+    Ok((wanted, Applied::Updated(changed)))
+}
+
+/// Top-level fields whose values differ, as (field, old, new) in TOML notation ("-" for unset).
+fn config_changes(old: &VmConfig, new: &VmConfig) -> Vec<(String, String, String)> {
+    let table = |c: &VmConfig| match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let (old, new) = (table(old), table(new));
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let show = |v: Option<&toml::Value>| match v {
+        None => "-".to_string(),
+        Some(toml::Value::Table(t)) => {
+            format!("{{ {} }}", t.to_string().trim().replace('\n', ", "))
+        }
+        Some(v) => v.to_string(),
+    };
+    keys.into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| (k.clone(), show(old.get(k)), show(new.get(k))))
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
