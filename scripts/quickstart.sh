@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # From a fresh Debian 12 machine to the seed's VPS: installs QEMU and the tools vmctl needs,
-# builds vmctl, builds the tiny image (vmctl's KVM test guest) and the debian-12 image, creates
-# VM "web" from vm-configs/web.toml (1 vCPU, 2 GB, 10 GB; SSH on 127.0.0.1:5022 with a key only,
-# gunicorn on 127.0.0.1:5080), starts it and shows it answering.
+# builds vmctl (installed as /usr/local/bin/vmctl, with vmctl-generator linked into systemd's
+# generator directory), builds the tiny image (vmctl's KVM test guest) and the debian-12 image,
+# creates VM "web" from vm-configs/web.toml (1 vCPU, 2 GB, 10 GB; SSH on 127.0.0.1:5022 with a key
+# only, gunicorn on 127.0.0.1:5080), starts it and shows it answering.
 #
 #   sudo scripts/quickstart.sh       # VM "web" (VMCTL_DEMO_NAME), ports 5022/5080
 set -euo pipefail
@@ -20,6 +21,8 @@ cargo build --release --locked
 install -m 0755 target/release/vmctl /usr/local/bin/vmctl.new
 mv /usr/local/bin/vmctl.new /usr/local/bin/vmctl
 echo "== vmctl installed as /usr/local/bin/vmctl"
+echo "== vmctl-generator: a VM defined in /etc/vmctl/vms/NAME.toml gets a unit, and starts at boot with autostart = true"
+vmctl systemd install-generator
 
 echo "== building images: tiny (seconds), debian-12 (a minute or two the first time)"
 vmctl image build tiny
