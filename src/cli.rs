@@ -77,6 +77,9 @@ pub enum Cmd {
     /// Take, list, revert and delete snapshots (in the VM's qcow2 disk; RAM too while it runs).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Add, remove or list port forwards; a running VM gets them at once, without a restart.
+    #[command(subcommand)]
+    Port(PortCmd),
     /// Delete a VM's definition and disk.
     Rm {
         name: VmName,
@@ -148,6 +151,22 @@ pub enum Cmd {
         /// Report readiness on stdout to a parent `vmctl start` (internal).
         #[arg(long, hide = true)]
         notify_stdout: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// Forward a host port to the guest ([ADDR:]HOST:GUEST[/tcp|/udp]) now and at every start.
+    Add { name: VmName, spec: PortForward },
+    /// Stop forwarding a port and drop it from the definition.
+    #[command(alias = "remove")]
+    Rm { name: VmName, spec: PortForward },
+    /// The VM's forwards, and whether the running QEMU has each.
+    #[command(alias = "ls")]
+    List {
+        name: VmName,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -469,6 +488,39 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             println!("Reset VM {name}");
         }
         Cmd::Snapshot(cmd) => snapshot_cmd(&home, cmd)?,
+        Cmd::Port(PortCmd::Add { name, spec }) => {
+            let c = crate::ports::add(&home, &name, spec)?;
+            println!("VM {} forwards {}{}", c.name, c.spec, port_when(c.live));
+        }
+        Cmd::Port(PortCmd::Rm { name, spec }) => {
+            let c = crate::ports::rm(&home, &name, spec)?;
+            println!(
+                "VM {} no longer forwards {}{}",
+                c.name,
+                c.spec,
+                port_when(c.live)
+            );
+        }
+        Cmd::Port(PortCmd::List { name, json }) => {
+            let l = crate::ports::list(&home, &name)?;
+            if json {
+                print_json(&l);
+            } else {
+                println!("{:<28} {:<5} ACTIVE", "FORWARD", "PROTO");
+                for p in l {
+                    println!(
+                        "{:<28} {:<5} {}",
+                        format!("{}:{} -> {}", p.addr, p.host, p.guest),
+                        p.proto,
+                        match p.active {
+                            Some(true) => "yes",
+                            Some(false) => "no",
+                            None => "-",
+                        }
+                    );
+                }
+            }
+        }
         Cmd::Rm { name, force } => {
             for line in vm::rm(&home, &name, force)? {
                 println!("{line}");
@@ -714,6 +766,15 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// When a port change takes effect.
+fn port_when(live: bool) -> &'static str {
+    if live {
+        " (now, and at every start)"
+    } else {
+        " (from the next start)"
+    }
 }
 
 fn snapshot_cmd(home: &Home, cmd: SnapshotCmd) -> Result<()> {

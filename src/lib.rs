@@ -5,7 +5,8 @@
 //! the base image and the qcow2 overlay; `host` and `accel` decide KVM or TCG; `qemu` renders the
 //! argv; `supervisor` spawns and watches QEMU; `qmp` talks to it; `shutdown` stops it; `runtime`
 //! and `paths` keep the on-disk state. `vm` holds the lifecycle commands that tie these together;
-//! `snapshot` takes, lists, reverts and deletes the disk's internal snapshots.
+//! `snapshot` takes, lists, reverts and deletes the disk's internal snapshots; `ports` adds and
+//! removes port forwards of a running VM.
 //! `systemd` renders and installs units that run VMs as services; `generator` makes them at boot
 //! from dropped definitions (the binary run as `vmctl-generator`); `sdnotify` and `health` are
 //! the service side: readiness, notifications and health checks.
@@ -23,6 +24,7 @@ pub mod health;
 pub mod host;
 pub mod image;
 pub mod paths;
+pub mod ports;
 pub mod process;
 pub mod provision;
 pub mod qemu;

@@ -33,7 +33,7 @@ use crate::runtime::{self, LastExit, Liveness, RunState};
 use crate::sdnotify::{self, Field};
 use crate::shutdown;
 use crate::spec::VmSpec;
-use crate::units::Protocol;
+use crate::units::{PortForward, Protocol, VmName};
 
 /// How long QEMU may take to answer its monitor after being spawned.
 const QMP_STARTUP: Duration = Duration::from_secs(30);
@@ -87,20 +87,27 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<Plan> {
 /// Refuse forwards whose host port is taken, naming the port and, when it is one, the VM.
 pub fn check_ports_free(home: &Home, spec: &VmSpec) -> Result<()> {
     for (i, f) in spec.ports.iter().enumerate() {
-        let addr = std::net::SocketAddr::from((f.addr, f.host));
-        let free = match f.proto {
-            Protocol::Tcp => std::net::TcpListener::bind(addr).map(|_| ()),
-            Protocol::Udp => std::net::UdpSocket::bind(addr).map(|_| ()),
-        };
-        if let Err(e) = free {
-            let owner = crate::vm::port_owner(home, &spec.name, f)
-                .map(|(vm, p)| format!("VM {vm} forwards it ({p})"))
-                .unwrap_or_else(|| format!("another process holds it ({e})"));
-            return Err(Error::State(format!(
-                "Host port {}:{}/{} of ports[{i}] ({f}) is already in use: {owner}",
-                f.addr, f.host, f.proto
-            )));
-        }
+        check_port_free(home, &spec.name, f, &format!("ports[{i}] ({f})"))?;
+    }
+    Ok(())
+}
+
+/// Refuse a forward whose host port cannot be bound now, naming it (`what`) and, when it is
+/// one, the VM that forwards it.
+pub fn check_port_free(home: &Home, me: &VmName, f: &PortForward, what: &str) -> Result<()> {
+    let addr = std::net::SocketAddr::from((f.addr, f.host));
+    let free = match f.proto {
+        Protocol::Tcp => std::net::TcpListener::bind(addr).map(|_| ()),
+        Protocol::Udp => std::net::UdpSocket::bind(addr).map(|_| ()),
+    };
+    if let Err(e) = free {
+        let owner = crate::vm::port_owner(home, me, f)
+            .map(|(vm, p)| format!("VM {vm} forwards it ({p})"))
+            .unwrap_or_else(|| format!("another process holds it ({e})"));
+        return Err(Error::State(format!(
+            "Host port {}:{}/{} of {what} is already in use: {owner}",
+            f.addr, f.host, f.proto
+        )));
     }
     Ok(())
 }

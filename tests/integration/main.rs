@@ -7,6 +7,7 @@ mod generator;
 mod harness;
 mod lifecycle;
 mod nspawn;
+mod ports;
 mod provision;
 mod snapshot;
 mod systemd_e2e;
