@@ -533,12 +533,12 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 print_json(&l);
             } else {
                 println!(
-                    "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} PORTS",
-                    "NAME", "STATE", "CPUS", "MEM", "DISK", "IMAGE", "ACCEL"
+                    "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} {:>5} PORTS",
+                    "NAME", "STATE", "CPUS", "MEM", "DISK", "IMAGE", "ACCEL", "SNAPS"
                 );
                 for s in l {
                     println!(
-                        "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} {}",
+                        "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} {:>5} {}",
                         s.name,
                         s.state,
                         s.cpus.map(|c| c.to_string()).unwrap_or_default(),
@@ -546,6 +546,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                         s.disk.unwrap_or_default(),
                         s.image.unwrap_or_default(),
                         s.accel.unwrap_or_else(|| "-".into()),
+                        s.snapshots
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         s.error.unwrap_or_else(|| s.ports.join(" ")),
                     );
                 }

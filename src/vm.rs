@@ -718,11 +718,14 @@ pub struct Summary {
     pub arch: Option<String>,
     pub accel: Option<String>,
     pub ports: Vec<String>,
+    /// Internal snapshots in the VM's disk (from the qcow2 header).
+    pub snapshots: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-/// Every VM with its state from the pidfile (no QMP round trips: `list` stays fast).
+/// Every VM with its state from the pidfile and its snapshot count from the disk's header (no
+/// QMP round trips, no processes: `list` stays fast).
 pub fn list(home: &Home) -> Vec<Summary> {
     names(home)
         .into_iter()
@@ -738,6 +741,7 @@ pub fn list(home: &Home) -> Vec<Summary> {
                 Liveness::Stopped => ("stopped", None, None),
                 Liveness::Stale => ("crashed", None, None),
             };
+            let snapshots = crate::disk::snapshot_count(&paths.disk());
             match load(home, &n) {
                 Ok(s) => Summary {
                     name: n.to_string(),
@@ -750,6 +754,7 @@ pub fn list(home: &Home) -> Vec<Summary> {
                     arch: Some(s.arch.to_string()),
                     accel,
                     ports: s.ports.iter().map(|p| p.to_string()).collect(),
+                    snapshots,
                     error: None,
                 },
                 Err(e) => Summary {
@@ -763,6 +768,7 @@ pub fn list(home: &Home) -> Vec<Summary> {
                     arch: None,
                     accel,
                     ports: vec![],
+                    snapshots,
                     error: Some(e.to_string()),
                 },
             }

@@ -95,6 +95,12 @@ fn live_snapshot_revert_brings_the_guest_memory_back() {
         assert!(s["vm_clock_secs"].as_f64().unwrap() > 0.0, "{s}");
     }
 
+    assert_eq!(
+        t.json(&["list", "--json"])[0]["snapshots"],
+        2,
+        "list counts them"
+    );
+
     t.ok(&["snapshot", "delete", "snap", "before"]);
     assert_eq!(tags(&t, "snap"), vec![stamp.to_string()]);
     t.fails(&["snapshot", "revert", "snap", "before", "--force"], 3);
@@ -133,6 +139,7 @@ fn offline_snapshot_and_revert_of_a_stopped_vm() {
     let list = t.json(&["snapshot", "list", "cold", "--json"]);
     assert_eq!(list[0]["tag"], "clean");
     assert_eq!(list[0]["vm_state_size"], 0, "{list}");
+    assert_eq!(t.json(&["list", "--json"])[0]["snapshots"], 1);
     let err = t.fails(&["snapshot", "create", "cold", "clean"], 2);
     assert!(err.contains("\"clean\""), "{err}");
 
@@ -147,6 +154,7 @@ fn offline_snapshot_and_revert_of_a_stopped_vm() {
     assert!(err.contains("its snapshots: clean"), "{err}");
     t.ok(&["snapshot", "delete", "cold", "clean"]);
     assert!(tags(&t, "cold").is_empty());
+    assert_eq!(t.json(&["list", "--json"])[0]["snapshots"], 0);
     let err = t.fails(&["snapshot", "delete", "cold", "clean"], 3);
     assert!(err.contains("no snapshots"), "{err}");
     t.fails(&["snapshot", "list", "ghost"], 3);
