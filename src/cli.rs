@@ -239,8 +239,8 @@ pub enum SystemdCmd {
         #[arg(long)]
         user: bool,
     },
-    /// Remove the vmctl-generator link and reload systemd; the units it made go away (VMs they
-    /// run keep running until stopped).
+    /// Stop the VMs that generated units run, remove the vmctl-generator link and reload
+    /// systemd: the units it made go away.
     UninstallGenerator {
         #[arg(long)]
         user: bool,

@@ -29,6 +29,7 @@ use std::process::ExitCode;
 use crate::config::VmConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::paths::Home;
+use crate::runtime::{self, Liveness};
 use crate::spec::{self, Limits, VmSpec};
 use crate::systemd::{self, Origin, Scope, UnitContext};
 use crate::units::VmName;
@@ -41,8 +42,15 @@ pub const PROGRAM: &str = "vmctl-generator";
 pub enum Source {
     /// A drop-in, `DIR/NAME.toml`: the VM is created from it.
     DropIn(PathBuf),
-    /// `HOME/vms/NAME/vm.toml` of a VM made by `vmctl create` (`has_disk`: its disk exists).
-    Home { path: PathBuf, has_disk: bool },
+    /// `HOME/vms/NAME/vm.toml` of a VM made by `vmctl create`.
+    Home {
+        path: PathBuf,
+        has_disk: bool,
+        /// It runs, under its own unit of this scope (`vmctl-NAME.service`).
+        runs_in_its_unit: bool,
+        /// A drop-in made it (`vms/NAME/drop-in`): that file, not `autostart`, decides.
+        made_from_drop_in: bool,
+    },
 }
 
 impl Source {
@@ -140,19 +148,17 @@ pub struct Plan {
 /// the scope's unit directory (`/etc/systemd/system`), which takes precedence.
 pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context) -> Plan {
     let mut p = Plan::default();
-    // Drop-ins own their names: the home VM of the same name is the one they made.
-    let drop_in_names: BTreeSet<VmName> = found
-        .iter()
-        .filter(|f| matches!(f.source, Source::DropIn(_)))
-        .map(|f| f.name.clone())
-        .collect();
+    // Drop-ins first: they own their names (the home VM of the same name is the one they made).
+    let (drop_ins, homes): (Vec<Found>, Vec<Found>) = found
+        .into_iter()
+        .partition(|f| matches!(f.source, Source::DropIn(_)));
+    let drop_in_names: BTreeSet<VmName> = drop_ins.iter().map(|f| f.name.clone()).collect();
     let mut valid: BTreeMap<VmName, (VmSpec, Source)> = BTreeMap::new();
-    for f in found {
-        if matches!(f.source, Source::Home { .. }) && drop_in_names.contains(&f.name) {
+    for f in drop_ins.into_iter().chain(homes) {
+        if valid.contains_key(&f.name) {
             continue;
         }
-        let path = f.source.path().to_path_buf();
-        let shown = path.display().to_string();
+        let shown = f.source.path().display().to_string();
         let parsed = VmConfig::parse(&f.text, &shown).and_then(|cfg| {
             spec::validate(
                 &f.name,
@@ -179,6 +185,15 @@ pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context
     let mut chosen: BTreeMap<VmName, bool> = BTreeMap::new();
     for (name, (spec, source)) in &valid {
         let installed_unit = installed(name);
+        // A drop-in decides for its VM; one whose drop-in was deleted no longer autostarts.
+        let left_to_drop_in = drop_in_names.contains(name)
+            || matches!(
+                source,
+                Source::Home {
+                    made_from_drop_in: true,
+                    ..
+                }
+            );
         match source {
             Source::DropIn(path) if installed_unit => p.messages.push(Message::warning(
                 path,
@@ -191,8 +206,22 @@ pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context
             Source::DropIn(_) => {
                 chosen.insert(name.clone(), spec.autostart);
             }
-            Source::Home { .. } if installed_unit || !spec.autostart => {}
-            Source::Home { path, has_disk: false } => p.messages.push(Message::error(
+            Source::Home { .. } if installed_unit => {}
+            // A VM that its generated unit runs keeps the unit until it stops, whatever became
+            // of its drop-in or autostart: a unit that lost its file cannot stop the guest
+            // gracefully (systemd would SIGTERM QEMU at once).
+            Source::Home {
+                runs_in_its_unit: true,
+                ..
+            } if left_to_drop_in || !spec.autostart => {
+                chosen.insert(name.clone(), false);
+            }
+            Source::Home { .. } if left_to_drop_in || !spec.autostart => {}
+            Source::Home {
+                path,
+                has_disk: false,
+                ..
+            } => p.messages.push(Message::error(
                 path,
                 format_args!(
                     "autostart = true, but VM {name} has no disk; make VMs with `vmctl create`, or drop the definition in {}",
@@ -285,7 +314,7 @@ fn user_flag(scope: Scope) -> &'static str {
 
 /// Read the definitions: every `NAME.toml` in `drop_ins` (hidden files and other names are
 /// ignored, as editors leave them), then every VM of `home`. A missing directory holds none.
-pub fn find(home: &Home, drop_ins: &Path) -> (Vec<Found>, Vec<Message>) {
+pub fn find(home: &Home, drop_ins: &Path, scope: Scope) -> (Vec<Found>, Vec<Message>) {
     let mut found = Vec::new();
     let mut messages = Vec::new();
     let mut files: Vec<PathBuf> = match std::fs::read_dir(drop_ins) {
@@ -329,12 +358,22 @@ pub fn find(home: &Home, drop_ins: &Path) -> (Vec<Found>, Vec<Message>) {
     for name in crate::vm::names(home) {
         let vm = home.vm(&name);
         let path = vm.definition();
+        let own_unit = systemd::ServiceUnit {
+            name: systemd::unit_name(&name),
+            scope,
+        };
+        let runs_in_its_unit = match runtime::liveness(&vm) {
+            Liveness::Running { state: Some(s), .. } => s.unit.as_ref() == Some(&own_unit),
+            _ => false,
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => found.push(Found {
                 name,
                 source: Source::Home {
                     path,
                     has_disk: vm.disk().exists(),
+                    runs_in_its_unit,
+                    made_from_drop_in: vm.drop_in_record().exists(),
                 },
                 text,
             }),
@@ -461,7 +500,7 @@ pub fn plan_here(scope: Scope) -> Result<Option<Plan>> {
     let drop_ins = drop_in_dir(scope, &systemd::config_dir_here());
     let vmctl = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
     let cache = systemd::cache_for(scope);
-    let (found, mut messages) = find(&home, &drop_ins);
+    let (found, mut messages) = find(&home, &drop_ins, scope);
     let unit_dir = systemd::unit_dir_here(scope);
     let installed = |n: &VmName| unit_dir.join(systemd::unit_name(n)).exists();
     let mut p = plan(
@@ -642,8 +681,9 @@ pub fn install(scope: Scope) -> Result<Vec<String>> {
     Ok(done)
 }
 
-/// `vmctl systemd uninstall-generator [--user]`: remove the link and reload, which drops the
-/// generated units. VMs they run keep running until stopped (`systemctl stop` still works).
+/// `vmctl systemd uninstall-generator [--user]`: stop the VMs that generated units run (a unit
+/// that loses its file at the reload could no longer stop its guest gracefully), remove the link
+/// and reload, which drops the generated units.
 pub fn uninstall(scope: Scope) -> Result<Vec<String>> {
     let link = link_path(scope);
     match std::fs::symlink_metadata(&link) {
@@ -660,15 +700,31 @@ pub fn uninstall(scope: Scope) -> Result<Vec<String>> {
                 link.display()
             )));
         }
-        Ok(_) => std::fs::remove_file(&link).path_ctx("remove", &link)?,
+        Ok(_) => {}
     }
-    let mut done = vec![format!("Removed {}", link.display())];
-    if scope == Scope::System {
-        done.extend(reload(scope)?);
-        done.push(
-            "VMs that generated units started keep running until stopped; they no longer start at boot"
-                .into(),
-        );
+    let mut done = Vec::new();
+    if scope == Scope::System && systemd::manager_running(scope) {
+        let mut generated: Vec<String> = std::fs::read_dir(systemd::generator_dir(scope))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|f| f.starts_with("vmctl-") && f.ends_with(".service"))
+            .collect();
+        generated.sort();
+        let active = systemd::active_units(scope, &generated);
+        if !active.is_empty() {
+            systemd::stop_units(scope, &active)?;
+            done.push(format!("Stopped {}", active.join(", ")));
+        }
+    }
+    std::fs::remove_file(&link).path_ctx("remove", &link)?;
+    done.push(format!("Removed {}", link.display()));
+    match scope {
+        Scope::System => done.extend(reload(scope)?),
+        Scope::User => done.push(
+            "Users' managers drop its units at their next daemon-reload or start; stop VMs that run under them first (systemctl --user stop vmctl-NAME), since a unit that lost its file cannot stop its guest gracefully".into(),
+        ),
     }
     Ok(done)
 }
@@ -718,6 +774,8 @@ mod tests {
             source: Source::Home {
                 path: PathBuf::from(format!("{HOME}/vms/{name}/vm.toml")),
                 has_disk: true,
+                runs_in_its_unit: false,
+                made_from_drop_in: false,
             },
             text: text.into(),
         }
@@ -892,11 +950,61 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_its_unit_runs_keeps_the_unit_until_it_stops_and_a_drop_in_decides() {
+        let running = |f: Found| Found {
+            source: Source::Home {
+                path: f.source.path().to_path_buf(),
+                has_disk: true,
+                runs_in_its_unit: true,
+                made_from_drop_in: false,
+            },
+            ..f
+        };
+        let p = plan(
+            vec![
+                // Its drop-in was deleted, or its autostart turned off.
+                running(home_vm("dropped", "autostart = false\n")),
+                // Its drop-in broke.
+                drop_in("broken", "cpus = 0\n"),
+                running(home_vm("broken", "autostart = true\n")),
+                home_vm("idle", "autostart = false\n"),
+                // Made from a drop-in that is gone: the drop-in, not autostart, decided.
+                Found {
+                    source: Source::Home {
+                        path: PathBuf::from("/var/lib/vmctl/vms/orphan/vm.toml"),
+                        has_disk: true,
+                        runs_in_its_unit: false,
+                        made_from_drop_in: true,
+                    },
+                    ..home_vm("orphan", "autostart = true\n")
+                },
+            ],
+            &nothing_installed,
+            &cx(),
+        );
+        assert_eq!(summary(&p), ["broken", "dropped"]);
+        assert!(
+            p.units[0]
+                .text
+                .contains("\nSourcePath=/var/lib/vmctl/vms/broken/vm.toml\n")
+        );
+        assert!(!p.units[0].text.contains("ExecStartPre="));
+        assert_eq!(p.messages.len(), 1, "{:?}", p.messages);
+        assert!(
+            p.messages[0]
+                .text
+                .starts_with("/etc/vmctl/vms/broken.toml: ")
+        );
+    }
+
+    #[test]
     fn a_home_vm_without_a_disk_is_reported() {
         let mut f = home_vm("web", "autostart = true\n");
         f.source = Source::Home {
             path: PathBuf::from("/var/lib/vmctl/vms/web/vm.toml"),
             has_disk: false,
+            runs_in_its_unit: false,
+            made_from_drop_in: false,
         };
         let p = plan(vec![f], &nothing_installed, &cx());
         assert!(p.units.is_empty());
@@ -1036,7 +1144,7 @@ mod tests {
         put(home.vm(&"idle".parse().unwrap()).definition(), "\n");
         put(home.vm(&"idle".parse().unwrap()).disk(), "");
 
-        let (found, mut messages) = find(&home, &drop_ins);
+        let (found, mut messages) = find(&home, &drop_ins, Scope::System);
         let out = tmp.path().join("generator");
         std::fs::create_dir(&out).unwrap();
         let p = plan(found, &nothing_installed, &cx());
@@ -1079,6 +1187,8 @@ mod tests {
         web.source = Source::Home {
             path: PathBuf::from("/home/alice/.local/share/vmctl/vms/web/vm.toml"),
             has_disk: true,
+            runs_in_its_unit: false,
+            made_from_drop_in: false,
         };
         let p = plan(
             vec![web],

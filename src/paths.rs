@@ -8,6 +8,7 @@
 //! vms/NAME/run/           runtime state: qmp.sock, qmp-ctl.sock, qemu.pid, state.json
 //! vms/NAME/serial.log     guest console        vms/NAME/qemu.log      QEMU's and the supervisor's stderr
 //! vms/NAME/lock           flock for start/stop vms/NAME/last-exit.json how QEMU last ended
+//! vms/NAME/drop-in        the drop-in file that defines the VM (vmctl-generator)
 //! images/NAME/ARCH/       image.toml manifest, disk.qcow2, kernel, initrd
 //! ```
 
@@ -136,6 +137,11 @@ impl VmPaths {
     }
     pub fn last_exit(&self) -> PathBuf {
         self.dir.join("last-exit.json")
+    }
+    /// For a VM made from a drop-in definition (`create --update`): that file's path. A VM whose
+    /// drop-in is gone no longer autostarts.
+    pub fn drop_in_record(&self) -> PathBuf {
+        self.dir.join("drop-in")
     }
 
     /// Every socket path must fit in `sun_path`, and no path may contain a comma (QEMU's option

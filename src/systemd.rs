@@ -701,6 +701,40 @@ pub fn managed_unit(home: &Home, name: &VmName) -> Option<ServiceUnit> {
         })
 }
 
+/// The units of `units` that are active (or activating, deactivating, reloading).
+pub fn active_units(scope: Scope, units: &[String]) -> Vec<String> {
+    if units.is_empty() {
+        return Vec::new();
+    }
+    // `is-active` prints one state per unit, and fails when any is inactive.
+    let out = Command::new("systemctl")
+        .args(scope.flag())
+        .arg("is-active")
+        .args(units)
+        .output();
+    let Ok(out) = out else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .zip(units)
+        .filter(|(state, _)| {
+            matches!(
+                state.trim(),
+                "active" | "activating" | "deactivating" | "reloading"
+            )
+        })
+        .map(|(_, u)| u.clone())
+        .collect()
+}
+
+/// `systemctl [--user] stop UNITS...`: returns once every one has stopped.
+pub fn stop_units(scope: Scope, units: &[String]) -> Result<()> {
+    let mut args = vec!["stop"];
+    args.extend(units.iter().map(String::as_str));
+    systemctl(scope, &args).map(|_| ())
+}
+
 /// `systemctl [--user] daemon-reload`, which also runs the generators.
 pub fn daemon_reload(scope: Scope) -> Result<()> {
     systemctl(scope, &["daemon-reload"]).map(|_| ())

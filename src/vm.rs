@@ -115,6 +115,9 @@ fn create_as(
         &tmp.path().join("vm.toml"),
         definition_text(&spec, defined_by).as_bytes(),
     )?;
+    if let Some(f) = defined_by {
+        write_drop_in_record(&tmp.path().join("drop-in"), f)?;
+    }
     std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
     Ok(spec)
 }
@@ -228,6 +231,11 @@ pub fn create_or_update(
         Some(k) => Some(std::path::absolute(&k).unwrap_or(k)),
         None => stored.ssh_key.clone(),
     };
+    // The file defines the VM from now on (also one made by `vmctl create` before).
+    let record = paths.drop_in_record();
+    if std::fs::read_to_string(&record).ok().as_deref() != file.to_str() {
+        write_drop_in_record(&record, file)?;
+    }
     let changes = config_changes(&stored.to_config(), &wanted.to_config());
     if changes.is_empty() {
         return Ok((stored, Applied::Unchanged));
@@ -276,6 +284,10 @@ pub fn create_or_update(
     }
     fsutil::write_atomic(&def, definition_text(&wanted, Some(file)).as_bytes())?;
     Ok((wanted, Applied::Updated(changed)))
+}
+
+fn write_drop_in_record(record: &Path, file: &Path) -> Result<()> {
+    fsutil::write_atomic(record, file.as_os_str().as_encoded_bytes())
 }
 
 /// Top-level fields whose values differ, as (field, old, new) in TOML notation ("-" for unset).

@@ -144,6 +144,21 @@ fn generator_dropped_definition_autostarts_after_reboot() {
             .contains("autostart = true")
     );
     guest_answers(&c, port, "web");
+    // The drop-in deleted while its VM runs: the unit stays (from the home's definition) until
+    // the VM stops, so that stop is still graceful; then it goes.
+    c.ok(&["rm", "/etc/vmctl/vms/web.toml"]);
+    c.ok(&["systemctl", "daemon-reload"]);
+    assert_eq!(show(&c, unit, "ActiveState"), "active");
+    assert_eq!(
+        show(&c, unit, "SourcePath"),
+        "/var/lib/vmctl/vms/web/vm.toml"
+    );
+    c.ok(&["systemctl", "stop", unit]);
+    let last: serde_json::Value =
+        serde_json::from_str(&c.read("/var/lib/vmctl/vms/web/last-exit.json")).unwrap();
+    assert_eq!(last["stopped_by"], "acpi", "{last}");
+    c.ok(&["systemctl", "daemon-reload"]);
+    assert_eq!(show(&c, unit, "LoadState"), "not-found");
 }
 
 #[test]
@@ -248,6 +263,26 @@ fn generator_orders_dropped_vms_by_after() {
     );
     let requires = show(&c, "vmctl-api.service", "Requires");
     assert!(requires.contains("vmctl-db.service"), "{requires}");
+
+    // Uninstalling the generator stops the VMs its units run (gracefully: a unit that lost its
+    // file at the reload could not), then the units go.
+    let out = c.ok(&["vmctl", "systemd", "uninstall-generator"]);
+    assert!(
+        out.contains("Stopped vmctl-api.service, vmctl-db.service")
+            && out.contains("Removed /etc/systemd/system-generators/vmctl-generator"),
+        "{out}"
+    );
+    for vm in ["api", "db"] {
+        let last: serde_json::Value =
+            serde_json::from_str(&c.read(&format!("/var/lib/vmctl/vms/{vm}/last-exit.json")))
+                .unwrap();
+        assert_eq!(last["stopped_by"], "acpi", "{vm}: {last}");
+        assert_eq!(last["code"], 0, "{vm}: {last}");
+        assert_eq!(
+            show(&c, &format!("vmctl-{vm}.service"), "LoadState"),
+            "not-found"
+        );
+    }
 }
 
 #[test]
@@ -286,5 +321,59 @@ fn generator_user_drop_in_autostarts_with_linger() {
             .status
             .code(),
         Some(1)
+    );
+}
+
+/// `vmctl create --from FILE --update`, which a drop-in's unit runs before each start, on the
+/// host: create, no-op, update while stopped, refusals naming the field and what to do.
+#[test]
+fn generator_create_update_follows_the_file() {
+    let t = TestHome::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.toml");
+    let f = file.to_str().unwrap();
+    let port = free_port();
+    std::fs::write(&file, tiny(port, "")).unwrap();
+    let update = ["create", "web", "--from", f, "--update"];
+
+    let out = t.ok(&update);
+    assert!(
+        out.starts_with("Created VM web: 1 CPU, 256M RAM, 1G disk"),
+        "{out}"
+    );
+    let def = std::fs::read_to_string(t.home().join("vms/web/vm.toml")).unwrap();
+    assert!(def.contains(&format!("written by vmctl from {f}")), "{def}");
+    assert_eq!(t.ok(&update), format!("VM web is up to date with {f}\n"));
+
+    std::fs::write(&file, tiny(port, "cpus = 2\nafter = [\"db\"]\n")).unwrap();
+    assert_eq!(
+        t.ok(&update),
+        format!("Updated VM web from {f}: after: - → [\"db\"]; cpus: 1 → 2\n")
+    );
+    assert_eq!(t.status("web")["cpus"], 2);
+
+    // What the disk was made from cannot change in place; the home is left as it was.
+    std::fs::write(&file, tiny(port, "").replace("1G", "2G")).unwrap();
+    t.refused(
+        &update,
+        &[
+            &format!("{f}: invalid VM definition"),
+            "disk: VM web has \"1G\"",
+            "\"2G\" takes a new VM: `vmctl rm web` (its disk is lost), then create it again",
+        ],
+    );
+    // Without --update an existing VM is refused as before; --update needs --from.
+    t.refused(&["create", "web", "--from", f], &["VM web already exists"]);
+    t.refused(&["create", "web", "--update"], &["--from"]);
+
+    // A running VM is not changed under it.
+    std::fs::write(&file, tiny(port, "cpus = 1\n")).unwrap();
+    t.ok(&["start", "web"]);
+    let err = t.fails(&update, 7);
+    assert!(
+        err.contains("VM web is running")
+            && err.contains("stop it to apply")
+            && err.contains("cpus: 2 → 1"),
+        "{err}"
     );
 }
