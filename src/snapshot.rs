@@ -445,6 +445,121 @@ mod tests {
         }
     }
 
+    /// A stand-in QEMU on a unix socket: greets, then answers each command with `reply(name,
+    /// arguments)` (a JSON object with `return` or `error`); returns the commands it saw.
+    async fn fake_qemu(
+        reply: impl Fn(&str, &Value) -> Value + Send + 'static,
+    ) -> (Qmp, tokio::task::JoinHandle<Vec<String>>, tempfile::TempDir) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (r, mut w) = sock.into_split();
+            let greeting = r#"{"QMP": {"version": {"qemu": {"major": 5, "minor": 2, "micro": 0}}, "capabilities": []}}"#;
+            w.write_all(format!("{greeting}\n").as_bytes())
+                .await
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let msg: Value = serde_json::from_str(&line).unwrap();
+                let name = msg["execute"].as_str().unwrap().to_string();
+                let mut answer = match name.as_str() {
+                    "qmp_capabilities" => json!({"return": {}}),
+                    _ => reply(&name, &msg["arguments"]),
+                };
+                answer["id"] = msg["id"].clone();
+                seen.push(match name.as_str() {
+                    "human-monitor-command" => format!("hmp {}", msg["arguments"]["command-line"]),
+                    _ => name,
+                });
+                w.write_all(format!("{answer}\n").as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        let q = Qmp::connect(&path, Duration::from_secs(5)).await.unwrap();
+        (q, server, dir)
+    }
+
+    /// Hang up on the stand-in QEMU and collect what it was asked.
+    async fn commands_seen(q: Qmp, server: tokio::task::JoinHandle<Vec<String>>) -> Vec<String> {
+        drop(q);
+        server.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_the_job_api_hmp_is_used_and_its_text_is_an_error() {
+        let (mut q, server, _dir) = fake_qemu(|name, args| match name {
+            "snapshot-save" => {
+                json!({"error": {"class": "CommandNotFound", "desc": "The command snapshot-save has not been found"}})
+            }
+            "human-monitor-command" if args["command-line"] == "savevm bad" => {
+                json!({"return": "Error: Device 'disk0' is writable but does not support snapshots\r\n"})
+            }
+            _ => json!({"return": ""}),
+        })
+        .await;
+        run_job(&mut q, "snapshot-save", json!({"tag": "ok"}), "savevm ok")
+            .await
+            .unwrap();
+        let e = run_job(&mut q, "snapshot-save", json!({"tag": "bad"}), "savevm bad")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), crate::error::exit::QEMU);
+        assert!(e.to_string().contains("does not support snapshots"), "{e}");
+        assert_eq!(
+            commands_seen(q, server).await,
+            vec![
+                "qmp_capabilities",
+                "snapshot-save",
+                "hmp \"savevm ok\"",
+                "snapshot-save",
+                "hmp \"savevm bad\""
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_is_dismissed_and_its_error_reported() {
+        let polls = std::sync::atomic::AtomicU32::new(0);
+        let (mut q, server, _dir) = fake_qemu(move |name, _| match name {
+            "query-jobs" => {
+                let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let job = if n == 0 {
+                    json!({"id": format!("vmctl-snapshot-load-{}", std::process::id()), "type": "snapshot-load",
+                           "status": "running", "current-progress": 1, "total-progress": 2})
+                } else {
+                    json!({"id": format!("vmctl-snapshot-load-{}", std::process::id()), "type": "snapshot-load",
+                           "status": "concluded", "current-progress": 2, "total-progress": 2,
+                           "error": "Snapshot 'x' does not exist in one or more devices"})
+                };
+                json!({"return": [job]})
+            }
+            _ => json!({"return": {}}),
+        })
+        .await;
+        let e = run_job(&mut q, "snapshot-load", json!({"tag": "x"}), "loadvm x")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("snapshot-load failed: Snapshot 'x' does not exist"),
+            "{e}"
+        );
+        assert_eq!(
+            commands_seen(q, server).await,
+            vec![
+                "qmp_capabilities",
+                "snapshot-load",
+                "query-jobs",
+                "query-jobs",
+                "job-dismiss"
+            ]
+        );
+    }
+
     #[test]
     fn unknown_tags_name_the_known_ones() {
         let name: VmName = "web".parse().unwrap();
