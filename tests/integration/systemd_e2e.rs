@@ -602,3 +602,107 @@ fn lingering_user_unit_autostarts_after_reboot_as_that_user() {
     assert_eq!(state["unit"]["scope"], "user", "{state}");
     eprintln!("e2e linger: test took {:.2?}", t0.elapsed());
 }
+
+/// A property of the service manager itself, in µs of CLOCK_MONOTONIC (the container shares
+/// the host's clock).
+fn manager_us(c: &Container, prop: &str) -> u64 {
+    let v = c.ok(&["systemctl", "show", "-p", prop, "--value"]);
+    v.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("systemd's {prop}={v:?} is not a number"))
+}
+
+/// Run a shell script in the container that prints one number: elapsed time it measured.
+fn timed(c: &Container, script: &str, args: &[&str]) -> u64 {
+    let mut argv = vec!["sh", "-c", script, "sh"];
+    argv.extend(args);
+    let out = c.ok(&argv);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{script}: printed {out:?}, not a number"))
+}
+
+/// For scripts/bench-systemd.sh (`--ignored`): `BENCH_N` (default 5) rounds, each: reboot the
+/// container, whose VM "web" autostarts; `systemctl stop` it; start the same guest without a
+/// unit. Prints one `bench-systemd:` line a measurement.
+///
+/// Boot: from the container's PID 1 start (`UserspaceTimestampMonotonic`) to the unit's
+/// `READY=1` (`ActiveEnterTimestampMonotonic`), which `vmctl run` sends when its HTTP request
+/// through the forwarded port got the guest's reply; the test then checks the port itself.
+/// Stop: the wall time of `systemctl stop` inside the container, and the part of it that was the
+/// guest's own poweroff: `vmctl run`'s journal line `stopped ... seconds=S`, the time from its
+/// first ACPI press (QMP `system_powerdown`) to QEMU's exit (seen on a pidfd).
+#[test]
+#[ignore = "benchmark: run by scripts/bench-systemd.sh"]
+fn benchmark_systemd_boot_to_port_and_stop_overhead() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (mut c, port) = container_running_web("bench");
+    c.ok(&["systemctl", "enable", &unit("web")]);
+    create_tiny(&c, "plain", free_port());
+    for _ in 0..n {
+        c.reboot();
+        wait_active(&c, &["systemctl"], &unit("web"));
+        let boot = manager_us(&c, "UserspaceTimestampMonotonic");
+        let exec = show_u64(&c, &unit("web"), "ExecMainStartTimestampMonotonic");
+        let ready = show_u64(&c, &unit("web"), "ActiveEnterTimestampMonotonic");
+        assert!(
+            http_get(port).is_some_and(|p| p.contains("vmctl tiny guest: web")),
+            "the unit is active but port {port} does not serve the guest's page"
+        );
+        println!(
+            "bench-systemd: boot boot_to_port_ms={} boot_to_exec_ms={} exec_to_ready_ms={}",
+            (ready - boot) / 1000,
+            (exec - boot) / 1000,
+            (ready - exec) / 1000
+        );
+
+        let cursor = c.ok(&["journalctl", "-n", "0", "--show-cursor", "-q"]);
+        let cursor = cursor
+            .trim()
+            .strip_prefix("-- cursor: ")
+            .unwrap_or_else(|| panic!("no journal cursor in {cursor:?}"))
+            .to_string();
+        let wall_us = timed(
+            &c,
+            r#"t0=$(date +%s%N); timeout 120 systemctl stop "$1" || exit 1; echo $((($(date +%s%N) - t0) / 1000))"#,
+            &[&unit("web")],
+        );
+        assert_acpi_exit(&c, &format!("{VMS}/web"), "benchmark stop");
+        let journal = c.ok(&[
+            "journalctl",
+            "--after-cursor",
+            &cursor,
+            "-u",
+            &unit("web"),
+            "-o",
+            "cat",
+            "--no-pager",
+        ]);
+        let seconds: f64 = journal
+            .lines()
+            .filter(|l| l.starts_with("stopped ") && l.contains("step=\"acpi\""))
+            .find_map(|l| l.split_once(" seconds=").map(|(_, s)| s.trim().parse()))
+            .unwrap_or_else(|| panic!("no `stopped ... seconds=` line in:\n{journal}"))
+            .unwrap();
+        let guest_us = (seconds * 1e6) as u64;
+        println!(
+            "bench-systemd: stop stop_ms={} guest_poweroff_ms={} overhead_ms={}",
+            wall_us / 1000,
+            guest_us / 1000,
+            (wall_us as i64 - guest_us as i64) / 1000
+        );
+
+        // For comparison: the same guest without a unit (`vmctl start --wait`: the detached
+        // supervisor), in the same container, from launch to the guest's answer.
+        let ms = timed(
+            &c,
+            r#"t0=$(date +%s%N); timeout 120 vmctl start plain --wait >/dev/null || exit 1; echo $((($(date +%s%N) - t0) / 1000000))"#,
+            &[],
+        );
+        c.ok(&["vmctl", "stop", "plain"]);
+        println!("bench-systemd: plain start_wait_ms={ms}");
+    }
+}
