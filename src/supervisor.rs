@@ -317,7 +317,8 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
             Ending::Exited => None,
         },
     };
-    tracing::info!(vm = %spec.name, pid, ?code, signal = ?sig, "QEMU exited");
+    let shown = |v: Option<i32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    tracing::info!(vm = %spec.name, pid, code = %shown(code), signal = %shown(sig), "QEMU exited");
     runtime::write_last_exit(&paths, &last)?;
     runtime::clean(&paths);
     Ok(match (ending, code, sig) {
