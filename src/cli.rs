@@ -80,6 +80,15 @@ pub enum Cmd {
     /// Add, remove or list port forwards; a running VM gets them at once, without a restart.
     #[command(subcommand)]
     Port(PortCmd),
+    /// A QMP shell on a running VM: completion from its schema, history, events; or, with
+    /// --exec or commands on stdin, one JSON reply per line (exit 5 on a QMP error).
+    Qmp {
+        name: VmName,
+        /// Run this command (`query-status`, `cmd key=value ...`, raw JSON, `hmp LINE`) and
+        /// print its JSON reply; repeatable, run in order.
+        #[arg(short = 'e', long = "exec", value_name = "COMMAND")]
+        exec: Vec<String>,
+    },
     /// Delete a VM's definition and disk.
     Rm {
         name: VmName,
@@ -488,6 +497,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             println!("Reset VM {name}");
         }
         Cmd::Snapshot(cmd) => snapshot_cmd(&home, cmd)?,
+        Cmd::Qmp { name, exec } => crate::shell::run(&home, &name, exec)?,
         Cmd::Port(PortCmd::Add { name, spec }) => {
             let c = crate::ports::add(&home, &name, spec)?;
             println!("VM {} forwards {}{}", c.name, c.spec, port_when(c.live));

@@ -6,7 +6,7 @@
 //! argv; `supervisor` spawns and watches QEMU; `qmp` talks to it; `shutdown` stops it; `runtime`
 //! and `paths` keep the on-disk state. `vm` holds the lifecycle commands that tie these together;
 //! `snapshot` takes, lists, reverts and deletes the disk's internal snapshots; `ports` adds and
-//! removes port forwards of a running VM.
+//! removes port forwards of a running VM; `shell` is the QMP shell (`vmctl qmp`).
 //! `systemd` renders and installs units that run VMs as services; `generator` makes them at boot
 //! from dropped definitions (the binary run as `vmctl-generator`); `sdnotify` and `health` are
 //! the service side: readiness, notifications and health checks.
@@ -31,6 +31,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod runtime;
 pub mod sdnotify;
+pub mod shell;
 pub mod shutdown;
 pub mod snapshot;
 pub mod spec;

@@ -5,7 +5,8 @@
 //! `$XDG_DATA_HOME/vmctl`):
 //! ```text
 //! vms/NAME/vm.toml        definition           vms/NAME/disk.qcow2    overlay disk
-//! vms/NAME/run/           runtime state: qmp.sock, qmp-ctl.sock, qemu.pid, state.json
+//! vms/NAME/run/           runtime state: qmp.sock, qmp-ctl.sock, qmp-shell.sock, qemu.pid, state.json
+//! vms/NAME/qmp-history    the `vmctl qmp` shell's history
 //! vms/NAME/serial.log     guest console        vms/NAME/qemu.log      QEMU's and the supervisor's stderr
 //! vms/NAME/lock           flock for start/stop vms/NAME/last-exit.json how QEMU last ended
 //! vms/NAME/drop-in        the drop-in file that defines the VM (vmctl-generator)
@@ -119,6 +120,18 @@ impl VmPaths {
     pub fn ctl_lock(&self) -> PathBuf {
         self.run_dir().join("qmp-ctl.lock")
     }
+    /// The interactive `vmctl qmp` shell's own socket (one shell at a time, by `shell_lock`), so
+    /// an open shell never holds up `stop` or `snapshot` on the control socket.
+    pub fn qmp_shell_socket(&self) -> PathBuf {
+        self.run_dir().join("qmp-shell.sock")
+    }
+    pub fn shell_lock(&self) -> PathBuf {
+        self.run_dir().join("qmp-shell.lock")
+    }
+    /// The shell's line history, kept across sessions and restarts.
+    pub fn qmp_history(&self) -> PathBuf {
+        self.dir.join("qmp-history")
+    }
     pub fn pidfile(&self) -> PathBuf {
         self.run_dir().join("qemu.pid")
     }
@@ -153,7 +166,11 @@ impl VmPaths {
                 self.dir.display()
             )));
         }
-        for p in [self.qmp_socket(), self.qmp_ctl_socket()] {
+        for p in [
+            self.qmp_socket(),
+            self.qmp_ctl_socket(),
+            self.qmp_shell_socket(),
+        ] {
             check_socket_path(&p)?;
         }
         Ok(())

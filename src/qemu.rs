@@ -77,6 +77,13 @@ pub fn argv(l: &Launch) -> Vec<String> {
         ),
         "-mon",
         "chardev=qmp-ctl,mode=control",
+        "-chardev",
+        &format!(
+            "socket,id=qmp-shell,path={},server=on,wait=off",
+            path(&p.qmp_shell_socket())
+        ),
+        "-mon",
+        "chardev=qmp-shell,mode=control",
     ]);
     push(&[
         "-chardev",

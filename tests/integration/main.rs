@@ -9,6 +9,7 @@ mod lifecycle;
 mod nspawn;
 mod ports;
 mod provision;
+mod qmp_shell;
 mod snapshot;
 mod systemd_e2e;
 mod systemd_units;
