@@ -1150,7 +1150,7 @@ mod tests {
         let p = plan(found, &nothing_installed, &cx());
         messages.extend(p.messages.iter().cloned());
         messages.extend(write(&p, Scope::System, &out));
-        crate::systemd::tests::golden("generator-system.list", &listing(&out));
+        crate::golden::check("generator-system.list", &listing(&out));
         let texts: Vec<String> = messages
             .iter()
             .map(|m| m.text.replace(&tmp.path().display().to_string(), "TMP"))
@@ -1182,7 +1182,7 @@ mod tests {
             &cx(),
         );
         assert_eq!(p.messages, []);
-        crate::systemd::tests::golden("vmctl-api-drop-in.service", &p.units[0].text);
+        crate::golden::check("vmctl-api-drop-in.service", &p.units[0].text);
         let mut web = home_vm("web", "ports = [\"5080:8080\"]\nautostart = true\n");
         web.source = Source::Home {
             path: PathBuf::from("/home/alice/.local/share/vmctl/vms/web/vm.toml"),
@@ -1199,6 +1199,6 @@ mod tests {
                 ..cx()
             },
         );
-        crate::systemd::tests::golden("vmctl-web-generated-user.service", &p.units[0].text);
+        crate::golden::check("vmctl-web-generated-user.service", &p.units[0].text);
     }
 }

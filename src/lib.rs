@@ -20,6 +20,8 @@ pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod generator;
+#[cfg(test)]
+mod golden;
 pub mod health;
 pub mod host;
 pub mod image;

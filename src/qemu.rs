@@ -213,19 +213,7 @@ mod tests {
         out
     }
 
-    /// Compare with `tests/golden/NAME`; `VMCTL_UPDATE_GOLDEN=1` rewrites the file.
-    fn golden(name: &str, actual: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("VMCTL_UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("{}: {e} (VMCTL_UPDATE_GOLDEN=1 creates it)", path.display())
-        });
-        assert_eq!(actual, expected, "argv differs from {}", path.display());
-    }
+    use crate::golden::check as golden;
 
     #[test]
     fn tiny_x86_64_under_tcg() {

@@ -836,7 +836,7 @@ fn user_name() -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     fn spec(name: &str, toml: &str) -> VmSpec {
@@ -859,19 +859,7 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    /// Compare with `tests/golden/NAME`; `VMCTL_UPDATE_GOLDEN=1` rewrites the file.
-    pub(crate) fn golden(name: &str, actual: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("VMCTL_UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("{}: {e} (VMCTL_UPDATE_GOLDEN=1 creates it)", path.display())
-        });
-        assert_eq!(actual, expected, "unit differs from {}", path.display());
-    }
+    use crate::golden::check as golden;
 
     const WEB: &str = "ports = [\"5022:22\", \"5080:8080\"]\nstop_timeout = 60\n";
 
