@@ -7,7 +7,9 @@
 #   saved VM state, and how much the VM's qcow2 grows (file size and allocated blocks);
 # - QMP round trips: `vmctl qmp NAME --exec query-status` end to end (process start, connect,
 #   negotiation, one command), and one command inside a session (100 commands on stdin);
-#   and the floor: the same connect + command from a Python process already running.
+#   and the floor: the same connect + command from a Python process already running; the
+#   interactive shell through a pseudo-terminal (a command's round trip to the next prompt, and
+#   how soon an event shows while the prompt waits).
 # The guest is the debian-12 image if it was built (sudo scripts/bench-vps.sh or the test suite,
 # under target/vmctl-test/images-home), with vm-configs/web.toml's shape (2G, 1 CPU); else the
 # tiny image with --mem 2G, which touches far less of its RAM (the table says which).
@@ -106,9 +108,52 @@ for _ in 1 2 3; do
 	t0=$(now); "$V" qmp big <"$work/101" >/dev/null; t1=$(now); hundred+=("$(us "$t0" "$t1")")
 done
 in_session=$((($(printf '%s\n' "${hundred[@]}" | median) - $(printf '%s\n' "${one[@]}" | median)) / 100))
+# The interactive shell through a pseudo-terminal: Enter to the reply and the next prompt, and
+# how long an event that comes while the prompt waits takes to show (QEMU's timestamp to screen).
+read -r tty_us event_us < <(python3 - "$V" "$R" <<'PY'
+import os, pty, re, select, statistics, subprocess, sys, time
+v, n = sys.argv[1], int(sys.argv[2])
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["TERM"] = "xterm"
+    os.execv(v, [v, "qmp", "big"])
+buf = b""
+def until(pat, t=30):
+    global buf
+    end = time.time() + t
+    while True:
+        m = re.search(pat, buf, re.S)
+        if m:
+            buf = buf[m.end():]
+            return m
+        r, _, _ = select.select([fd], [], [], max(0, end - time.time()))
+        if not r:
+            sys.exit(f"timed out waiting for {pat!r}")
+        buf += os.read(fd, 65536)
+prompt = re.escape(b"qmp:big> ") + rb"\x1b\[0K\r\x1b\[9C"
+until(prompt)
+ts = []
+for _ in range(n):
+    t0 = time.perf_counter()
+    os.write(fd, b"query-status\r")
+    until(rb'"status": "running".*?' + prompt)
+    ts.append((time.perf_counter() - t0) * 1e6)
+ev = []
+for _ in range(5):
+    subprocess.run([v, "pause", "big"], check=True, capture_output=True)
+    m = until(rb"event STOP at (\d+\.\d+)")
+    ev.append((time.time() - float(m.group(1))) * 1e6)
+    subprocess.run([v, "resume", "big"], check=True, capture_output=True)
+    until(rb"event RESUME")
+os.write(fd, b"\x04")
+print(int(statistics.median(ts)), int(statistics.median(ev)))
+PY
+)
 row "vmctl qmp --exec query-status, end to end" "$(($(printf '%s\n' "${e_ts[@]}" | median) / 1000)).$((($(printf '%s\n' "${e_ts[@]}" | median) % 1000) / 100)) ms (median of $R)" "-"
 row "raw QMP connect + query-status from a running process (floor)" "$((raw_us / 1000)).$(((raw_us % 1000) / 100)) ms" "-"
 row "one command inside a session (stdin, 101 vs 1 commands)" "$in_session µs" "-"
+row "interactive shell: Enter to reply and next prompt (pty, median of $R)" "$tty_us µs" "-"
+row "interactive shell: event shown while the prompt waits (QEMU timestamp to screen, median of 5)" "$event_us µs" "-"
 
 echo
 echo "Measured $(date -u +%Y-%m-%d) on $(nproc) CPUs, $(uname -r), $(qemu-system-x86_64 --version | head -1), load $(cut -d' ' -f1-3 /proc/loadavg). Guest: $guest."

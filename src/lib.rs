@@ -25,6 +25,7 @@ mod golden;
 pub mod health;
 pub mod host;
 pub mod image;
+pub mod lineedit;
 pub mod paths;
 pub mod ports;
 pub mod process;

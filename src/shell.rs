@@ -1,7 +1,7 @@
 //! `vmctl qmp NAME`: a QMP shell on a running VM, interactive or for scripts.
 //!
 //! Interactive (stdin is a terminal, no `--exec`): line editing and a per-VM history file
-//! (rustyline), completion of command and argument names from the VM's own `query-qmp-schema`,
+//! (`lineedit`), completion of command and argument names from the VM's own `query-qmp-schema`,
 //! `cmd key=value ...` or raw JSON input, `hmp LINE`, `help [CMD]`, built-in verbs (`snapshot`,
 //! `pause`, `resume`, `reset`, `powerdown`), and asynchronous events printed as they arrive. It
 //! talks on the VM's third QMP socket (`qmp-shell.sock`, one shell at a time), so an open shell
@@ -13,29 +13,21 @@
 //! QMP error ends the run with exit 5.
 //!
 //! The connection is a plain blocking socket with a reader thread: replies go to the waiting
-//! command through a channel; events are printed at once while a command runs, and those that
-//! arrive while the prompt waits are printed when it returns (Enter on an empty line shows them).
-//! rustyline's `ExternalPrinter` would print them under the prompt, but with it rustyline 17
-//! leaves type-ahead and unbracketed pastes stuck in its buffer until the next key press. (The
-//! `buffer-redux` feature keeps what was typed ahead while a command ran for the next prompt.)
+//! command through a channel; events go to the line editor's printer, which prints them at once,
+//! above the prompt while it waits (keeping a half-typed line) and in line while a command runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use rustyline::completion::Completer;
-use rustyline::error::ReadlineError;
-use rustyline::highlight::Highlighter;
-use rustyline::hint::Hinter;
-use rustyline::validate::Validator;
-use rustyline::{CompletionType, Config, Editor, Helper};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::lineedit::{self, Editor};
 use crate::paths::{Home, VmPaths};
 use crate::runtime;
 use crate::units::VmName;
@@ -632,28 +624,14 @@ impl Session<'_> {
                     s.push_str(&format!("  {}\n", b.1));
                 }
                 s.push_str("QMP commands (`help CMD` for arguments; `CMD key=value ...` or {\"execute\": ...}):\n");
-                s.push_str(&columns(schema.commands.keys().map(String::as_str), 100));
+                s.push_str(&lineedit::columns(
+                    schema.commands.keys().map(String::as_str),
+                    100,
+                ));
                 s
             }
         })
     }
-}
-
-fn columns<'a>(words: impl Iterator<Item = &'a str>, width: usize) -> String {
-    let words: Vec<&str> = words.collect();
-    let w = words.iter().map(|w| w.len()).max().unwrap_or(0) + 2;
-    let per = (width / w).max(1);
-    let mut s = String::new();
-    for row in words.chunks(per) {
-        s.push_str("  ");
-        for word in row {
-            s.push_str(&format!("{word:<w$}"));
-        }
-        let t = s.trim_end().len();
-        s.truncate(t);
-        s.push('\n');
-    }
-    s
 }
 
 /// Scripts: one JSON reply per line on stdout; the first error ends the run.
@@ -700,46 +678,6 @@ fn hmp(conn: &mut Conn, line: &str) -> Result<Value> {
     conn.execute("human-monitor-command", Some(json!({"command-line": line})))
 }
 
-/// Events that arrived while the prompt was shown, printed when it returns.
-#[derive(Default)]
-struct EventQueue {
-    at_prompt: bool,
-    pending: Vec<String>,
-}
-
-impl EventQueue {
-    /// Print what is pending, then say whether the prompt is (about to be) shown.
-    fn set_prompt(q: &Mutex<EventQueue>, at_prompt: bool) {
-        let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
-        for m in q.pending.drain(..) {
-            println!("{m}");
-        }
-        q.at_prompt = at_prompt;
-    }
-}
-
-struct ShellHelper {
-    schema: Arc<Schema>,
-}
-
-impl Completer for ShellHelper {
-    type Candidate = String;
-    fn complete(
-        &self,
-        line: &str,
-        pos: usize,
-        _ctx: &rustyline::Context<'_>,
-    ) -> rustyline::Result<(usize, Vec<String>)> {
-        Ok(self.schema.complete(line, pos))
-    }
-}
-impl Hinter for ShellHelper {
-    type Hint = String;
-}
-impl Highlighter for ShellHelper {}
-impl Validator for ShellHelper {}
-impl Helper for ShellHelper {}
-
 fn interactive(home: &Home, name: &VmName, paths: &VmPaths) -> Result<()> {
     let socket = paths.qmp_shell_socket();
     if !socket.exists() {
@@ -753,29 +691,10 @@ fn interactive(home: &Home, name: &VmName, paths: &VmPaths) -> Result<()> {
             "Another `vmctl qmp {name}` shell is open (QEMU serves one client per socket); close it, or use `vmctl qmp {name} --exec CMD`"
         ))
     })?;
-    let config = Config::builder()
-        .completion_type(CompletionType::List)
-        .auto_add_history(true)
-        .history_ignore_dups(true)
-        .and_then(|c| c.max_history_size(1000))
-        .map_err(|e| Error::Other(format!("Cannot set up line editing: {e}")))?
-        .build();
-    let mut rl: Editor<ShellHelper, rustyline::history::DefaultHistory> =
-        Editor::with_config(config)
-            .map_err(|e| Error::Other(format!("Cannot set up line editing: {e}")))?;
-    let history = paths.qmp_history();
-    let _ = rl.load_history(&history);
-    let events = Arc::new(Mutex::new(EventQueue::default()));
-    let queue = events.clone();
-    let sink: EventSink = Box::new(move |m| {
-        let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.at_prompt {
-            q.pending.push(m);
-        } else {
-            println!("{m}");
-        }
-    });
-    let conn = Conn::open(&socket, lock, Some(sink))?;
+    let mut rl = Editor::new(Some(paths.qmp_history()))
+        .map_err(|e| Error::Other(format!("Cannot set up line editing: {e}")))?;
+    let printer = rl.printer();
+    let conn = Conn::open(&socket, lock, Some(Box::new(move |m| printer.print(m))))?;
     let mut s = Session {
         home,
         name,
@@ -784,8 +703,9 @@ fn interactive(home: &Home, name: &VmName, paths: &VmPaths) -> Result<()> {
         schema: None,
     };
     let schema = s.schema()?;
-    rl.set_helper(Some(ShellHelper {
-        schema: schema.clone(),
+    let completion = schema.clone();
+    rl.set_completer(Box::new(move |line: &str, pos: usize| {
+        completion.complete(line, pos)
     }));
     println!(
         "QMP shell on VM {name} ({} commands; `help`, Tab completes, Ctrl-D leaves)",
@@ -793,20 +713,14 @@ fn interactive(home: &Home, name: &VmName, paths: &VmPaths) -> Result<()> {
     );
     let prompt = format!("qmp:{name}> ");
     loop {
-        EventQueue::set_prompt(&events, true);
-        let line = rl.readline(&prompt);
-        EventQueue::set_prompt(&events, false);
-        let line = match line {
-            Ok(l) => l,
-            Err(ReadlineError::Interrupted) => continue,
-            Err(ReadlineError::Eof) => break,
+        let line = match rl.read_line(&prompt) {
+            Ok(lineedit::Read::Line(l)) => l,
+            Ok(lineedit::Read::Interrupted) => continue,
+            Ok(lineedit::Read::Eof) => break,
             Err(e) => return Err(Error::Other(format!("Cannot read input: {e}"))),
         };
-        if let Err(e) = rl.save_history(&history) {
-            tracing::warn!(
-                "Cannot save the shell history to {}: {e}",
-                history.display()
-            );
+        if let Err(e) = rl.add_history(&line) {
+            tracing::warn!("Cannot save the shell history: {e}");
         }
         match step(&mut s, &mut rl, &line, &schema) {
             Ok(true) => {}
@@ -825,12 +739,7 @@ fn conn<'s>(s: &'s mut Session<'_>) -> Result<&'s mut Conn> {
 }
 
 /// Run one interactive line; false when the shell should end.
-fn step(
-    s: &mut Session<'_>,
-    rl: &mut Editor<ShellHelper, rustyline::history::DefaultHistory>,
-    line: &str,
-    schema: &Schema,
-) -> Result<bool> {
+fn step(s: &mut Session<'_>, rl: &mut Editor, line: &str, schema: &Schema) -> Result<bool> {
     let reply = match parse_line(line, Some(schema))? {
         Input::Empty => return Ok(true),
         Input::Leave => return Ok(false),
@@ -844,13 +753,11 @@ fn step(
             return Ok(true);
         }
         Input::Qmp { name, .. } if name == "quit" => {
-            let answer = rl
-                .readline(&format!(
-                    "QMP quit kills VM {}'s QEMU now, without a guest shutdown; type yes to go on: ",
-                    s.name
-                ))
-                .unwrap_or_default();
-            if answer.trim() != "yes" {
+            let answer = rl.read_line(&format!(
+                "QMP quit kills VM {}'s QEMU now, without a guest shutdown; type yes to go on: ",
+                s.name
+            ));
+            if !matches!(answer, Ok(lineedit::Read::Line(a)) if a.trim() == "yes") {
                 println!("Not sent.");
                 return Ok(true);
             }

@@ -1,7 +1,9 @@
 //! `vmctl qmp` against real QEMU (TCG) and the tiny guest: the interactive shell driven through a
-//! pseudo-terminal (completion of command and argument names, history across sessions, `hmp`,
-//! a QMP error that leaves the shell usable, built-in verbs, events, the guarded QMP `quit`, one
-//! shell at a time, the restart hint for a VM without the shell socket), and the script modes (`--exec`, stdin) with their JSON replies and exit codes.
+//! pseudo-terminal (completion of command and argument names, history across sessions, `hmp`, a
+//! QMP error that leaves the shell usable, built-in verbs, events (also one that arrives while
+//! the prompt waits with a half-typed line), a multi-line paste, the guarded QMP `quit`, one shell
+//! at a time, the restart hint for a VM without the shell socket), and the script modes
+//! (`--exec`, stdin) with their JSON replies and exit codes.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -64,14 +66,34 @@ fn interactive_shell_through_a_pty() {
     p.send_line("help human-monitor-command").unwrap();
     p.exp_string("cpu-index=int  (optional)").expect("help CMD");
 
-    // Built-in verbs, and an event printed as it arrives.
-    // (An event that comes while the prompt waits shows at the next Enter: send an empty line.)
+    // Built-in verbs, and their events.
     p.send_line("pause").unwrap();
-    p.send_line("").unwrap();
     p.exp_string("event STOP").expect("the STOP event");
     p.send_line("resume").unwrap();
-    p.send_line("").unwrap();
     p.exp_string("event RESUME").expect("the RESUME event");
+    p.exp_string(PROMPT).unwrap();
+
+    // An event that arrives while the prompt waits shows at once, above a half-typed line that
+    // stays as it was: no key is pressed between the type-ahead and the event.
+    keys(&mut p, "query-na");
+    p.exp_string("query-na")
+        .expect("the echo of the typed-ahead text");
+    t.ok(&["pause", "sh"]);
+    p.exp_string("event STOP")
+        .expect("an event shown while the prompt waits");
+    p.exp_string("query-na")
+        .expect("the half-typed line redrawn under the event");
+    keys(&mut p, "me\r");
+    p.exp_string("\"name\"")
+        .expect("the line finished after the event runs");
+    t.ok(&["resume", "sh"]);
+    p.exp_string("event RESUME").expect("the RESUME event");
+
+    // A paste of several lines in one write runs each line, none waits for another key.
+    keys(&mut p, "hmp info name\rquery-status\r");
+    p.exp_string("\"status\": \"running\"")
+        .expect("the second pasted line ran without a further key press");
+    p.exp_string(PROMPT).unwrap();
 
     // The snapshot verb, through the snapshot module (it uses the control socket meanwhile).
     p.send_line("snapshot create t1").unwrap();
