@@ -188,17 +188,17 @@ impl Editor {
                     let mut s = String::from("\r\n");
                     s.push_str(&columns(cands.iter().map(String::as_str), width(tty)));
                     out.write_all(s.replace('\n', "\r\n").as_bytes())?;
-                    self.redraw(&mut out, state, tty)?;
+                    dirty = true;
                 }
                 Action::ClearScreen => {
                     out.write_all(b"\x1b[H\x1b[2J")?;
-                    self.redraw(&mut out, state, tty)?;
+                    dirty = true;
                 }
                 Action::Suspend => {
                     out.write_all(b"\r\n")?;
                     out.flush()?;
                     raw.suspend()?;
-                    self.redraw(&mut out, state, tty)?;
+                    dirty = true;
                 }
                 Action::Done(r) => {
                     // The whole line, wrapped by the terminal, stays in the scrollback.
