@@ -29,6 +29,10 @@ pub struct RunState {
     /// The `[health]` check's state, rewritten as it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::HealthState>,
+    /// The guest's CPUs are stopped (QMP `STOP` event until `RESUME`: `vmctl pause`, the QMP
+    /// shell, a snapshot being saved or loaded); rewritten as it changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// How QEMU last ended, written by the supervisor.

@@ -275,6 +275,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
         unit,
         ready: false,
         health: monitor.as_ref().map(|m| m.state.clone()),
+        paused: false,
     };
     runtime::write_state(&paths, &state)?;
     tracing::info!(vm = %spec.name, pid, %accel, "QEMU is up");
@@ -377,7 +378,7 @@ impl Running<'_> {
             Some((h.clone(), via))
         });
         let far = self.started + Duration::from_secs(86400 * 365);
-        let give_up = health
+        let mut give_up = health
             .as_ref()
             .map_or(far, |(h, _)| self.started + health::give_up_after(h));
         let mut gave_up = false;
@@ -385,12 +386,35 @@ impl Running<'_> {
         let mut probes = tokio::task::JoinSet::new();
         let mut ending = Ending::Exited;
         let mut monitor_open = true;
+        // While the guest's CPUs are stopped its health cannot be judged: no probes, and the
+        // time does not count toward giving up.
+        let mut paused_since: Option<Instant> = None;
+        let mut resumed_at: Option<Instant> = None;
         let status = loop {
             let stopping = !matches!(ending, Ending::Exited);
             tokio::select! {
                 status = &mut *exit_rx => break status.ok().and_then(|s| s.ok()),
                 ev = qmp.next_event(Instant::now() + Duration::from_secs(3600)), if monitor_open => match ev {
-                    Ok(Some(e)) => tracing::info!(vm = %spec.name, event = %e.event, data = %e.data, "guest event"),
+                    Ok(Some(e)) => {
+                        tracing::info!(vm = %spec.name, event = %e.event, data = %e.data, "guest event");
+                        match e.event.as_str() {
+                            "STOP" if paused_since.is_none() => {
+                                paused_since = Some(Instant::now());
+                                self.on_pause(true);
+                            }
+                            "RESUME" => {
+                                if let Some(t) = paused_since.take() {
+                                    give_up += t.elapsed();
+                                    resumed_at = Some(Instant::now());
+                                    self.on_pause(false);
+                                    if self.state.ready {
+                                        next_probe = health.as_ref().map(|(h, _)| Instant::now() + h.interval);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
                     Ok(None) => {}
                     Err(_) => monitor_open = false,
                 },
@@ -400,7 +424,7 @@ impl Running<'_> {
                     self.on_ready();
                     next_probe = health.as_ref().map(|(h, _)| Instant::now() + h.interval);
                 }
-                _ = tokio::time::sleep_until(give_up), if !self.state.ready && !gave_up && !stopping => {
+                _ = tokio::time::sleep_until(give_up), if !self.state.ready && !gave_up && !stopping && paused_since.is_none() => {
                     gave_up = true;
                     let Some((h, via)) = &health else { continue };
                     // One last check, which also says why the guest fails it.
@@ -419,15 +443,19 @@ impl Running<'_> {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(next_probe.unwrap_or(far)), if next_probe.is_some() && !stopping => {
+                _ = tokio::time::sleep_until(next_probe.unwrap_or(far)), if next_probe.is_some() && !stopping && paused_since.is_none() => {
                     next_probe = None;
                     if let Some((h, via)) = &health {
                         let (check, via, timeout) = (h.check.clone(), *via, health::probe_timeout(h));
-                        probes.spawn(async move { health::probe(&check, &via, timeout).await });
+                        probes.spawn(async move {
+                            (Instant::now(), health::probe(&check, &via, timeout).await)
+                        });
                     }
                 }
-                Some(Ok(result)) = probes.join_next(), if !probes.is_empty() && !stopping => {
-                    if self.on_probe(result) && self.on_unhealthy(qmp).await {
+                Some(Ok((started, result))) = probes.join_next(), if !probes.is_empty() && !stopping => {
+                    if paused_since.is_some() || resumed_at.is_some_and(|r| started < r) {
+                        // It overlapped a pause, so it says nothing; RESUME schedules the next.
+                    } else if self.on_probe(result) && self.on_unhealthy(qmp).await {
                         ending = Ending::Unhealthy;
                     } else {
                         next_probe = health.as_ref().map(|(h, _)| Instant::now() + h.interval);
@@ -468,6 +496,24 @@ impl Running<'_> {
                 )),
             ],
         );
+    }
+
+    /// The guest's CPUs stopped (or run again): `state.json` (so `vmctl list` says paused) and
+    /// systemd's status line hear of it.
+    fn on_pause(&mut self, paused: bool) {
+        self.state.paused = paused;
+        self.save();
+        let (vm, pid) = (&self.spec.name, self.pid);
+        if paused {
+            tracing::info!(%vm, pid, "the guest is paused; health checks wait until it resumes");
+            self.status("Paused (its CPUs are stopped); health checks wait until it resumes");
+        } else {
+            tracing::info!(%vm, pid, "the guest runs again");
+            self.status(&format!(
+                "Running again (QEMU pid {pid}, {})",
+                self.state.accel
+            ));
+        }
     }
 
     /// Record a health check's result; true when it made the guest unhealthy.

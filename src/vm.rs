@@ -746,7 +746,11 @@ pub fn list(home: &Home) -> Vec<Summary> {
             let live = runtime::liveness(&paths);
             let (state, pid, accel) = match &live {
                 Liveness::Running { pid, state } => (
-                    "running",
+                    if state.as_ref().is_some_and(|s| s.paused) {
+                        "paused"
+                    } else {
+                        "running"
+                    },
                     Some(*pid),
                     state.as_ref().map(|s| s.accel.to_string()),
                 ),

@@ -2,7 +2,8 @@
 //! with no output at all; install/uninstall/rm handle the files and report that systemd could not
 //! be reloaded; definitions with bad `after`/`[health]` are refused by field. And `vmctl run` under
 //! a stand-in service manager: sd_notify READY=1 only once the guest answers, STOPPING=1 and exit
-//! 0 on SIGTERM; an unhealthy guest is stopped with exit 8. (Under a real systemd: nspawn.rs.)
+//! 0 on SIGTERM; an unhealthy guest is stopped with exit 8, a paused one is left alone and listed
+//! as paused. (Under a real systemd: nspawn.rs.)
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -264,7 +265,8 @@ impl Notifications {
         }
     }
 
-    /// Messages until one contains `line` (which is returned last), bounded by `timeout`.
+    /// Messages until one has a line starting with `line` (that message is returned last),
+    /// bounded by `timeout`.
     fn until(&self, line: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
@@ -277,7 +279,7 @@ impl Notifications {
                 break;
             };
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let done = msg.lines().any(|l| l == line);
+            let done = msg.lines().any(|l| l.starts_with(line));
             seen.push(msg);
             if done {
                 return seen;
@@ -294,6 +296,23 @@ fn spawn_run(t: &TestHome, name: &str, notify: &Notifications) -> std::process::
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// SIGTERM to `vmctl run`, as `systemctl stop` sends it: it says STOPPING=1 and exits 0.
+fn stop_run(run: std::process::Child, notify: &Notifications) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    notify.until("STOPPING=1", Duration::from_secs(10));
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Create a tiny VM forwarding a free port to guest port 8080, with `extra` TOML appended to its
@@ -324,19 +343,7 @@ fn run_notifies_ready_once_the_guest_answers_and_stops_on_sigterm() {
     let st = t.status("web");
     assert_eq!(st["ready"], true, "{st}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(run.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    notify.until("STOPPING=1", Duration::from_secs(10));
-    let out = run.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stop_run(run, &notify);
     let st = t.status("web");
     assert_eq!(st["last_exit"]["stopped_by"], "acpi", "{st}");
     assert_eq!(st["last_exit"]["code"], 0, "{st}");
@@ -370,6 +377,46 @@ fn an_unhealthy_guest_is_stopped_with_exit_8() {
     assert!(stderr.contains("unhealthy"), "{stderr}");
     let st = t.status("sick");
     assert_eq!(st["last_exit"]["stopped_by"], "health-check", "{st}");
+}
+
+#[test]
+fn a_paused_guest_is_not_judged_by_its_health_check() {
+    let t = TestHome::new();
+    // A 1 s interval and 2 retries: were probes of a paused guest counted, it would be stopped
+    // as unhealthy within about 4 s of the pause.
+    let port = create_tiny(
+        &t,
+        "nap",
+        "[health]\nhttp = \"8080/\"\ninterval = \"1s\"\nretries = 2\n",
+    );
+    let notify = Notifications::new();
+    let mut run = spawn_run(&t, "nap", &notify);
+    notify.until("READY=1", Duration::from_secs(120));
+    t.ok(&["pause", "nap"]);
+    notify.until(
+        "STATUS=Paused (its CPUs are stopped); health checks wait until it resumes",
+        Duration::from_secs(10),
+    );
+    let listed = t.json(&["list", "--json"]);
+    assert_eq!(listed[0]["state"], "paused", "{listed}");
+    // Three times what it takes to be judged unhealthy: the supervisor must still be running.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < deadline {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the supervisor ended while the guest was paused"
+        );
+        assert_eq!(http_get(port), None, "a paused guest does not answer");
+    }
+    t.ok(&["resume", "nap"]);
+    notify.until("STATUS=Running again", Duration::from_secs(10));
+    let page = http_get(port).expect("the resumed guest answers");
+    assert!(page.contains("vmctl tiny guest: nap"), "{page}");
+    let st = t.status("nap");
+    assert_eq!(st["health"]["status"], "healthy", "{st}");
+    assert_eq!(t.json(&["list", "--json"])[0]["state"], "running");
+
+    stop_run(run, &notify);
 }
 
 #[test]
