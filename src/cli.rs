@@ -500,7 +500,15 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Cmd::Qmp { name, exec } => crate::shell::run(&home, &name, exec)?,
         Cmd::Port(PortCmd::Add { name, spec }) => {
             let c = crate::ports::add(&home, &name, spec)?;
-            println!("VM {} forwards {}{}", c.name, c.spec, port_when(c.live));
+            println!("VM {} forwards {}{}", c.name, c.spec, port_when(&c));
+            if let Some(f) = &c.defined_by {
+                eprintln!(
+                    "Note: {} defines VM {} and is applied at each start: add \"{}\" to `ports` there to keep this forward",
+                    f.display(),
+                    c.name,
+                    c.spec
+                );
+            }
         }
         Cmd::Port(PortCmd::Rm { name, spec }) => {
             let c = crate::ports::rm(&home, &name, spec)?;
@@ -508,8 +516,16 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 "VM {} no longer forwards {}{}",
                 c.name,
                 c.spec,
-                port_when(c.live)
+                port_when(&c)
             );
+            if let Some(f) = &c.defined_by {
+                eprintln!(
+                    "Note: {} defines VM {} and is applied at each start: remove \"{}\" from `ports` there, or the forward comes back",
+                    f.display(),
+                    c.name,
+                    c.spec
+                );
+            }
         }
         Cmd::Port(PortCmd::List { name, json }) => {
             let l = crate::ports::list(&home, &name)?;
@@ -782,11 +798,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
 }
 
 /// When a port change takes effect.
-fn port_when(live: bool) -> &'static str {
-    if live {
-        " (now, and at every start)"
-    } else {
-        " (from the next start)"
+fn port_when(c: &crate::ports::Changed) -> &'static str {
+    match (c.live, &c.defined_by) {
+        (true, Some(_)) => " (now, until the VM stops)",
+        (true, None) => " (now, and at every start)",
+        (false, _) => " (from the next start)",
     }
 }
 

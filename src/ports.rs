@@ -4,10 +4,14 @@
 //! on a running VM nothing holds it now), added to or removed from the running QEMU's user-mode
 //! network with HMP `hostfwd_add`/`hostfwd_remove` (through `human-monitor-command` on the control
 //! socket; their plain-text replies become errors), and then saved to the VM's definition
-//! atomically so the next start has it. On a stopped VM only the definition changes. The home's
+//! atomically so the next start has it. On a stopped VM only the definition changes. A VM that a
+//! drop-in file defines (its unit applies the file before each start) gets the change while it
+//! runs, with a note that it lasts until it stops; stopped, it is refused with where to make the
+//! change instead. The home's
 //! lock and the VM's lock are held throughout, as `create` and `start` take them.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -92,6 +96,34 @@ pub struct Changed {
     pub spec: PortForward,
     /// Whether the running QEMU was changed too (else only the definition).
     pub live: bool,
+    /// The drop-in file that defines the VM: its unit applies it before each start, so a change
+    /// made here lasts only until the VM stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defined_by: Option<PathBuf>,
+}
+
+/// The drop-in that defines the VM, when one does (`create --from FILE --update` recorded it and
+/// the file is still there).
+fn defined_by(paths: &VmPaths) -> Option<PathBuf> {
+    let f = PathBuf::from(std::fs::read_to_string(paths.drop_in_record()).ok()?);
+    f.exists().then_some(f)
+}
+
+/// The drop-in that defines the VM, if any; a stopped one is refused, since changing its
+/// definition here would be undone at the next start: say where to `edit` instead.
+fn drop_in_owner(
+    paths: &VmPaths,
+    name: &VmName,
+    live: bool,
+    edit: &str,
+) -> Result<Option<PathBuf>> {
+    match defined_by(paths) {
+        Some(file) if !live => Err(Error::Usage(format!(
+            "VM {name} is defined by {}, which its unit applies before each start; {edit} `ports` in that file",
+            file.display()
+        ))),
+        owner => Ok(owner),
+    }
 }
 
 /// Forward `f` from now on (running VM) and at every start.
@@ -115,6 +147,7 @@ pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     }
     cfg.ports.push(f.to_string());
     let live = runtime::liveness(&paths).is_running();
+    let owner = drop_in_owner(&paths, name, live, &format!("add \"{f}\" to"))?;
     if live {
         crate::supervisor::check_port_free(home, name, &f, &f.to_string())?;
         hmp(
@@ -134,6 +167,7 @@ pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
         name: name.to_string(),
         spec: f,
         live,
+        defined_by: owner,
     })
 }
 
@@ -164,6 +198,7 @@ pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     };
     cfg.ports.remove(i);
     let live = runtime::liveness(&paths).is_running();
+    let owner = drop_in_owner(&paths, name, live, &format!("remove \"{f}\" from"))?;
     if live {
         // "host forwarding rule for tcp:127.0.0.1:8081 removed" on success.
         hmp(&paths, &remove_line(&f), |out| out.ends_with("removed"))?;
@@ -173,6 +208,7 @@ pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
         name: name.to_string(),
         spec: f,
         live,
+        defined_by: owner,
     })
 }
 
