@@ -8,14 +8,16 @@
 //! for two seconds where nothing answers. This editor reads the terminal into its own buffer and
 //! waits (poll) on the terminal and on a wake-up socket only when that buffer is empty, so neither
 //! typed-ahead keys nor messages wait for each other. A line wider than the terminal scrolls
-//! sideways (as in linenoise), so redrawing never needs to know which row the cursor is on.
+//! sideways (as in linenoise), so redrawing never needs to know which row the cursor is on. A
+//! terminal that takes no control sequences (`TERM=dumb`, as in Emacs' shell mode, or standard
+//! output not the terminal) gets plain lines: the prompt, and messages on lines of their own.
 //!
 //! The pure parts (bytes to keys, editing, layout of the visible part, history, search) are unit
 //! tested here; the terminal part (raw mode, poll, printing above the prompt) is driven through a
 //! pseudo-terminal by the QMP shell's integration test.
 
 use std::collections::VecDeque;
-use std::io::{self, Read as _, Write};
+use std::io::{self, IsTerminal, Read as _, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -56,6 +58,15 @@ pub struct Editor {
     input: VecDeque<u8>,
     /// The terminal reported end of file.
     hangup: bool,
+    /// No control sequences: lines as the terminal's line discipline gives them.
+    plain: bool,
+}
+
+/// Whether the terminal takes the editor's control sequences: standard output is the terminal
+/// and `TERM` is not one that cannot (linenoise's list: dumb, cons25, emacs).
+fn capable_terminal() -> bool {
+    let term = std::env::var("TERM").unwrap_or_default();
+    io::stdout().is_terminal() && !matches!(term.as_str(), "dumb" | "cons25" | "emacs")
 }
 
 /// A handle other threads print through: above the prompt while a line is being edited, straight
@@ -117,6 +128,7 @@ impl Editor {
             wake,
             input: VecDeque::new(),
             hangup: false,
+            plain: !capable_terminal(),
         })
     }
 
@@ -133,13 +145,23 @@ impl Editor {
         self.history.add(line)
     }
 
-    /// Edit one line after `prompt`, in raw mode.
+    /// Edit one line after `prompt`: in raw mode on a capable terminal, else (`plain`) as the
+    /// terminal's own line discipline gives it.
     pub fn read_line(&mut self, prompt: &str) -> io::Result<Read> {
         let stdin = io::stdin();
-        let raw = RawMode::enter(stdin.as_fd())?;
+        let raw = if self.plain {
+            None
+        } else {
+            Some(RawMode::enter(stdin.as_fd())?)
+        };
         self.printer.shared.lock().editing = true;
-        let mut state = State::new(prompt, self.history.entries.len());
-        let result = self.edit(&mut state, &raw);
+        let result = match &raw {
+            Some(raw) => {
+                let mut state = State::new(prompt, self.history.entries.len());
+                self.edit(&mut state, raw)
+            }
+            None => self.read_plain(prompt, stdin.as_fd()),
+        };
         // Messages that came after the last redraw go under the finished line.
         let late = {
             let mut st = self.printer.shared.lock();
@@ -153,6 +175,39 @@ impl Editor {
         let _ = out.flush();
         drop(raw);
         result
+    }
+
+    /// A line without control sequences, for a terminal that cannot take them (Emacs' shell
+    /// mode edits the line itself): the prompt, and messages on lines of their own, each
+    /// followed by the prompt again.
+    fn read_plain(&mut self, prompt: &str, tty: BorrowedFd<'_>) -> io::Result<Read> {
+        let mut out = io::stdout();
+        write!(out, "{prompt}")?;
+        loop {
+            let pending = std::mem::take(&mut self.printer.shared.lock().pending);
+            if !pending.is_empty() {
+                writeln!(out)?;
+                for m in pending {
+                    writeln!(out, "{m}")?;
+                }
+                write!(out, "{prompt}")?;
+            }
+            out.flush()?;
+            if let Some(i) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line);
+                return Ok(Read::Line(line.trim_end_matches(['\n', '\r']).to_string()));
+            }
+            if self.hangup {
+                // End of input (Ctrl-D): a last line without its newline still counts.
+                if self.input.is_empty() {
+                    return Ok(Read::Eof);
+                }
+                let line: Vec<u8> = self.input.drain(..).collect();
+                return Ok(Read::Line(String::from_utf8_lossy(&line).into_owned()));
+            }
+            self.fill(tty, None)?;
+        }
     }
 
     fn edit(&mut self, state: &mut State, raw: &RawMode<'_>) -> io::Result<Read> {

@@ -147,6 +147,32 @@ fn interactive_shell_through_a_pty() {
     old.exp_eof().unwrap();
 }
 
+/// A terminal that takes no control sequences (TERM=dumb: Emacs' shell mode edits the line
+/// itself) gets plain lines, and events still show while the prompt waits.
+#[test]
+fn a_dumb_terminal_gets_plain_lines_and_events() {
+    let t = TestHome::new();
+    create_tiny(&t, "sh", free_port());
+    t.ok(&["start", "sh"]);
+    let mut cmd = t.cmd(&["qmp", "sh"]);
+    cmd.env("TERM", "dumb");
+    let mut p = spawn_command(cmd, Some(30_000)).expect("spawn vmctl qmp in a pty");
+    let mut seen = p.exp_string(PROMPT).expect("the prompt");
+    p.send_line("query-status").unwrap();
+    seen += &p.exp_string("\"status\": \"running\"").expect("a reply");
+    seen += &p.exp_string(PROMPT).unwrap();
+    t.ok(&["pause", "sh"]);
+    seen += &p
+        .exp_string("event STOP")
+        .expect("an event shown while the prompt waits");
+    seen += &p.exp_string(PROMPT).expect("the prompt again after it");
+    assert!(!seen.contains('\x1b'), "no control sequences: {seen:?}");
+    p.send_control('d').unwrap();
+    p.exp_eof().expect("Ctrl-D leaves the shell");
+    let hist = std::fs::read_to_string(t.home().join("vms/sh/qmp-history")).unwrap();
+    assert!(hist.contains("query-status"), "{hist}");
+}
+
 #[test]
 fn exec_and_stdin_print_json_and_fail_on_qmp_errors() {
     let t = TestHome::new();
