@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
@@ -291,11 +291,23 @@ impl Editor {
                         self.input.drain(..n);
                         return Ok(Some(key));
                     }
-                    // Part of a sequence: wait briefly for the rest, else drop its first byte.
+                    // Part of a sequence: wait briefly for the rest (a wake-up meanwhile only
+                    // delays the messages), else take its first byte alone.
                     None => {
-                        if !self.fill(tty, Some(ESC_WAIT))? {
-                            self.input.pop_front();
-                            return Ok(Some(Key::Esc));
+                        let deadline = Instant::now() + ESC_WAIT;
+                        loop {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                let b = self.input.pop_front();
+                                return Ok(Some(if b == Some(0x1b) {
+                                    Key::Esc
+                                } else {
+                                    Key::Ignored
+                                }));
+                            }
+                            if self.fill(tty, Some(left))? {
+                                break;
+                            }
                         }
                         continue;
                     }
@@ -810,6 +822,8 @@ impl State {
                 Action::Redraw
             }
             Key::ClearScreen => Action::ClearScreen,
+            // A lone Esc (or Esc then a key this editor does not bind) does nothing.
+            Key::Esc => Action::Redraw,
             Key::Suspend => Action::Suspend,
             k => {
                 if self.line.edit(&k) {
