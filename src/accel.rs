@@ -330,20 +330,35 @@ pub fn verdict_cached(home: &crate::paths::Home, arch: Arch) -> Option<BootVerdi
     let version = crate::host::qemu_version(&qemu).unwrap_or_default();
     let fp = fingerprint(&qemu, &version);
     let dir = crate::paths::cache_dir();
-    std::fs::create_dir_all(&dir).ok()?;
     let file = cache_file(&dir, arch);
     if let Some(v) = load_cached(&file, &fp) {
         return Some(v);
     }
-    // One probe at a time per host; whoever waited finds the verdict cached.
-    let _lock = crate::fsutil::lock_exclusive(&dir.join("kvm-probe.lock")).ok()?;
-    if let Some(v) = load_cached(&file, &fp) {
-        return Some(v);
+    // One probe at a time per host; whoever waited finds the verdict cached. A cache that cannot
+    // be written (a unit whose cache directory was deleted: /var is read-only to it) costs a
+    // probe per start, not the probe: without one, KVM would go unverified (TCG, and a hint to
+    // build the tiny image that is already built).
+    let lock = std::fs::create_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            crate::fsutil::lock_exclusive(&dir.join("kvm-probe.lock")).map_err(|e| e.to_string())
+        });
+    match &lock {
+        Ok(_) => {
+            if let Some(v) = load_cached(&file, &fp) {
+                return Some(v);
+            }
+        }
+        Err(e) => tracing::warn!(
+            "cannot keep the KVM verdict in {} ({e}): testing KVM again at each start",
+            dir.display()
+        ),
     }
     let img = crate::image::find(home, "tiny", arch).ok()?;
     let (kernel, initrd) = (img.kernel()?, img.initrd()?);
     tracing::warn!(
-        "checking once whether KVM really runs guests on this host (a test boot, at most {} s)",
+        "checking {}whether KVM really runs guests on this host (a test boot, at most {} s)",
+        if lock.is_ok() { "once " } else { "" },
         PROBE_TIMEOUT.as_secs()
     );
     let verdict = boot_probe(&qemu, arch, &kernel, &initrd, PROBE_TIMEOUT);
@@ -353,12 +368,14 @@ pub fn verdict_cached(home: &crate::paths::Home, arch: Arch) -> Option<BootVerdi
         verdict: verdict.clone(),
         checked_at: crate::fsutil::unix_now(),
     };
-    let _ = crate::fsutil::write_atomic(
-        &file,
-        serde_json::to_string_pretty(&cached)
-            .expect("serializes")
-            .as_bytes(),
-    );
+    if lock.is_ok() {
+        let _ = crate::fsutil::write_atomic(
+            &file,
+            serde_json::to_string_pretty(&cached)
+                .expect("serializes")
+                .as_bytes(),
+        );
+    }
     Some(verdict)
 }
 

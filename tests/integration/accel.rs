@@ -57,6 +57,22 @@ fn doctor_chooses_tcg_with_a_reason_and_caches_the_verdict() {
     }
     let text = t.ok(&["doctor"]);
     assert!(text.contains("accelerator: tcg"), "{text}");
+
+    // A cache directory that cannot be made (a unit's, deleted, under a read-only /var): the
+    // verdict is not kept, but KVM is still tested, not left unverified.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = t
+        .cmd(&["doctor", "--json"])
+        .env("VMCTL_CACHE_DIR", file.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["arches"], d["arches"], "the same decision, uncached");
+    if reason.contains("test guest") {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot keep the KVM verdict"), "{stderr}");
+    }
 }
 
 #[test]
