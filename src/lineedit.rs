@@ -28,6 +28,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 use unicode_width::UnicodeWidthChar;
 
+use crate::error::IoContext;
 use crate::fsutil;
 
 /// How long the rest of an escape sequence may take to arrive before a lone Esc is just Esc.
@@ -667,11 +668,14 @@ fn layout(prompt: &str, line: &[char], pos: usize, width: usize) -> (String, usi
 }
 
 /// Past lines, oldest first, kept in a file (a line each; `#` lines are ignored, so an older
-/// vmctl's rustyline history file still loads).
+/// vmctl's rustyline history file still loads). A line is appended to the file as it is added;
+/// the file is rewritten (atomically, with the newest `max`) only once it holds twice that.
 struct History {
     entries: Vec<String>,
     path: Option<PathBuf>,
     max: usize,
+    /// Lines in the file.
+    in_file: usize,
 }
 
 impl History {
@@ -684,6 +688,7 @@ impl History {
             entries: Vec::new(),
             path,
             max,
+            in_file: text.lines().count(),
         };
         for l in text.lines() {
             if !l.starts_with('#') {
@@ -713,12 +718,24 @@ impl History {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        if self.in_file < 2 * self.max {
+            let appended = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(format!("{}\n", line.trim()).as_bytes()));
+            appended.path_ctx("append to", path)?;
+            self.in_file += 1;
+            return Ok(());
+        }
         let mut text = String::new();
         for e in &self.entries {
             text.push_str(e);
             text.push('\n');
         }
-        fsutil::write_atomic(path, text.as_bytes())
+        fsutil::write_atomic(path, text.as_bytes())?;
+        self.in_file = self.entries.len();
+        Ok(())
     }
 
     /// The newest entry at or before `from` that contains `query`.
@@ -1100,8 +1117,20 @@ mod tests {
         let mut h = History::load(Some(path.clone()), 10);
         assert_eq!(h.entries, vec!["query-status", "hmp info status"]);
         h.add("query-name").unwrap();
-        let again = History::load(Some(path), 10);
+        let again = History::load(Some(path.clone()), 10);
         assert_eq!(again.entries.last().unwrap(), "query-name");
+        // Appended until the file holds twice the bound, then rewritten with the newest.
+        let mut h = History::load(Some(path.clone()), 2);
+        for l in ["a", "b", "c"] {
+            h.add(l).unwrap();
+        }
+        let lines = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
+        // The file held 4 lines: "a" rewrote it with the newest 2, "b" and "c" were appended.
+        assert_eq!(lines(&path), 4);
+        assert_eq!(History::load(Some(path.clone()), 2).entries, vec!["b", "c"]);
+        h.add("d").unwrap();
+        assert_eq!(lines(&path), 2, "rewritten at twice the bound");
+        assert_eq!(History::load(Some(path), 2).entries, vec!["c", "d"]);
     }
 
     #[test]
