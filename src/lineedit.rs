@@ -108,6 +108,11 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, PrintState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The messages queued since the last call.
+    fn take_pending(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().pending)
+    }
 }
 
 impl Editor {
@@ -185,7 +190,7 @@ impl Editor {
         let mut out = io::stdout();
         write!(out, "{prompt}")?;
         loop {
-            let pending = std::mem::take(&mut self.printer.shared.lock().pending);
+            let pending = self.printer.shared.take_pending();
             if !pending.is_empty() {
                 writeln!(out)?;
                 for m in pending {
@@ -217,7 +222,7 @@ impl Editor {
         // Redraw once the keys at hand are used up, not after each key of a paste.
         let mut dirty = true;
         loop {
-            let pending = std::mem::take(&mut self.printer.shared.lock().pending);
+            let pending = self.printer.shared.take_pending();
             if !pending.is_empty() {
                 let mut s = String::from("\r\x1b[0K");
                 for m in pending {

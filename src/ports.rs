@@ -102,22 +102,20 @@ pub struct Changed {
     pub defined_by: Option<PathBuf>,
 }
 
-/// The drop-in that defines the VM, when one does (`create --from FILE --update` recorded it and
-/// the file is still there).
-fn defined_by(paths: &VmPaths) -> Option<PathBuf> {
-    let f = PathBuf::from(std::fs::read_to_string(paths.drop_in_record()).ok()?);
-    f.exists().then_some(f)
-}
-
-/// The drop-in that defines the VM, if any; a stopped one is refused, since changing its
-/// definition here would be undone at the next start: say where to `edit` instead.
+/// The drop-in that defines the VM, if one does (`create --from FILE --update` recorded it and
+/// the file is still there). A stopped VM's is refused, since changing its definition here would
+/// be undone at the next start: say where to `edit` instead.
 fn drop_in_owner(
     paths: &VmPaths,
     name: &VmName,
     live: bool,
     edit: &str,
 ) -> Result<Option<PathBuf>> {
-    match defined_by(paths) {
+    let owner = std::fs::read_to_string(paths.drop_in_record())
+        .map(PathBuf::from)
+        .ok()
+        .filter(|f| f.exists());
+    match owner {
         Some(file) if !live => Err(Error::Usage(format!(
             "VM {name} is defined by {}, which its unit applies before each start; {edit} `ports` in that file",
             file.display()
