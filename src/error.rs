@@ -78,6 +78,11 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+
+    /// An error another vmctl process reported with its exit code (the supervisor, through the
+    /// line it writes for `vmctl start`): shown and exited with as it was.
+    #[error("{message}")]
+    Relayed { code: u8, message: String },
 }
 
 impl Error {
@@ -90,6 +95,7 @@ impl Error {
             Error::Timeout(_) => exit::TIMEOUT,
             Error::State(_) => exit::STATE,
             Error::Io { .. } | Error::Other(_) => exit::FAILURE,
+            Error::Relayed { code, .. } => *code,
         }
     }
 

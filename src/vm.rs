@@ -421,15 +421,13 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
     if let Some(rest) = line.strip_prefix("ERROR ") {
         let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
         let msg = msg.replace("\\n", "\n");
-        return Err(match code.parse::<u8>().unwrap_or(1) {
-            crate::error::exit::USAGE => Error::Usage(msg),
-            crate::error::exit::NOT_FOUND => Error::Other(msg),
-            crate::error::exit::HOST => Error::Host(msg),
-            crate::error::exit::QEMU => Error::Qemu(msg),
-            crate::error::exit::TIMEOUT => Error::Timeout(msg),
-            crate::error::exit::STATE => Error::State(msg),
-            _ => Error::Other(msg),
-        });
+        let code = match code.parse::<u8>() {
+            Ok(c) if (crate::error::exit::FAILURE..=crate::error::exit::UNHEALTHY).contains(&c) => {
+                c
+            }
+            _ => crate::error::exit::FAILURE,
+        };
+        return Err(Error::Relayed { code, message: msg });
     }
     Err(Error::Qemu(format!(
         "The supervisor of VM {name} exited without starting QEMU; its log ({}) ends with:\n{}",

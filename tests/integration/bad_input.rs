@@ -128,3 +128,22 @@ fn unknown_vm_is_not_found() {
         assert!(err.contains("\"ghost\" not found"), "{err}");
     }
 }
+
+/// The supervisor reports a missing image as "not found" (exit 3), like `show-cmd` does, and
+/// `vmctl start` passes that code on with the image's name.
+#[test]
+fn start_of_a_vm_whose_image_was_removed_exits_3_naming_the_image() {
+    let t = TestHome::new();
+    t.ok(&["create", "v", "--mem", "128M", "--disk", "1G"]);
+    // The test home links the shared build: remove the link, not the image.
+    std::fs::remove_file(t.home().join("images/tiny/x86_64")).unwrap();
+    let shown = t.fails(&["show-cmd", "v"], 3);
+    let started = t.fails(&["start", "v"], 3);
+    for err in [&shown, &started] {
+        assert!(
+            err.contains("image \"tiny\" not found") && err.contains("vmctl image build tiny"),
+            "{err}"
+        );
+    }
+    assert_eq!(t.status("v")["state"], "stopped");
+}
