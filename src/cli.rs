@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::VmConfig;
+use crate::def::config::VmConfig;
 use crate::error::{Error, Result};
 use crate::paths::Home;
-use crate::units::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName, human_bytes};
-use crate::vm::{self, StopMode};
+use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName, human_bytes};
+use crate::vm::lifecycle::{self as vm, StopMode};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -275,7 +275,7 @@ pub enum ImageCmd {
         name: String,
         /// Format of FILE (default: detected by qemu-img).
         #[arg(long, value_enum)]
-        format: Option<crate::image::ImportFormat>,
+        format: Option<crate::image::store::ImportFormat>,
         #[arg(long, value_enum)]
         arch: Option<Arch>,
     },
@@ -295,18 +295,18 @@ pub enum InventoryFormat {
 
 fn parse_cpus(s: &str) -> std::result::Result<u64, String> {
     let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if n == 0 || n > crate::spec::MAX_CPUS {
-        return Err(format!("must be 1-{}; got {n}", crate::spec::MAX_CPUS));
+    if n == 0 || n > crate::def::spec::MAX_CPUS {
+        return Err(format!("must be 1-{}; got {n}", crate::def::spec::MAX_CPUS));
     }
     Ok(n)
 }
 
 fn parse_mem(s: &str) -> std::result::Result<ByteSize, String> {
     let m: ByteSize = s.parse()?;
-    if m.0 < crate::spec::MIN_MEMORY {
+    if m.0 < crate::def::spec::MIN_MEMORY {
         return Err(format!(
             "must be at least {}; got {s}",
-            ByteSize(crate::spec::MIN_MEMORY)
+            ByteSize(crate::def::spec::MIN_MEMORY)
         ));
     }
     Ok(m)
@@ -459,7 +459,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             } else {
                 let t = match timeout {
                     Some(t) => Duration::from_secs(t),
-                    None => vm::load(&home, &name)?.stop_timeout,
+                    None => crate::def::store::load(&home, &name)?.stop_timeout,
                 };
                 StopMode::Graceful(t)
             };
@@ -477,7 +477,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         } => {
             let t = match timeout {
                 Some(t) => Duration::from_secs(t),
-                None => vm::load(&home, &name)?.stop_timeout,
+                None => crate::def::store::load(&home, &name)?.stop_timeout,
             };
             print_stopped(&vm::stop(&home, &name, StopMode::Graceful(t))?);
             let s = vm::start(&home, &name, wait.then(|| Duration::from_secs(300)))?;
@@ -497,9 +497,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             println!("Reset VM {name}");
         }
         Cmd::Snapshot(cmd) => snapshot_cmd(&home, cmd)?,
-        Cmd::Qmp { name, exec } => crate::shell::run(&home, &name, exec)?,
+        Cmd::Qmp { name, exec } => crate::qmp_shell::session::run(&home, &name, exec)?,
         Cmd::Port(PortCmd::Add { name, spec }) => {
-            let c = crate::ports::add(&home, &name, spec)?;
+            let c = crate::vm::ports::add(&home, &name, spec)?;
             println!("VM {} forwards {}{}", c.name, c.spec, port_when(&c));
             if let Some(f) = &c.defined_by {
                 eprintln!(
@@ -511,7 +511,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Port(PortCmd::Rm { name, spec }) => {
-            let c = crate::ports::rm(&home, &name, spec)?;
+            let c = crate::vm::ports::rm(&home, &name, spec)?;
             println!(
                 "VM {} no longer forwards {}{}",
                 c.name,
@@ -528,7 +528,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Port(PortCmd::List { name, json }) => {
-            let l = crate::ports::list(&home, &name)?;
+            let l = crate::vm::ports::list(&home, &name)?;
             if json {
                 print_json(&l);
             } else {
@@ -633,19 +633,22 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
         Cmd::Logs { name, follow } => vm::logs(&home, &name, follow)?,
         Cmd::ShowCmd { name } => {
-            println!("{}", crate::qemu::shell_quote(&vm::show_cmd(&home, &name)?))
+            println!(
+                "{}",
+                crate::qemu::argv::shell_quote(&vm::show_cmd(&home, &name)?)
+            )
         }
         Cmd::Doctor { json } => {
-            let d = crate::doctor::run(&home);
+            let d = crate::host::doctor::run(&home);
             if json {
                 print_json(&d);
             } else {
-                crate::doctor::print(&d);
+                crate::host::doctor::print(&d);
             }
         }
         Cmd::Image(ImageCmd::Build { name, arch, force }) => {
             let arch = arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
-            let (img, built) = crate::image::build(&home, &name, arch, force)?;
+            let (img, built) = crate::image::store::build(&home, &name, arch, force)?;
             if built {
                 println!(
                     "Built image {} for {} in {}",
@@ -668,10 +671,10 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             option,
             command,
         } => {
-            let t = crate::ssh::target(&home, &name)?;
-            let argv = crate::ssh::argv(&t, &option, &command);
+            let t = crate::guest::ssh::target(&home, &name)?;
+            let argv = crate::guest::ssh::argv(&t, &option, &command);
             if print {
-                println!("{}", crate::qemu::shell_quote(&argv));
+                println!("{}", crate::qemu::argv::shell_quote(&argv));
                 return Ok(0);
             }
             use std::os::unix::process::CommandExt;
@@ -683,10 +686,13 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
         Cmd::SshConfig { name } => {
             let targets = match name {
-                Some(n) => vec![crate::ssh::target(&home, &n)?],
+                Some(n) => vec![crate::guest::ssh::target(&home, &n)?],
                 None => ssh_targets(&home),
             };
-            let blocks: Vec<String> = targets.iter().map(crate::ssh::config_block).collect();
+            let blocks: Vec<String> = targets
+                .iter()
+                .map(crate::guest::ssh::config_block)
+                .collect();
             print!("{}", blocks.join("\n"));
         }
         Cmd::Inventory { format } => {
@@ -694,8 +700,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             print!(
                 "{}",
                 match format {
-                    InventoryFormat::Ini => crate::ssh::inventory_ini(&targets),
-                    InventoryFormat::Yaml => crate::ssh::inventory_yaml(&targets),
+                    InventoryFormat::Ini => crate::guest::ssh::inventory_ini(&targets),
+                    InventoryFormat::Yaml => crate::guest::ssh::inventory_yaml(&targets),
                 }
             );
         }
@@ -706,7 +712,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             arch,
         }) => {
             let arch = arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
-            let img = crate::image::import(&home, &file, &name, format, arch)?;
+            let img = crate::image::store::import(&home, &file, &name, format, arch)?;
             println!(
                 "Imported {} as image {} for {} ({}, provisioned by cloud-init)",
                 file.display(),
@@ -716,7 +722,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             );
         }
         Cmd::Image(ImageCmd::List { json }) => {
-            let l = crate::image::list(&home);
+            let l = crate::image::store::list(&home);
             if json {
                 print_json(&l);
             } else {
@@ -733,10 +739,10 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Systemd(SystemdCmd::Generate { name, user }) => {
-            let spec = vm::load(&home, &name)?;
+            let spec = crate::def::store::load(&home, &name)?;
             print!(
                 "{}",
-                crate::systemd::generate(&home, &spec, crate::systemd::Scope::user(user))?
+                crate::systemd::unit::generate(&home, &spec, crate::types::Scope::user(user))?
             );
         }
         Cmd::Systemd(SystemdCmd::Install {
@@ -746,30 +752,30 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             now,
             linger,
         }) => {
-            let spec = vm::load(&home, &name)?;
-            let opts = crate::systemd::InstallOptions {
+            let spec = crate::def::store::load(&home, &name)?;
+            let opts = crate::systemd::unit::InstallOptions {
                 enable,
                 now,
                 linger,
             };
-            let scope = crate::systemd::Scope::user(user);
-            for line in crate::systemd::install(&home, &spec, scope, opts)? {
+            let scope = crate::types::Scope::user(user);
+            for line in crate::systemd::unit::install(&home, &spec, scope, opts)? {
                 println!("{line}");
             }
         }
         Cmd::Systemd(SystemdCmd::Uninstall { name, user }) => {
-            let scope = crate::systemd::Scope::user(user);
-            for line in crate::systemd::uninstall(&home, &name, scope)? {
+            let scope = crate::types::Scope::user(user);
+            for line in crate::systemd::unit::uninstall(&home, &name, scope)? {
                 println!("{line}");
             }
         }
         Cmd::Systemd(SystemdCmd::InstallGenerator { user }) => {
-            for line in crate::generator::install(crate::systemd::Scope::user(user))? {
+            for line in crate::systemd::generator::install(crate::types::Scope::user(user))? {
                 println!("{line}");
             }
         }
         Cmd::Systemd(SystemdCmd::UninstallGenerator { user }) => {
-            for line in crate::generator::uninstall(crate::systemd::Scope::user(user))? {
+            for line in crate::systemd::generator::uninstall(crate::types::Scope::user(user))? {
                 println!("{line}");
             }
         }
@@ -778,11 +784,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             notify_stdout,
         } => {
             let mode = if notify_stdout {
-                crate::supervisor::Mode::Notify
+                crate::supervisor::run::Mode::Notify
             } else {
-                crate::supervisor::Mode::Foreground
+                crate::supervisor::run::Mode::Foreground
             };
-            let spec = match vm::load(&home, &name) {
+            let spec = match crate::def::store::load(&home, &name) {
                 Ok(s) => s,
                 Err(e) => {
                     if notify_stdout {
@@ -791,14 +797,14 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                     return Err(e);
                 }
             };
-            return crate::supervisor::run(&home, &spec, mode);
+            return crate::supervisor::run::run(&home, &spec, mode);
         }
     }
     Ok(0)
 }
 
 /// When a port change takes effect.
-fn port_when(c: &crate::ports::Changed) -> &'static str {
+fn port_when(c: &crate::vm::ports::Changed) -> &'static str {
     match (c.live, &c.defined_by) {
         (true, Some(_)) => " (now, until the VM stops)",
         (true, None) => " (now, and at every start)",
@@ -807,7 +813,7 @@ fn port_when(c: &crate::ports::Changed) -> &'static str {
 }
 
 fn snapshot_cmd(home: &Home, cmd: SnapshotCmd) -> Result<()> {
-    use crate::snapshot;
+    use crate::vm::snapshot;
     let how = |d: &snapshot::Done| {
         format!(
             "{:.1} s, {}",
@@ -857,14 +863,14 @@ fn snapshot_cmd(home: &Home, cmd: SnapshotCmd) -> Result<()> {
 }
 
 /// Every VM that can be reached over SSH (provisioned image, a forward to guest port 22).
-fn ssh_targets(home: &Home) -> Vec<crate::ssh::Target> {
-    vm::names(home)
+fn ssh_targets(home: &Home) -> Vec<crate::guest::ssh::Target> {
+    crate::def::store::names(home)
         .iter()
-        .filter_map(|n| crate::ssh::target(home, n).ok())
+        .filter_map(|n| crate::guest::ssh::target(home, n).ok())
         .collect()
 }
 
-fn print_created(spec: &crate::spec::VmSpec) {
+fn print_created(spec: &crate::def::spec::VmSpec) {
     println!(
         "Created VM {}: {} CPU, {} RAM, {} disk on image {} ({}){}",
         spec.name,
@@ -888,7 +894,7 @@ fn print_created(spec: &crate::spec::VmSpec) {
     );
 }
 
-fn describe_exit(e: &crate::runtime::LastExit) -> String {
+fn describe_exit(e: &crate::runstate::LastExit) -> String {
     let how = match (e.code, e.signal) {
         (Some(c), _) => format!("QEMU exited with status {c}"),
         (None, Some(s)) => format!("QEMU was killed by signal {s}"),
@@ -916,14 +922,6 @@ fn print_stopped(s: &vm::Stopped) {
             );
         }
     }
-}
-
-pub fn memory_line(total: u64, avail: u64) -> String {
-    format!(
-        "{} total, {} available",
-        human_bytes(total),
-        human_bytes(avail)
-    )
 }
 
 impl From<clap::Error> for Error {

@@ -99,6 +99,13 @@ impl Error {
         }
     }
 
+    /// The error for a request that needs a running VM.
+    pub fn not_running(name: &impl std::fmt::Display) -> Self {
+        Error::State(format!(
+            "VM {name} is not running; start it with `vmctl start {name}`"
+        ))
+    }
+
     pub fn vm_not_found(name: &str) -> Self {
         Error::NotFound {
             what: "VM",

@@ -11,37 +11,23 @@
 //! from dropped definitions (the binary run as `vmctl-generator`); `sdnotify` and `health` are
 //! the service side: readiness, notifications and health checks.
 
-pub mod accel;
 pub mod cli;
-pub mod cloudinit;
-pub mod config;
-pub mod disk;
-pub mod doctor;
+pub mod def;
 pub mod error;
-pub mod fsutil;
-pub mod generator;
 #[cfg(test)]
 mod golden;
-pub mod health;
+pub mod guest;
 pub mod host;
 pub mod image;
-pub mod lineedit;
 pub mod paths;
-pub mod ports;
-pub mod process;
-pub mod provision;
 pub mod qemu;
-pub mod qmp;
-pub mod runtime;
-pub mod sdnotify;
-pub mod shell;
-pub mod shutdown;
-pub mod snapshot;
-pub mod spec;
-pub mod ssh;
+pub mod qmp_shell;
+pub mod runstate;
 pub mod supervisor;
+pub mod sys;
 pub mod systemd;
-pub mod units;
+pub mod term;
+pub mod types;
 pub mod vm;
 
 use std::process::ExitCode;
@@ -52,11 +38,11 @@ use clap::Parser;
 /// are printed here, once, with their cause chain.
 pub fn main() -> ExitCode {
     // Linked as vmctl-generator into systemd's generator directories.
-    if generator::invoked_as_generator() {
-        return generator::main();
+    if systemd::generator::invoked_as_generator() {
+        return systemd::generator::main();
     }
     let cli = cli::Cli::parse();
-    let journal = sdnotify::stderr_is_journal();
+    let journal = systemd::notify::stderr_is_journal();
     init_logging(cli.verbose, journal);
     let result = cli::dispatch(cli);
     if std::env::var_os("VMCTL_REPORT_RSS").is_some() {

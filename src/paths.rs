@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::units::{Arch, VmName};
+use crate::types::{Arch, VmName};
 
 /// A unix socket path must fit `sockaddr_un.sun_path` (108 bytes with the NUL).
 pub const MAX_SOCKET_PATH: usize = 107;

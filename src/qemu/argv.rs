@@ -1,0 +1,311 @@
+//! The QEMU command line, rendered by one pure function from the validated spec, the image, the
+//! accelerator decision and the VM's paths. Golden-tested (`tests/golden/*.argv`); `vmctl
+//! show-cmd` prints exactly what `start` runs.
+
+use std::path::{Path, PathBuf};
+
+use crate::def::spec::VmSpec;
+use crate::paths::VmPaths;
+use crate::types::Accel;
+use crate::types::{Arch, ByteSize, Protocol};
+
+/// What the argv is made from.
+pub struct Launch<'a> {
+    pub spec: &'a VmSpec,
+    pub accel: Accel,
+    pub paths: &'a VmPaths,
+    /// The QEMU binary (from PATH, or a bare name when rendering for display).
+    pub binary: PathBuf,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
+    /// How the image provisions guests, and the files for it (see `provision`).
+    pub provision: crate::image::store::Provision,
+    pub boot_files: crate::guest::provision::BootFiles,
+}
+
+/// TCG's translation cache defaults to 1 GiB and dominates QEMU's RSS; a quarter of guest RAM,
+/// between 64 and 256 MiB, cost no measurable boot time here (HOST.md).
+pub fn tcg_tb_size_mib(memory: ByteSize) -> u64 {
+    (memory.mib() / 4).clamp(64, 256)
+}
+
+pub fn argv(l: &Launch) -> Vec<String> {
+    let s = l.spec;
+    let p = l.paths;
+    let mut a: Vec<String> = vec![l.binary.display().to_string()];
+    let mut push = |args: &[&str]| a.extend(args.iter().map(|x| x.to_string()));
+    let path = |p: &Path| p.display().to_string();
+
+    push(&["-name", &format!("guest={},debug-threads=on", s.name)]);
+    let machine = match s.arch {
+        Arch::X86_64 => "pc",
+        Arch::Aarch64 => "virt",
+    };
+    push(&["-machine", machine]);
+    match l.accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => {
+            push(&[
+                "-accel",
+                &format!("tcg,tb-size={}", tcg_tb_size_mib(s.memory)),
+            ]);
+            if s.arch == Arch::Aarch64 {
+                push(&["-cpu", "cortex-a57"]);
+            }
+        }
+    }
+    push(&[
+        "-smp",
+        &s.cpus.to_string(),
+        "-m",
+        &format!("{}M", s.memory.mib()),
+    ]);
+    push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            path(&p.qmp_socket())
+        ),
+        "-mon",
+        "chardev=qmp,mode=control",
+        "-chardev",
+        &format!(
+            "socket,id=qmp-ctl,path={},server=on,wait=off",
+            path(&p.qmp_ctl_socket())
+        ),
+        "-mon",
+        "chardev=qmp-ctl,mode=control",
+        "-chardev",
+        &format!(
+            "socket,id=qmp-shell,path={},server=on,wait=off",
+            path(&p.qmp_shell_socket())
+        ),
+        "-mon",
+        "chardev=qmp-shell,mode=control",
+    ]);
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={}", path(&p.serial_log())),
+        "-serial",
+        "chardev:serial0",
+    ]);
+    push(&["-pidfile", &path(&p.pidfile())]);
+    push(&[
+        "-drive",
+        &format!(
+            "file={},if=none,id=disk0,format=qcow2,discard=unmap",
+            path(&p.disk())
+        ),
+        "-device",
+        "virtio-blk-pci,drive=disk0",
+    ]);
+    let mut netdev = "user,id=net0".to_string();
+    for f in &s.ports {
+        let proto = match f.proto {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        };
+        netdev.push_str(&format!(
+            ",hostfwd={proto}:{}:{}-:{}",
+            f.addr, f.host, f.guest
+        ));
+    }
+    push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
+    if let Some(c) = &l.boot_files.credential {
+        push(&[
+            "-fw_cfg",
+            &format!(
+                "name=opt/io.systemd.credentials/vmctl.provision,file={}",
+                path(c)
+            ),
+        ]);
+    }
+    if let Some(seed) = &l.boot_files.seed {
+        push(&[
+            "-drive",
+            &format!("file={},if=none,id=seed,format=raw,readonly=on", path(seed)),
+            "-device",
+            "virtio-blk-pci,drive=seed",
+        ]);
+    }
+    if let Some(k) = &l.kernel {
+        push(&["-kernel", &path(k)]);
+        if let Some(i) = &l.initrd {
+            push(&["-initrd", &path(i)]);
+        }
+        let mut cmdline = l.cmdline.clone().unwrap_or_default();
+        let mut extras = vec![
+            format!("console={}", s.arch.console()),
+            format!("vmctl.name={}", s.name),
+        ];
+        if l.provision == crate::image::store::Provision::Vmctl {
+            extras.push(format!("systemd.hostname={}", s.name));
+        }
+        for extra in extras {
+            if !cmdline.is_empty() {
+                cmdline.push(' ');
+            }
+            cmdline.push_str(&extra);
+        }
+        push(&["-append", &cmdline]);
+    }
+    a
+}
+
+/// Quote an argv for a POSIX shell, one argument per continuation line after the first few.
+pub fn shell_quote(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::def::config::VmConfig;
+    use crate::def::spec::{Limits, validate};
+    use crate::paths::Home;
+
+    fn spec(toml: &str) -> VmSpec {
+        let cfg = VmConfig::parse(toml, "t").unwrap();
+        validate(
+            &"web".parse().unwrap(),
+            &cfg,
+            Limits {
+                host_memory: 64 * ByteSize::GIB,
+            },
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn render(spec: &VmSpec, accel: Accel) -> String {
+        let home = Home {
+            root: PathBuf::from("/var/lib/vmctl"),
+        };
+        let paths = home.vm(&spec.name);
+        let img = home.image_dir(&spec.image, spec.arch);
+        let argv = argv(&Launch {
+            spec,
+            accel,
+            paths: &paths,
+            binary: spec.arch.qemu_binary().into(),
+            kernel: Some(img.join("kernel")),
+            initrd: Some(img.join("initrd")),
+            cmdline: Some("panic=-1 quiet".into()),
+            provision: crate::image::store::Provision::None,
+            boot_files: Default::default(),
+        });
+        let mut out = argv.join("\n");
+        out.push('\n');
+        out
+    }
+
+    use crate::golden::check as golden;
+
+    #[test]
+    fn tiny_x86_64_under_tcg() {
+        let s = spec(
+            "memory = \"256M\"\nports = [\"8080:8080\", \"0.0.0.0:5353:53/udp\"]\narch = \"x86_64\"\n",
+        );
+        golden("tiny-x86_64-tcg.argv", &render(&s, Accel::Tcg));
+    }
+
+    #[test]
+    fn vps_x86_64_under_kvm() {
+        let s = spec(
+            "cpus = 1\nmemory = \"2G\"\ndisk = \"10G\"\narch = \"x86_64\"\nports = [\"5022:22\", \"5080:8080\"]\n",
+        );
+        golden("vps-x86_64-kvm.argv", &render(&s, Accel::Kvm));
+    }
+
+    #[test]
+    fn tiny_aarch64_under_tcg() {
+        let s = spec("arch = \"aarch64\"\nmemory = \"256M\"\nports = [\"8081:8080\"]\n");
+        golden("tiny-aarch64-tcg.argv", &render(&s, Accel::Tcg));
+    }
+
+    #[test]
+    fn provisioned_vps_under_tcg() {
+        let s = spec(
+            "cpus = 1\nmemory = \"2G\"\narch = \"x86_64\"\nports = [\"5022:22\", \"5080:8080\"]\napp = \"gunicorn-hello\"\nuser = \"alice\"\n",
+        );
+        let home = Home {
+            root: PathBuf::from("/var/lib/vmctl"),
+        };
+        let paths = home.vm(&s.name);
+        let img = home.image_dir("debian-12", s.arch);
+        let argv = argv(&Launch {
+            spec: &s,
+            accel: Accel::Tcg,
+            paths: &paths,
+            binary: "qemu-system-x86_64".into(),
+            kernel: Some(img.join("kernel")),
+            initrd: Some(img.join("initrd")),
+            cmdline: Some("root=/dev/vda1 ro quiet".into()),
+            provision: crate::image::store::Provision::Vmctl,
+            boot_files: crate::guest::provision::BootFiles {
+                credential: Some(paths.dir.join("provision.json")),
+                seed: None,
+            },
+        });
+        golden("vps-x86_64-tcg-provisioned.argv", &(argv.join("\n") + "\n"));
+    }
+
+    #[test]
+    fn cloud_image_boots_from_disk_with_a_seed() {
+        let s = spec("memory = \"1G\"\narch = \"x86_64\"\nports = [\"2222:22\"]\n");
+        let home = Home {
+            root: PathBuf::from("/var/lib/vmctl"),
+        };
+        let paths = home.vm(&s.name);
+        let argv = argv(&Launch {
+            spec: &s,
+            accel: Accel::Tcg,
+            paths: &paths,
+            binary: "qemu-system-x86_64".into(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            provision: crate::image::store::Provision::CloudInit,
+            boot_files: crate::guest::provision::BootFiles {
+                credential: None,
+                seed: Some(paths.dir.join("seed.img")),
+            },
+        });
+        golden("cloud-x86_64-tcg-seed.argv", &(argv.join("\n") + "\n"));
+    }
+
+    #[test]
+    fn forwards_bind_loopback_unless_told() {
+        let s = spec("ports = [\"8080:80\", \"0.0.0.0:2222:22\"]\narch = \"x86_64\"\n");
+        let a = render(&s, Accel::Tcg);
+        assert!(a.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{a}");
+        assert!(a.contains("hostfwd=tcp:0.0.0.0:2222-:22"), "{a}");
+    }
+
+    #[test]
+    fn tb_size_follows_guest_memory() {
+        assert_eq!(tcg_tb_size_mib(ByteSize(256 * ByteSize::MIB)), 64);
+        assert_eq!(tcg_tb_size_mib(ByteSize(512 * ByteSize::MIB)), 128);
+        assert_eq!(tcg_tb_size_mib(ByteSize(2 * ByteSize::GIB)), 256);
+    }
+
+    #[test]
+    fn quoting() {
+        let q = shell_quote(&["a".into(), "b c".into(), "it's".into()]);
+        assert_eq!(q, r"a 'b c' 'it'\''s'");
+    }
+}

@@ -1,0 +1,4 @@
+//! `vmctl qmp NAME`: the QMP shell, interactive (line editing, completion from the VM's schema,
+//! events as they arrive) or for scripts (one JSON reply per line).
+
+pub mod session;

@@ -1,0 +1,136 @@
+//! A VM's runtime state on disk: whether its QEMU is alive (pidfile + signal 0 + the process's
+//! command line naming this VM's socket), what the supervisor recorded at start (`state.json`) and
+//! how QEMU last ended (`last-exit.json`), and cleaning what a crash leaves behind.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::paths::VmPaths;
+use crate::sys::fsutil;
+use crate::types::Accel;
+
+/// Written by the supervisor once QEMU answers QMP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub qemu_pid: i32,
+    pub supervisor_pid: i32,
+    pub accel: Accel,
+    pub accel_reason: String,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub qemu_version: String,
+    pub argv: Vec<String>,
+    /// The systemd unit the supervisor runs in, when it is the VM's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<crate::types::ServiceUnit>,
+    /// Whether the guest is up (see `health::Readiness`); rewritten when it is.
+    #[serde(default)]
+    pub ready: bool,
+    /// The `[health]` check's state, rewritten as it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::guest::health::HealthState>,
+    /// The guest's CPUs are stopped (QMP `STOP` event until `RESUME`: `vmctl pause`, the QMP
+    /// shell, a snapshot being saved or loaded); rewritten as it changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// How QEMU last ended, written by the supervisor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastExit {
+    /// Exit status, when QEMU exited normally.
+    pub code: Option<i32>,
+    /// The signal that killed it, otherwise.
+    pub signal: Option<i32>,
+    /// Unix seconds.
+    pub at: u64,
+    pub uptime_secs: u64,
+    /// What stopped it when the supervisor did (acpi, quit, kill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Liveness {
+    Running {
+        pid: i32,
+        state: Option<Box<RunState>>,
+    },
+    Stopped,
+    /// Runtime files of a QEMU that is gone (crash, `kill -9`, host reboot).
+    Stale,
+}
+
+impl Liveness {
+    pub fn is_running(&self) -> bool {
+        matches!(self, Liveness::Running { .. })
+    }
+}
+
+pub fn read_pid(paths: &VmPaths) -> Option<i32> {
+    std::fs::read_to_string(paths.pidfile())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn read_state(paths: &VmPaths) -> Option<RunState> {
+    serde_json::from_str(&std::fs::read_to_string(paths.state()).ok()?).ok()
+}
+
+pub fn read_last_exit(paths: &VmPaths) -> Option<LastExit> {
+    serde_json::from_str(&std::fs::read_to_string(paths.last_exit()).ok()?).ok()
+}
+
+pub fn write_state(paths: &VmPaths, s: &RunState) -> Result<()> {
+    fsutil::write_atomic(
+        &paths.state(),
+        serde_json::to_string_pretty(s)
+            .expect("serializes")
+            .as_bytes(),
+    )
+}
+
+pub fn write_last_exit(paths: &VmPaths, e: &LastExit) -> Result<()> {
+    fsutil::write_atomic(
+        &paths.last_exit(),
+        serde_json::to_string_pretty(e)
+            .expect("serializes")
+            .as_bytes(),
+    )
+}
+
+/// Is this VM's QEMU running? A pid counts only if that process's argv names this VM's socket.
+pub fn liveness(paths: &VmPaths) -> Liveness {
+    if let Some(pid) = read_pid(paths) {
+        if crate::sys::process::alive(pid) && is_our_qemu(paths, pid) {
+            return Liveness::Running {
+                pid,
+                state: read_state(paths).map(Box::new),
+            };
+        }
+        return Liveness::Stale;
+    }
+    if paths.run_dir().exists() {
+        return Liveness::Stale;
+    }
+    Liveness::Stopped
+}
+
+fn is_our_qemu(paths: &VmPaths, pid: i32) -> bool {
+    let sock = paths.qmp_ctl_socket().display().to_string();
+    crate::sys::process::cmdline(pid)
+        .map(|argv| argv.iter().any(|a| a.contains(&sock)))
+        .unwrap_or(false)
+}
+
+/// Remove the runtime directory (sockets, pidfile, state). Callers hold the VM lock and have
+/// checked that no QEMU of this VM is alive.
+pub fn clean(paths: &VmPaths) {
+    let run = paths.run_dir();
+    if run.exists() {
+        tracing::info!(dir = %run.display(), "removing stale runtime state");
+        let _ = std::fs::remove_dir_all(&run);
+    }
+}

@@ -1,0 +1,6 @@
+//! VMs as systemd services: rendering and installing their units, the generator that makes
+//! units from dropped definitions at boot, and the service side of the notify protocol.
+
+pub mod generator;
+pub mod notify;
+pub mod unit;

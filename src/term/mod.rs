@@ -1,0 +1,3 @@
+//! Terminal widgets with no knowledge of VMs or QMP.
+
+pub mod lineedit;
