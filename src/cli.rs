@@ -275,7 +275,7 @@ pub enum ImageCmd {
         name: String,
         /// Format of FILE (default: detected by qemu-img).
         #[arg(long, value_enum)]
-        format: Option<crate::image::store::ImportFormat>,
+        format: Option<crate::image::import::ImportFormat>,
         #[arg(long, value_enum)]
         arch: Option<Arch>,
     },
@@ -639,7 +639,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             )
         }
         Cmd::Doctor { json } => {
-            let d = crate::host::doctor::run(&home);
+            let d = crate::host::doctor::run(&home, &|arch| {
+                crate::image::store::probe_kernel(&home, arch)
+            });
             if json {
                 print_json(&d);
             } else {
@@ -648,7 +650,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         }
         Cmd::Image(ImageCmd::Build { name, arch, force }) => {
             let arch = arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
-            let (img, built) = crate::image::store::build(&home, &name, arch, force)?;
+            let (img, built) = crate::image::build::build(&home, &name, arch, force)?;
             if built {
                 println!(
                     "Built image {} for {} in {}",
@@ -712,7 +714,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             arch,
         }) => {
             let arch = arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
-            let img = crate::image::store::import(&home, &file, &name, format, arch)?;
+            let img = crate::image::import::import(&home, &file, &name, format, arch)?;
             println!(
                 "Imported {} as image {} for {} ({}, provisioned by cloud-init)",
                 file.display(),

@@ -68,6 +68,10 @@ ARCH=$1
 OUTDIR=$2
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROVISION_SRC=$SCRIPT_DIR/provision.py
+# What vmctl puts in its guests (the apps, the sshd drop-in), shared with the cloud-init seeds
+# of imported images: images/guest/ in the source tree, guest/ beside this script in a build.
+GUEST=$SCRIPT_DIR/guest
+[[ -d $GUEST ]] || GUEST=$SCRIPT_DIR/../guest
 case "$ARCH" in
 x86_64) DEBARCH=amd64 ;;
 *) die "unsupported ARCH '$ARCH' (this image is built for x86_64 only)" ;;
@@ -79,6 +83,7 @@ esac
 [[ -d $OUTDIR ]] || die "OUTDIR '$OUTDIR' is not a directory"
 [[ -z $(ls -A "$OUTDIR") ]] || die "OUTDIR '$OUTDIR' is not empty"
 [[ -f $PROVISION_SRC ]] || die "provision.py not found at $PROVISION_SRC (it must sit next to build.sh)"
+[[ -f $GUEST/hello.py ]] || die "the guest files (hello.py, ...) are not in $GUEST"
 DISK_SIZE=${VMCTL_DEBIAN12_DISK_SIZE:-4G}
 [[ $DISK_SIZE =~ ^[1-9][0-9]*[MG]$ ]] || die "VMCTL_DEBIAN12_DISK_SIZE must look like 4G or 3072M (got '$DISK_SIZE')"
 disk_mib=${DISK_SIZE%[MG]}
@@ -379,16 +384,7 @@ EOF
 
 # SSH: key-only, no root; this drop-in sorts first, and sshd keeps the first
 # value it reads. Host key: the ed25519 one vmctl-provision installs.
-put 0644 /etc/ssh/sshd_config.d/01-vmctl.conf <<'EOF'
-# vmctl: key-only logins, no root. sshd keeps the first value it reads for an
-# option, so this file must sort before other drop-ins (and sshd_config).
-PermitRootLogin no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-# vmctl-provision installs (or generates) this key on every boot.
-HostKey /etc/ssh/ssh_host_ed25519_key
-EOF
+put 0644 /etc/ssh/sshd_config.d/01-vmctl.conf <"$GUEST/sshd-01-vmctl.conf"
 
 # NICs keep the kernel's names (eth0, ...). A rename to ens3 makes the
 # kernel emit a "move" event that udev queues behind the whole coldplug, and
@@ -535,110 +531,17 @@ EOF
 # The app: "Hello, World" under gunicorn, as the system user vmctl-app.
 in_root useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
 	--comment "vmctl app" vmctl-app
-put 0644 /usr/local/lib/vmctl/hello.py <<'EOF'
-"""vmctl's demo WSGI app: GET / answers "Hello, World!"."""
-
-
-def app(environ, start_response):
-    if environ.get("PATH_INFO", "/") != "/":
-        status, body = "404 Not Found", b"Not Found\n"
-    elif environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-        status, body = "405 Method Not Allowed", b"Method Not Allowed\n"
-    else:
-        status, body = "200 OK", b"Hello, World!\n"
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))])
-    return [body] if environ.get("REQUEST_METHOD") != "HEAD" else []
-EOF
+put 0644 /usr/local/lib/vmctl/hello.py <"$GUEST/hello.py"
 # gunicorn 20.1 imports pkg_resources at startup (~1.2 s of CPU under TCG)
 # but only uses it for "egg:" worker classes; this launcher makes that import
 # lazy.
-put 0755 /usr/local/lib/vmctl/gunicorn <<'EOF'
-#!/usr/bin/python3 -IS
-"""gunicorn, with pkg_resources imported only when first used.
-
-gunicorn 20.1 (gunicorn.util) imports pkg_resources at startup, which costs
-~1.2 s of CPU under TCG, but only uses it to load "egg:" worker classes by
-entry point; the built-in "sync" worker does not need it. (-S: no site
-module and .pth files; Debian's packages are on the path below.)
-"""
-import importlib
-import sys
-import types
-
-sys.path.append("/usr/lib/python3/dist-packages")
-
-
-class _LazyModule(types.ModuleType):
-    def __getattr__(self, name):
-        if sys.modules.get(self.__name__) is self:
-            del sys.modules[self.__name__]
-        return getattr(importlib.import_module(self.__name__), name)
-
-
-sys.modules.setdefault("pkg_resources", _LazyModule("pkg_resources"))
-from gunicorn.app.wsgiapp import run  # noqa: E402
-
-sys.exit(run())
-EOF
+put 0755 /usr/local/lib/vmctl/gunicorn <"$GUEST/gunicorn"
 in_root python3 -m compileall -q /usr/local/lib/vmctl/hello.py
-# The apps need the root file system, the app user (in the image) and
-# provisioning (which enables and starts the chosen one), not the rest of
-# sysinit.target/basic.target (udevd, tmpfiles, ...): they start as soon as
-# provisioning is done, ~1 s earlier under TCG.
-app_deps='DefaultDependencies=no
-After=local-fs.target vmctl-provision.service
-Conflicts=shutdown.target
-Before=shutdown.target'
-unit_common='Restart=always
-RestartSec=1
-NoNewPrivileges=yes
-ProtectSystem=full
-ProtectHome=yes
-PrivateTmp=yes'
-put 0644 /etc/systemd/system/vmctl-app-gunicorn-hello.service <<EOF
-[Unit]
-Description=vmctl app: gunicorn "Hello, World" on port 8080
-$app_deps
-
-[Service]
-User=vmctl-app
-Group=vmctl-app
-ExecStart=/usr/local/lib/vmctl/gunicorn --bind 0.0.0.0:8080 --workers 2 --chdir /usr/local/lib/vmctl hello:app
-$unit_common
-
-[Install]
-WantedBy=multi-user.target
-EOF
-put 0644 /etc/systemd/system/vmctl-app-nginx-gunicorn.service <<EOF
-[Unit]
-Description=vmctl app: gunicorn "Hello, World" on a unix socket behind nginx (port 8080)
-$app_deps
-
-[Service]
-User=vmctl-app
-Group=www-data
-RuntimeDirectory=vmctl-app
-RuntimeDirectoryMode=0750
-ExecStart=/usr/local/lib/vmctl/gunicorn --bind unix:/run/vmctl-app/gunicorn.sock --umask 007 --workers 2 --chdir /usr/local/lib/vmctl hello:app
-$unit_common
-
-[Install]
-WantedBy=multi-user.target
-EOF
-put 0644 /etc/nginx/sites-available/vmctl-app <<'EOF'
-# vmctl app "nginx-gunicorn": port 8080 proxied to gunicorn's unix socket.
-server {
-	listen 8080 default_server;
-	server_name _;
-	location / {
-		proxy_pass http://unix:/run/vmctl-app/gunicorn.sock;
-		proxy_set_header Host $host;
-		proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-		proxy_set_header X-Forwarded-Proto $scheme;
-	}
-}
-EOF
+# The apps' units (they start as soon as provisioning, which enables one, is done).
+for unit in vmctl-app-gunicorn-hello.service vmctl-app-nginx-gunicorn.service; do
+	put 0644 "/etc/systemd/system/$unit" <"$GUEST/$unit"
+done
+put 0644 /etc/nginx/sites-available/vmctl-app <"$GUEST/nginx-vmctl-app.conf"
 rm -f "$ROOT/etc/nginx/sites-enabled/default"
 ln -sfn ../sites-available/vmctl-app "$ROOT/etc/nginx/sites-enabled/vmctl-app"
 

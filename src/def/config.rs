@@ -250,7 +250,7 @@ mod example_files {
             let p = e.unwrap().path().join("image.toml");
             if p.exists() {
                 let text = std::fs::read_to_string(&p).unwrap();
-                let r: crate::image::store::Recipe =
+                let r: crate::image::recipe::Recipe =
                     toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 assert_eq!(
                     Some(r.name.as_str()),

@@ -34,8 +34,8 @@ pub fn names(home: &Home) -> Vec<VmName> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("vm.toml").exists())
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|n| home.vm(n).definition().exists())
         .collect();
     out.sort();
     out

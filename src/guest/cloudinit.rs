@@ -1,82 +1,83 @@
-//! cloud-init NoCloud seeds for VMs on imported cloud images: user-data with the login user, its
-//! key, vmctl's SSH host key, sshd hardening and the app; meta-data with the instance id; both on
-//! a small vfat disk labelled CIDATA. (vmctl's own images skip cloud-init: it costs ~17 s to
-//! SSH under TCG; see `provision`.)
+//! cloud-init NoCloud seeds for VMs on imported cloud images, rendered from the provisioning
+//! credential: user-data with the login user, its keys, vmctl's SSH host key, the sshd
+//! hardening and the app (the same files vmctl's own image has, from `image::payload`);
+//! meta-data with the instance id; both on a small vfat disk labelled CIDATA. (vmctl's own
+//! images skip cloud-init: it costs ~17 s to SSH under TCG; see `provision`.)
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::def::spec::VmSpec;
 use crate::error::{Error, IoContext, Result};
+use crate::guest::credential::Credential;
+use crate::image::payload::{self, GuestFile};
 use crate::paths::VmPaths;
+use crate::sys::fsutil;
 use crate::types::App;
 
-pub const SSHD_HARDENING: &str = "# vmctl: key-only SSH, no root login. Sorts first: sshd keeps the first value it reads.\nPermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n";
-
-const HELLO_APP: &str = "# vmctl's gunicorn Hello, World app\ndef app(environ, start_response):\n    body = b\"Hello, World!\\n\"\n    start_response(\"200 OK\", [(\"Content-Type\", \"text/plain\"), (\"Content-Length\", str(len(body)))])\n    return [body]\n";
-
-fn gunicorn_unit(bind: &str) -> String {
-    format!(
-        "[Unit]\nDescription=vmctl app: gunicorn Hello, World\nAfter=network.target\n\n[Service]\nDynamicUser=yes\nRuntimeDirectory=vmctl-app\nRuntimeDirectoryMode=0755\nWorkingDirectory=/usr/local/lib/vmctl\nExecStart=/usr/bin/gunicorn --workers 1 --bind {bind} hello:app\nRestart=always\nRestartSec=1\n\n[Install]\nWantedBy=multi-user.target\n"
-    )
-}
-
-const NGINX_SITE: &str = "server {\n    listen 8080 default_server;\n    location / {\n        proxy_pass http://unix:/run/vmctl-app/gunicorn.sock;\n        proxy_set_header Host $host;\n    }\n}\n";
-
-/// The `#cloud-config` document (JSON, which is YAML) for this VM.
-pub fn user_data(paths: &VmPaths, spec: &VmSpec) -> Result<String> {
-    let cred = crate::guest::provision::credential(paths, spec)?;
+/// The `#cloud-config` document (JSON, which is YAML) for this credential.
+pub fn user_data(cred: &Credential) -> String {
     let mut doc = json!({
-        "hostname": cred["hostname"],
+        "hostname": cred.hostname,
         "users": [{
-            "name": cred["user"],
+            "name": cred.user,
             "groups": ["sudo"],
             "sudo": "ALL=(ALL) NOPASSWD:ALL",
             "shell": "/bin/bash",
             "lock_passwd": true,
-            "ssh_authorized_keys": cred["authorized_keys"],
+            "ssh_authorized_keys": cred.authorized_keys,
         }],
         "disable_root": true,
         "ssh_pwauth": false,
         "ssh_deletekeys": true,
         "ssh_genkeytypes": ["ed25519"],
         "ssh_keys": {
-            "ed25519_private": cred["ssh_host_key"]["private"],
-            "ed25519_public": cred["ssh_host_key"]["public"],
+            "ed25519_private": cred.ssh_host_key.private,
+            "ed25519_public": cred.ssh_host_key.public,
         },
-        "write_files": [{
-            "path": "/etc/ssh/sshd_config.d/01-vmctl.conf",
-            "content": SSHD_HARDENING,
-            "permissions": "0644",
-        }],
+        "write_files": [write_file(&payload::SSHD_HARDENING, payload::SSHD_HARDENING.path)],
         "runcmd": [["systemctl", "restart", "ssh"]],
     });
-    if let Some(app) = spec.app {
+    if let Some(app) = cred.app {
         add_app(&mut doc, app);
     }
-    Ok(format!(
+    format!(
         "#cloud-config\n{}\n",
         serde_json::to_string_pretty(&doc).expect("json")
-    ))
+    )
 }
 
+fn write_file(f: &GuestFile, path: &str) -> Value {
+    json!({"path": path, "content": f.text, "permissions": format!("{:04o}", f.mode)})
+}
+
+/// The app as vmctl's image has it: its user, launcher, unit and (nginx-gunicorn) site,
+/// installed and started at the end of the first boot.
 fn add_app(doc: &mut Value, app: App) {
-    let (bind, packages, extra_units) = match app {
-        App::GunicornHello => ("0.0.0.0:8080", vec!["gunicorn"], vec![]),
-        App::NginxGunicorn => (
-            "unix:/run/vmctl-app/gunicorn.sock",
-            vec!["gunicorn", "nginx"],
-            vec!["nginx.service"],
-        ),
+    let unit = payload::app_unit(app);
+    let (packages, extra_units) = match app {
+        App::GunicornHello => (vec!["gunicorn"], vec![]),
+        App::NginxGunicorn => (vec!["gunicorn", "nginx"], vec!["nginx.service"]),
     };
-    let unit = format!("vmctl-app-{}.service", app.as_str());
+    doc["users"].as_array_mut().expect("array").push(json!({
+        "name": "vmctl-app",
+        "gecos": "vmctl app",
+        "system": true,
+        "no_create_home": true,
+        "homedir": "/nonexistent",
+        "shell": "/usr/sbin/nologin",
+        "lock_passwd": true,
+    }));
     let files = doc["write_files"].as_array_mut().expect("array");
-    files.push(json!({"path": "/usr/local/lib/vmctl/hello.py", "content": HELLO_APP, "permissions": "0644"}));
-    files.push(json!({"path": format!("/etc/systemd/system/{unit}"), "content": gunicorn_unit(bind), "permissions": "0644"}));
+    for f in [payload::HELLO_APP, payload::GUNICORN, unit] {
+        files.push(write_file(&f, f.path));
+    }
     if app == App::NginxGunicorn {
-        files.push(json!({"path": "/etc/nginx/sites-enabled/default", "content": NGINX_SITE, "permissions": "0644"}));
+        // Before nginx is installed: its package then keeps this site instead of its default.
+        files.push(write_file(
+            &payload::NGINX_SITE,
+            "/etc/nginx/sites-enabled/default",
+        ));
     }
     doc["packages"] = json!(packages);
     let run = doc["runcmd"].as_array_mut().expect("array");
@@ -85,32 +86,32 @@ fn add_app(doc: &mut Value, app: App) {
         "systemctl".to_string(),
         "enable".into(),
         "--now".into(),
-        unit,
+        payload::unit_name(&unit).to_string(),
     ];
     enable.extend(extra_units.into_iter().map(String::from));
     run.push(json!(enable));
 }
 
-pub fn meta_data(spec: &VmSpec, created: u64) -> String {
-    format!(
-        "instance-id: vmctl-{}-{created}\nlocal-hostname: {}\n",
-        spec.name, spec.name
-    )
+/// `instance-id` changes when the VM is created again (its definition's time), so cloud-init
+/// provisions a new VM of the same name afresh.
+pub fn meta_data(hostname: &str, created: u64) -> String {
+    format!("instance-id: vmctl-{hostname}-{created}\nlocal-hostname: {hostname}\n")
 }
 
-/// Write user-data and meta-data onto a 1 MiB vfat disk labelled CIDATA.
-pub fn build_seed(path: &Path, user_data: &str, spec: &VmSpec) -> Result<()> {
-    let dir = tempfile_dir(path)?;
-    let created = std::fs::metadata(path.parent().unwrap_or(Path::new(".")).join("vm.toml"))
+/// Write the VM's seed: user-data and meta-data on a 1 MiB vfat disk labelled CIDATA, built
+/// beside it and renamed into place.
+pub fn write_seed(paths: &VmPaths, cred: &Credential) -> Result<()> {
+    let seed = paths.cloud_init_seed();
+    let dir = fsutil::TempDir::new(&paths.dir, ".seed-")?;
+    let created = std::fs::metadata(paths.definition())
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    std::fs::write(dir.path().join("user-data"), user_data)
-        .path_ctx("write", &dir.path().join("user-data"))?;
-    std::fs::write(dir.path().join("meta-data"), meta_data(spec, created))
-        .path_ctx("write", &dir.path().join("meta-data"))?;
+    let (user, meta) = (dir.path().join("user-data"), dir.path().join("meta-data"));
+    std::fs::write(&user, user_data(cred)).path_ctx("write", &user)?;
+    std::fs::write(&meta, meta_data(&cred.hostname, created)).path_ctx("write", &meta)?;
     let img = dir.path().join("seed.img");
     run(
         Command::new("mkfs.vfat")
@@ -123,16 +124,12 @@ pub fn build_seed(path: &Path, user_data: &str, spec: &VmSpec) -> Result<()> {
         Command::new("mcopy")
             .arg("-oi")
             .arg(&img)
-            .arg(dir.path().join("user-data"))
-            .arg(dir.path().join("meta-data"))
+            .arg(&user)
+            .arg(&meta)
             .arg("::"),
         "mcopy (apt-get install mtools)",
     )?;
-    std::fs::rename(&img, path).path_ctx("write", path)
-}
-
-fn tempfile_dir(near: &Path) -> Result<crate::sys::fsutil::TempDir> {
-    crate::sys::fsutil::TempDir::new(near.parent().unwrap_or(Path::new(".")), ".seed-")
+    std::fs::rename(&img, &seed).path_ctx("write", &seed)
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
@@ -144,4 +141,67 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::credential::HostKey;
+
+    fn cred(app: Option<App>) -> Credential {
+        Credential {
+            app,
+            authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
+            hostname: "web".into(),
+            ssh_host_key: HostKey {
+                private: "PRIVATE".into(),
+                public: "ssh-ed25519 BBBB web".into(),
+                kind: "ed25519",
+            },
+            user: "alice".into(),
+        }
+    }
+
+    fn doc(app: Option<App>) -> Value {
+        let text = user_data(&cred(app));
+        let json = text
+            .strip_prefix("#cloud-config\n")
+            .expect("a cloud-config");
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn the_seed_carries_the_images_own_payload() {
+        let d = doc(Some(App::NginxGunicorn));
+        let files: Vec<(&str, &str)> = d["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["path"].as_str().unwrap(), f["content"].as_str().unwrap()))
+            .collect();
+        for (f, path) in [
+            (payload::SSHD_HARDENING, payload::SSHD_HARDENING.path),
+            (payload::HELLO_APP, payload::HELLO_APP.path),
+            (payload::GUNICORN, payload::GUNICORN.path),
+            (payload::NGINX_SITE, "/etc/nginx/sites-enabled/default"),
+        ] {
+            assert!(files.contains(&(path, f.text)), "{path} missing: {files:?}");
+        }
+        assert_eq!(d["users"][1]["name"], "vmctl-app");
+        assert_eq!(d["packages"], json!(["gunicorn", "nginx"]));
+        assert_eq!(
+            d["runcmd"][2],
+            json!([
+                "systemctl",
+                "enable",
+                "--now",
+                "vmctl-app-nginx-gunicorn.service",
+                "nginx.service"
+            ])
+        );
+        assert_eq!(d["ssh_keys"]["ed25519_private"], "PRIVATE");
+        let plain = doc(None);
+        assert_eq!(plain["users"].as_array().unwrap().len(), 1);
+        assert!(plain.get("packages").is_none());
+    }
 }

@@ -3,6 +3,7 @@
 //! readiness and health probes that ask the guest itself whether it is up.
 
 pub mod cloudinit;
+pub mod credential;
 pub mod health;
 pub mod provision;
 pub mod ssh;

@@ -11,64 +11,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::json;
-
 use crate::def::spec::VmSpec;
 use crate::error::{Error, FieldError, IoContext, Result};
+use crate::guest::credential::{Credential, default_user};
 use crate::image::store::{Image, Provision};
 use crate::paths::VmPaths;
+use crate::qemu::argv::BootFiles;
 use crate::sys::fsutil;
-use crate::types::LoginName;
-
-/// Files under `vms/NAME/ssh/`.
-pub struct SshFiles {
-    pub dir: PathBuf,
-}
-
-impl SshFiles {
-    pub fn new(vm_dir: &Path) -> SshFiles {
-        SshFiles {
-            dir: vm_dir.join("ssh"),
-        }
-    }
-    /// The public keys authorized for the login user (a copy taken at create).
-    pub fn authorized_keys(&self) -> PathBuf {
-        self.dir.join("authorized_keys")
-    }
-    /// A client key pair vmctl generated because the user had none.
-    pub fn generated_identity(&self) -> PathBuf {
-        self.dir.join("id_ed25519")
-    }
-    /// The private key `vmctl ssh` passes with `-i`, recorded at create (absent: ssh's defaults).
-    pub fn identity_record(&self) -> PathBuf {
-        self.dir.join("identity")
-    }
-    pub fn host_key(&self) -> PathBuf {
-        self.dir.join("ssh_host_ed25519_key")
-    }
-    pub fn known_hosts(&self) -> PathBuf {
-        self.dir.join("known_hosts")
-    }
-}
 
 /// The name `known_hosts` pins the VM's host key under (`HostKeyAlias`).
 pub fn host_alias(spec: &VmSpec) -> String {
     format!("vmctl-{}", spec.name)
-}
-
-/// The invoking user's name, or "debian" for root (root cannot log in over SSH).
-pub fn default_user() -> LoginName {
-    let uid = nix::unistd::getuid();
-    let name = if uid.is_root() {
-        std::env::var("SUDO_USER").ok().filter(|u| u != "root")
-    } else {
-        nix::unistd::User::from_uid(uid)
-            .ok()
-            .flatten()
-            .map(|u| u.name)
-    };
-    name.and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| "debian".parse().expect("a valid name"))
 }
 
 /// Check what `setup` will need before anything is written: the image supports provisioning
@@ -180,15 +133,15 @@ fn ssh_keygen(path: &Path, comment: &str) -> Result<()> {
 }
 
 /// Resolve the user and key and write the VM's SSH files into `staging` (the VM directory
-/// being built; it is renamed to `final_dir` afterwards). Returns the spec with the resolved
+/// being built; it is renamed to `created` afterwards). Returns the spec with the resolved
 /// user and key path filled in, as it is stored.
-pub fn setup(spec: &VmSpec, image: &Image, staging: &Path, final_dir: &Path) -> Result<VmSpec> {
+pub fn setup(spec: &VmSpec, image: &Image, staging: &VmPaths, created: &VmPaths) -> Result<VmSpec> {
     let mut spec = spec.clone();
     if image.manifest.provision == Provision::None {
         return Ok(spec);
     }
-    let files = SshFiles::new(staging);
-    let final_files = SshFiles::new(final_dir);
+    let files = staging.ssh();
+    let final_files = created.ssh();
     std::fs::create_dir_all(&files.dir).path_ctx("create", &files.dir)?;
     let user = spec.user.clone().unwrap_or_else(default_user);
     let key_file = match &spec.ssh_key {
@@ -216,8 +169,8 @@ pub fn setup(spec: &VmSpec, image: &Image, staging: &Path, final_dir: &Path) -> 
         )?;
     }
     ssh_keygen(&files.host_key(), &format!("vmctl-{}-host", spec.name))?;
-    let host_pub = std::fs::read_to_string(files.host_key().with_extension("pub"))
-        .path_ctx("read", &files.host_key())?;
+    let host_pub =
+        std::fs::read_to_string(files.host_key_pub()).path_ctx("read", &files.host_key_pub())?;
     let mut f = host_pub.split_whitespace();
     let line = format!(
         "{} {} {}\n",
@@ -235,79 +188,32 @@ pub fn setup(spec: &VmSpec, image: &Image, staging: &Path, final_dir: &Path) -> 
 /// (vmctl images) or the NoCloud seed disk (cloud-init images).
 pub fn boot_files(paths: &VmPaths, spec: &VmSpec, image: &Image) -> Result<BootFiles> {
     match image.manifest.provision {
-        Provision::None => Ok(BootFiles::default()),
-        Provision::Vmctl => {
-            let path = credential_path(paths);
-            let doc = credential(paths, spec)?;
-            write_private(
-                &path,
-                serde_json::to_string_pretty(&doc).expect("json").as_bytes(),
-            )?;
-            Ok(BootFiles {
-                credential: Some(path),
-                seed: None,
-            })
-        }
+        Provision::None => {}
+        Provision::Vmctl => write_private(
+            &paths.provision_credential(),
+            Credential::read(paths, spec)?.to_json().as_bytes(),
+        )?,
         Provision::CloudInit => {
-            let seed = seed_path(paths);
-            crate::guest::cloudinit::build_seed(
-                &seed,
-                &crate::guest::cloudinit::user_data(paths, spec)?,
-                spec,
-            )?;
-            Ok(BootFiles {
-                credential: None,
-                seed: Some(seed),
-            })
+            crate::guest::cloudinit::write_seed(paths, &Credential::read(paths, spec)?)?
         }
     }
+    Ok(planned(paths, image))
 }
 
-#[derive(Debug, Default, Clone)]
-pub struct BootFiles {
-    pub credential: Option<PathBuf>,
-    pub seed: Option<PathBuf>,
-}
-
-/// Where the credential / seed for this VM live (also what `show-cmd` names).
-pub fn credential_path(paths: &VmPaths) -> PathBuf {
-    paths.dir.join("provision.json")
-}
-pub fn seed_path(paths: &VmPaths) -> PathBuf {
-    paths.dir.join("seed.img")
-}
-
-/// The expected paths for an image, without writing anything (for the argv builder).
+/// What QEMU is given for the image's provisioning, without writing anything (for the argv
+/// builder; also what `show-cmd` names).
 pub fn planned(paths: &VmPaths, image: &Image) -> BootFiles {
     match image.manifest.provision {
         Provision::None => BootFiles::default(),
         Provision::Vmctl => BootFiles {
-            credential: Some(credential_path(paths)),
+            credential: Some(paths.provision_credential()),
             seed: None,
         },
         Provision::CloudInit => BootFiles {
             credential: None,
-            seed: Some(seed_path(paths)),
+            seed: Some(paths.cloud_init_seed()),
         },
     }
-}
-
-/// What the credential says; also the input of the cloud-init user-data.
-pub fn credential(paths: &VmPaths, spec: &VmSpec) -> Result<serde_json::Value> {
-    let files = SshFiles::new(&paths.dir);
-    let keys = std::fs::read_to_string(files.authorized_keys())
-        .path_ctx("read", &files.authorized_keys())?;
-    let private = std::fs::read_to_string(files.host_key()).path_ctx("read", &files.host_key())?;
-    let public = std::fs::read_to_string(files.host_key().with_extension("pub"))
-        .path_ctx("read", &files.host_key())?;
-    let user = spec.user.clone().unwrap_or_else(default_user);
-    Ok(json!({
-        "hostname": spec.name.as_str(),
-        "user": user.to_string(),
-        "authorized_keys": keys.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>(),
-        "ssh_host_key": { "type": "ed25519", "private": private, "public": public.trim() },
-        "app": spec.app.map(|a| a.as_str()),
-    }))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {

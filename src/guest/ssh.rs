@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::guest::provision::{SshFiles, host_alias};
+use crate::guest::provision::host_alias;
 use crate::image::store::Provision;
 use crate::paths::Home;
 use crate::types::VmName;
@@ -42,7 +42,7 @@ pub fn target(home: &Home, name: &VmName) -> Result<Target> {
         .user
         .clone()
         .ok_or_else(|| Error::Other(format!("VM {name} has no login user recorded")))?;
-    let files = SshFiles::new(&home.vm(name).dir);
+    let files = home.vm(name).ssh();
     let identity = std::fs::read_to_string(files.identity_record())
         .ok()
         .map(|p| PathBuf::from(p.trim()));

@@ -129,43 +129,8 @@ pub fn boot_probe(
     initrd: &Path,
     timeout: Duration,
 ) -> BootVerdict {
-    let machine = match arch {
-        Arch::X86_64 => "pc",
-        Arch::Aarch64 => "virt",
-    };
     let started = Instant::now();
-    let child = Command::new(qemu)
-        .args([
-            "-accel",
-            "kvm",
-            "-machine",
-            machine,
-            "-cpu",
-            "host",
-            "-m",
-            "128",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-kernel",
-        ])
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initrd)
-        .args([
-            "-append",
-            &format!("console={} panic=-1 vmctl.probe", arch.console()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn();
-    let mut child = match child {
+    let mut child = match probe_command(qemu, arch, kernel, initrd).spawn() {
         Ok(c) => c,
         Err(e) => {
             return BootVerdict::Fails {
@@ -175,40 +140,12 @@ pub fn boot_probe(
     };
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
-    let reader = std::thread::spawn(move || {
-        let mut last = String::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains(PROBE_MARKER) {
-                let _ = tx.send(None);
-                return last;
-            }
-            if !line.trim().is_empty() {
-                last = line.trim().to_string();
-                let _ = tx.send(Some(last.clone()));
-            }
-        }
-        last
-    });
-    let deadline = started + timeout;
-    let mut seen = false;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(None) => {
-                seen = true;
-                break;
-            }
-            Ok(Some(_)) => continue,
-            // Timeout, or stdout closed because QEMU exited.
-            Err(_) => break,
-        }
-    }
+    let console = Console::watch(stdout);
+    let seen = console.marker_before(started + timeout);
     let seconds = started.elapsed().as_secs_f64();
     let _ = child.kill();
     let status = child.wait();
-    let last_line = reader.join().unwrap_or_default();
+    let last_line = console.last_line();
     let mut err = String::new();
     use std::io::Read;
     let _ = BufReader::new(stderr).take(4096).read_to_string(&mut err);
@@ -231,6 +168,94 @@ pub fn boot_probe(
         };
     }
     BootVerdict::Hangs { seconds, last_line }
+}
+
+/// The test guest's QEMU: KVM, the host CPU, 128 MiB, its console on stdout, in a process group
+/// of its own.
+fn probe_command(qemu: &Path, arch: Arch, kernel: &Path, initrd: &Path) -> Command {
+    let machine = match arch {
+        Arch::X86_64 => "pc",
+        Arch::Aarch64 => "virt",
+    };
+    let mut cmd = Command::new(qemu);
+    cmd.args([
+        "-accel",
+        "kvm",
+        "-machine",
+        machine,
+        "-cpu",
+        "host",
+        "-m",
+        "128",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+        "-kernel",
+    ])
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args([
+        "-append",
+        &format!("console={} panic=-1 vmctl.probe", arch.console()),
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    cmd
+}
+
+/// The test guest's console, read on a thread: whether the marker came, and the last line
+/// before it.
+struct Console {
+    lines: std::sync::mpsc::Receiver<Option<String>>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl Console {
+    fn watch(stdout: std::process::ChildStdout) -> Console {
+        let (tx, lines) = std::sync::mpsc::channel::<Option<String>>();
+        let reader = std::thread::spawn(move || {
+            let mut last = String::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(PROBE_MARKER) {
+                    let _ = tx.send(None);
+                    return last;
+                }
+                if !line.trim().is_empty() {
+                    last = line.trim().to_string();
+                    let _ = tx.send(Some(last.clone()));
+                }
+            }
+            last
+        });
+        Console { lines, reader }
+    }
+
+    /// True when the marker arrives before `deadline`; false on the deadline or when the
+    /// console closes (QEMU exited).
+    fn marker_before(&self, deadline: Instant) -> bool {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(None) => return true,
+                Ok(Some(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// The last non-empty console line before the marker (QEMU must have been killed: this
+    /// waits for the console to close).
+    fn last_line(self) -> String {
+        self.reader.join().unwrap_or_default()
+    }
 }
 
 /// "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion ..." →
@@ -287,12 +312,16 @@ pub fn load_cached(path: &Path, fingerprint: &str) -> Option<BootVerdict> {
     (c.fingerprint == fingerprint).then_some(c.verdict)
 }
 
+/// Where the kernel and initrd of the test guest for an architecture are (the tiny image's),
+/// asked only when a probe must run; `None` when it is not built.
+pub type ProbeKernel<'a> = &'a dyn Fn(Arch) -> Option<(PathBuf, PathBuf)>;
+
 /// Decide for a VM about to start: probe the host (cheap), boot-test KVM once per host and QEMU
 /// (cached), then [`decide`]. An explicit `kvm` that cannot work is a host error.
 pub fn choose(
-    home: &crate::paths::Home,
     choice: AccelChoice,
     arch: Arch,
+    probe_kernel: ProbeKernel,
 ) -> crate::error::Result<Decision> {
     if choice == AccelChoice::Tcg {
         return Ok(tcg("TCG requested"));
@@ -300,16 +329,16 @@ pub fn choose(
     let kvm = KvmFacts::probe();
     let host = Arch::host();
     let boot = if host == Some(arch) && kvm.basic_ok() {
-        verdict_cached(home, arch)
+        verdict_cached(arch, probe_kernel)
     } else {
         None
     };
     decide(choice, arch, host, &kvm, boot.as_ref()).map_err(crate::error::Error::Host)
 }
 
-/// The KVM boot verdict for `arch`, from the cache or by booting the tiny image's kernel.
+/// The KVM boot verdict for `arch`, from the cache or by booting the test guest's kernel.
 /// `None` when there is nothing to boot (tiny image not built) or no QEMU.
-pub fn verdict_cached(home: &crate::paths::Home, arch: Arch) -> Option<BootVerdict> {
+pub fn verdict_cached(arch: Arch, probe_kernel: ProbeKernel) -> Option<BootVerdict> {
     let qemu = crate::host::facts::find_in_path(arch.qemu_binary())?;
     let version = crate::host::facts::qemu_version(&qemu).unwrap_or_default();
     let fp = fingerprint(&qemu, &version);
@@ -339,8 +368,7 @@ pub fn verdict_cached(home: &crate::paths::Home, arch: Arch) -> Option<BootVerdi
             dir.display()
         ),
     }
-    let img = crate::image::store::find(home, "tiny", arch).ok()?;
-    let (kernel, initrd) = (img.kernel()?, img.initrd()?);
+    let (kernel, initrd) = probe_kernel(arch)?;
     tracing::warn!(
         "checking {}whether KVM really runs guests on this host (a test boot, at most {} s)",
         if lock.is_ok() { "once " } else { "" },

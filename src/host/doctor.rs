@@ -27,14 +27,15 @@ pub struct Doctor {
     pub arches: Vec<ArchReport>,
 }
 
-pub fn run(home: &Home) -> Doctor {
+/// The report for this host; `probe_kernel` finds the test guest the KVM boot test runs.
+pub fn run(home: &Home, probe_kernel: accel::ProbeKernel) -> Doctor {
     let host = HostFacts::probe();
     let arches = host
         .qemu
         .iter()
         .map(|q| {
             let boot = (host.arch == Some(q.arch) && host.kvm.basic_ok() && q.path.is_some())
-                .then(|| accel::verdict_cached(home, q.arch))
+                .then(|| accel::verdict_cached(q.arch, probe_kernel))
                 .flatten();
             let (decision, error) = if q.path.is_none() {
                 (None, Some(format!("{} is not installed", q.name)))

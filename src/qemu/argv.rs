@@ -19,9 +19,18 @@ pub struct Launch<'a> {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
-    /// How the image provisions guests, and the files for it (see `provision`).
-    pub provision: crate::image::store::Provision,
-    pub boot_files: crate::guest::provision::BootFiles,
+    /// vmctl's own images: the guest takes its hostname from the kernel command line
+    /// (`systemd.hostname=`), from its first instruction on.
+    pub set_hostname: bool,
+    pub boot_files: BootFiles,
+}
+
+/// What QEMU hands the guest's provisioning (see `guest::provision`): the credential file,
+/// passed through fw_cfg, or the cloud-init seed, a read-only disk.
+#[derive(Debug, Default, Clone)]
+pub struct BootFiles {
+    pub credential: Option<PathBuf>,
+    pub seed: Option<PathBuf>,
 }
 
 /// TCG's translation cache defaults to 1 GiB and dominates QEMU's RSS; a quarter of guest RAM,
@@ -140,7 +149,7 @@ pub fn argv(l: &Launch) -> Vec<String> {
             format!("console={}", s.arch.console()),
             format!("vmctl.name={}", s.name),
         ];
-        if l.provision == crate::image::store::Provision::Vmctl {
+        if l.set_hostname {
             extras.push(format!("systemd.hostname={}", s.name));
         }
         for extra in extras {
@@ -205,7 +214,7 @@ mod tests {
             kernel: Some(img.join("kernel")),
             initrd: Some(img.join("initrd")),
             cmdline: Some("panic=-1 quiet".into()),
-            provision: crate::image::store::Provision::None,
+            set_hostname: false,
             boot_files: Default::default(),
         });
         let mut out = argv.join("\n");
@@ -255,8 +264,8 @@ mod tests {
             kernel: Some(img.join("kernel")),
             initrd: Some(img.join("initrd")),
             cmdline: Some("root=/dev/vda1 ro quiet".into()),
-            provision: crate::image::store::Provision::Vmctl,
-            boot_files: crate::guest::provision::BootFiles {
+            set_hostname: true,
+            boot_files: BootFiles {
                 credential: Some(paths.dir.join("provision.json")),
                 seed: None,
             },
@@ -279,8 +288,8 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
-            provision: crate::image::store::Provision::CloudInit,
-            boot_files: crate::guest::provision::BootFiles {
+            set_hostname: false,
+            boot_files: BootFiles {
                 credential: None,
                 seed: Some(paths.dir.join("seed.img")),
             },

@@ -64,7 +64,9 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<Plan> {
         ))
     })?;
     let qemu_version = crate::host::facts::qemu_version(&binary).unwrap_or_default();
-    let decision = accel::choose(home, spec.accel, spec.arch)?;
+    let decision = accel::choose(spec.accel, spec.arch, &|arch| {
+        image::store::probe_kernel(home, arch)
+    })?;
     let argv = argv::argv(&Launch {
         spec,
         accel: decision.accel,
@@ -73,7 +75,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<Plan> {
         kernel: img.kernel(),
         initrd: img.initrd(),
         cmdline: img.manifest.cmdline.clone(),
-        provision: img.manifest.provision,
+        set_hostname: img.manifest.provision == image::store::Provision::Vmctl,
         boot_files: crate::guest::provision::planned(&paths, &img),
     });
     Ok(Plan {

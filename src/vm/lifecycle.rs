@@ -46,15 +46,17 @@ fn create_as(
     precheck(home, &spec, source_name)?;
     // Build the VM in a temporary directory and rename it into place: all or nothing.
     let tmp = fsutil::TempDir::new(&vms, &format!(".create-{name}-"))?;
-    let disk = tmp.path().join("disk.qcow2");
-    crate::qemu::img::create(&disk, spec.disk, Some(&img.disk()))?;
-    let spec = crate::guest::provision::setup(&spec, &img, tmp.path(), &paths.dir)?;
+    let staging = VmPaths {
+        dir: tmp.path().to_path_buf(),
+    };
+    crate::qemu::img::create(&staging.disk(), spec.disk, Some(&img.disk()))?;
+    let spec = crate::guest::provision::setup(&spec, &img, &staging, &paths)?;
     fsutil::write_atomic(
-        &tmp.path().join("vm.toml"),
+        &staging.definition(),
         definition_text(&spec, defined_by).as_bytes(),
     )?;
     if let Some(f) = defined_by {
-        write_drop_in_record(&tmp.path().join("drop-in"), f)?;
+        write_drop_in_record(&staging.drop_in_record(), f)?;
     }
     std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
     Ok(spec)

@@ -1,0 +1,117 @@
+//! The provisioning credential: what a guest is told at each boot about who it is and who may
+//! log in — its hostname, the login user and the keys authorized for it, the SSH host key vmctl
+//! made for it, and its app. vmctl's own images read it as the systemd credential
+//! `vmctl.provision` (JSON, through fw_cfg); the cloud-init seed of an imported image is rendered
+//! from it.
+
+use serde::Serialize;
+
+use crate::def::spec::VmSpec;
+use crate::error::{IoContext, Result};
+use crate::paths::VmPaths;
+use crate::types::{App, LoginName};
+
+/// The credential's JSON (`images/debian-12/provision.py` reads it). Fields are in the order
+/// of their names: the JSON is written with its keys sorted, as it always was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Credential {
+    pub app: Option<App>,
+    pub authorized_keys: Vec<String>,
+    pub hostname: String,
+    pub ssh_host_key: HostKey,
+    pub user: String,
+}
+
+/// The VM's own ed25519 host key, pinned by `vmctl ssh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostKey {
+    pub private: String,
+    /// `ssh-ed25519 AAAA... comment`.
+    pub public: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl Credential {
+    /// The credential of a created VM, from its SSH files (written at create).
+    pub fn read(paths: &VmPaths, spec: &VmSpec) -> Result<Credential> {
+        let ssh = paths.ssh();
+        let keys = std::fs::read_to_string(ssh.authorized_keys())
+            .path_ctx("read", &ssh.authorized_keys())?;
+        let private = std::fs::read_to_string(ssh.host_key()).path_ctx("read", &ssh.host_key())?;
+        let public =
+            std::fs::read_to_string(ssh.host_key_pub()).path_ctx("read", &ssh.host_key())?;
+        Ok(Credential {
+            app: spec.app,
+            authorized_keys: keys
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
+            hostname: spec.name.to_string(),
+            ssh_host_key: HostKey {
+                private,
+                public: public.trim().to_string(),
+                kind: "ed25519",
+            },
+            user: spec.user.clone().unwrap_or_else(default_user).to_string(),
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a credential serializes")
+    }
+}
+
+/// The invoking user's name, or "debian" for root (root cannot log in over SSH).
+pub fn default_user() -> LoginName {
+    let uid = nix::unistd::getuid();
+    let name = if uid.is_root() {
+        std::env::var("SUDO_USER").ok().filter(|u| u != "root")
+    } else {
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    };
+    name.and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| "debian".parse().expect("a valid name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_has_the_keys_provision_py_reads_in_sorted_order() {
+        let c = Credential {
+            app: Some(App::NginxGunicorn),
+            authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
+            hostname: "web".into(),
+            ssh_host_key: HostKey {
+                private: "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),
+                public: "ssh-ed25519 BBBB web".into(),
+                kind: "ed25519",
+            },
+            user: "alice".into(),
+        };
+        // What serde_json made of the json! literal this replaced: keys sorted at every level.
+        let expected = serde_json::json!({
+            "hostname": "web",
+            "user": "alice",
+            "authorized_keys": ["ssh-ed25519 AAAA me"],
+            "ssh_host_key": {"type": "ed25519", "private": "-----BEGIN OPENSSH PRIVATE KEY-----\n", "public": "ssh-ed25519 BBBB web"},
+            "app": "nginx-gunicorn",
+        });
+        assert_eq!(
+            c.to_json(),
+            serde_json::to_string_pretty(&expected).unwrap()
+        );
+        let none = Credential { app: None, ..c };
+        assert!(
+            none.to_json().contains("\"app\": null"),
+            "{}",
+            none.to_json()
+        );
+    }
+}
