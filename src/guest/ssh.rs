@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::guest::provision::host_alias;
-use crate::image::store::Provision;
+use crate::image::recipe::Provision;
 use crate::paths::Home;
 use crate::types::VmName;
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::recipe;
-use crate::image::store::{self, Image, Manifest, Provision};
+use crate::image::recipe::{self, Provision};
+use crate::image::store::{self, Image, Manifest};
 use crate::paths::{Home, ImagePaths};
 use crate::sys::fsutil;
 use crate::types::{App, Arch};

@@ -2,12 +2,10 @@
 //! `images/NAME/image.toml` with the files its build runs (`build.sh` and what sits beside it),
 //! plus, for images vmctl provisions, the guest payload (`images/guest/`, see `payload`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::image::payload::{self, GuestFile};
 use crate::types::{App, Arch};
-
-use crate::image::store::Provision;
 
 /// A recipe in `images/NAME/image.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +32,19 @@ pub struct Recipe {
     /// Environment for the build script, per architecture (`[env.x86_64]`).
     #[serde(default)]
     pub env: std::collections::BTreeMap<Arch, std::collections::BTreeMap<String, String>>,
+}
+
+/// How a VM on an image gets its login user, SSH keys and app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provision {
+    /// Nothing: the image has no users to set up (tiny).
+    #[default]
+    None,
+    /// vmctl's own first-boot unit reads a JSON credential passed through fw_cfg.
+    Vmctl,
+    /// cloud-init reads a NoCloud seed disk vmctl generates (imported cloud images).
+    CloudInit,
 }
 
 /// A built-in image: its recipe and the files its build runs (all embedded).

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::recipe;
+use crate::image::recipe::{self, Provision};
 use crate::paths::{Home, ImagePaths};
 use crate::sys::fsutil;
 use crate::types::{App, Arch};
@@ -44,19 +44,6 @@ pub struct Manifest {
     pub sha256: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub packages: Vec<String>,
-}
-
-/// How a VM on an image gets its login user, SSH keys and app.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Provision {
-    /// Nothing: the image has no users to set up (tiny).
-    #[default]
-    None,
-    /// vmctl's own first-boot unit reads a JSON credential passed through fw_cfg.
-    Vmctl,
-    /// cloud-init reads a NoCloud seed disk vmctl generates (imported cloud images).
-    CloudInit,
 }
 
 #[derive(Debug, Clone, Serialize)]

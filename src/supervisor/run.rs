@@ -75,7 +75,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<Plan> {
         kernel: img.kernel(),
         initrd: img.initrd(),
         cmdline: img.manifest.cmdline.clone(),
-        set_hostname: img.manifest.provision == image::store::Provision::Vmctl,
+        set_hostname: img.manifest.provision == image::recipe::Provision::Vmctl,
         boot_files: crate::guest::provision::planned(&paths, &img),
     });
     Ok(Plan {
