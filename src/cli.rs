@@ -295,29 +295,15 @@ pub enum InventoryFormat {
 
 fn parse_cpus(s: &str) -> std::result::Result<u64, String> {
     let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if n == 0 || n > crate::def::spec::MAX_CPUS {
-        return Err(format!("must be 1-{}; got {n}", crate::def::spec::MAX_CPUS));
-    }
-    Ok(n)
+    crate::def::bounds::cpus(n).map(u64::from)
 }
 
 fn parse_mem(s: &str) -> std::result::Result<ByteSize, String> {
-    let m: ByteSize = s.parse()?;
-    if m.0 < crate::def::spec::MIN_MEMORY {
-        return Err(format!(
-            "must be at least {}; got {s}",
-            ByteSize(crate::def::spec::MIN_MEMORY)
-        ));
-    }
-    Ok(m)
+    crate::def::bounds::min_memory(s.parse()?)
 }
 
 fn parse_disk(s: &str) -> std::result::Result<ByteSize, String> {
-    let d: ByteSize = s.parse()?;
-    if d.0 == 0 {
-        return Err("must be larger than 0".into());
-    }
-    Ok(d)
+    crate::def::bounds::disk(s.parse()?)
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,41 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+/// Every problem of one definition or request, collected as validation goes, each naming its
+/// field: reported all at once ([`Error::Invalid`]) rather than one per attempt.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<FieldError>);
+
+impl Problems {
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The value, or `None` once why it is bad is recorded against `field`.
+    pub fn check<T>(&mut self, field: &str, value: std::result::Result<T, String>) -> Option<T> {
+        value.map_err(|e| self.add(field, e)).ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok` when nothing was found, else every problem as one [`Error::Invalid`] naming
+    /// `source_name` (the file, or "command line").
+    pub fn into_result(self, source_name: &str) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Invalid {
+            source_name: source_name.to_string(),
+            problems: self.0,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]

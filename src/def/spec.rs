@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use crate::def::bounds;
 use crate::def::config::{self, HealthConfig, VmConfig};
-use crate::error::{Error, FieldError, Result};
+use crate::error::{Problems, Result};
 use crate::types::{
-    AccelChoice, App, Arch, ByteSize, LoginName, PortForward, Protocol, Span, VmName, human_bytes,
+    AccelChoice, App, Arch, ByteSize, LoginName, PortForward, Protocol, Span, VmName,
 };
 
 /// A validated VM definition.
@@ -69,205 +70,47 @@ impl std::fmt::Display for HealthCheck {
     }
 }
 
-pub const MAX_HEALTH_RETRIES: u64 = 100;
-/// Bounds of `health.interval` and `health.start_period`.
-const HEALTH_INTERVAL_MIN: Duration = Duration::from_secs(1);
-const HEALTH_TIME_MAX: Duration = Duration::from_secs(3600);
-
 /// Facts about the host that validation checks against.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub host_memory: u64,
 }
 
-pub const MAX_CPUS: u64 = 255;
-/// QEMU's user-mode network and firmware need some RAM; smaller guests cannot boot.
-pub const MIN_MEMORY: u64 = 16 * ByteSize::MIB;
-
+/// Validate a definition into a spec, with every bad field reported at once (in the order of
+/// the fields), each by name and value.
 pub fn validate(
     name: &VmName,
     cfg: &VmConfig,
     limits: Limits,
     source_name: &str,
 ) -> Result<VmSpec> {
-    let mut problems = Vec::new();
-    let mut bad = |field: &str, message: String| {
-        problems.push(FieldError {
-            field: field.to_string(),
-            message,
-        })
-    };
-
-    let cpus = cfg.cpus.unwrap_or(config::DEFAULT_CPUS);
-    if cpus == 0 || cpus > MAX_CPUS {
-        bad("cpus", format!("must be 1-{MAX_CPUS}; got {cpus}"));
-    }
-
-    let memory = match cfg
-        .memory
-        .as_deref()
-        .unwrap_or(config::DEFAULT_MEMORY)
-        .parse::<ByteSize>()
-    {
-        Ok(m) if m.0 < MIN_MEMORY => {
-            bad(
-                "memory",
-                format!("must be at least {}; got {m}", ByteSize(MIN_MEMORY)),
-            );
-            m
-        }
-        Ok(m) if m.0 > limits.host_memory => {
-            bad(
-                "memory",
-                format!(
-                    "{m} is more than this host has ({} of RAM)",
-                    human_bytes(limits.host_memory)
-                ),
-            );
-            m
-        }
-        Ok(m) if m.0 % ByteSize::MIB != 0 => {
-            bad("memory", format!("must be a whole number of MiB; got {m}"));
-            m
-        }
-        Ok(m) => m,
-        Err(e) => {
-            bad("memory", e);
-            ByteSize(0)
-        }
-    };
-
-    let disk = match cfg
-        .disk
-        .as_deref()
-        .unwrap_or(config::DEFAULT_DISK)
-        .parse::<ByteSize>()
-    {
-        Ok(d) if d.0 == 0 => {
-            bad("disk", "must be larger than 0".into());
-            d
-        }
-        Ok(d) => d,
-        Err(e) => {
-            bad("disk", e);
-            ByteSize(0)
-        }
-    };
-
-    let image = cfg
-        .image
-        .clone()
-        .unwrap_or_else(|| config::DEFAULT_IMAGE.to_string());
-    if image.is_empty() || image.contains('/') || image.contains("..") || image.starts_with('.') {
-        bad("image", format!("{image:?} is not an image name"));
-    }
-
-    let arch = match cfg.arch.as_deref() {
-        None => Arch::host().unwrap_or(Arch::X86_64),
-        Some(a) => a.parse().unwrap_or_else(|e| {
-            bad("arch", e);
-            Arch::X86_64
-        }),
-    };
-
-    let accel = match cfg.accel.as_deref() {
-        None => AccelChoice::Auto,
-        Some(a) => a.parse().unwrap_or_else(|e| {
-            bad("accel", e);
-            AccelChoice::Auto
-        }),
-    };
-
-    let mut ports: Vec<PortForward> = Vec::new();
-    for (i, p) in cfg.ports.iter().enumerate() {
-        match p.parse::<PortForward>() {
-            Ok(pf) => {
-                if let Some(prev) = ports.iter().find(|q| ports_overlap(q, &pf)) {
-                    bad(
-                        &format!("ports[{i}]"),
-                        format!("host port {} is already forwarded by {prev}", pf.host),
-                    );
-                }
-                ports.push(pf);
-            }
-            Err(e) => bad(&format!("ports[{i}]"), e),
-        }
-    }
-
-    let stop_timeout = cfg
-        .stop_timeout
-        .unwrap_or(config::DEFAULT_STOP_TIMEOUT_SECS);
-    if stop_timeout == 0 || stop_timeout > 3600 {
-        bad(
+    let mut p = Problems::default();
+    let (cpus, memory, disk) = shape(cfg, limits, &mut p);
+    let (image, arch, accel) = base(cfg, &mut p);
+    let ports = forwards(&cfg.ports, &mut p);
+    let stop_timeout = p
+        .check(
             "stop_timeout",
-            format!("must be 1-3600 seconds; got {stop_timeout}"),
-        );
-    }
-
-    let user = match cfg.user.as_deref() {
-        None => None,
-        Some(u) => match u.parse::<LoginName>() {
-            Ok(u) => Some(u),
-            Err(e) => {
-                bad("user", e);
-                None
-            }
-        },
-    };
-    let ssh_key = match cfg.ssh_key.as_deref() {
-        Some("") => {
-            bad("ssh_key", "must be a path to a public key file".into());
-            None
-        }
-        other => other.map(std::path::PathBuf::from),
-    };
-    let app = match cfg.app.as_deref() {
-        None => None,
-        Some(a) => match a.parse::<App>() {
-            Ok(a) => Some(a),
-            Err(e) => {
-                bad("app", e);
-                None
-            }
-        },
-    };
-
-    let mut after: Vec<VmName> = Vec::new();
-    for (i, a) in cfg.after.iter().enumerate() {
-        match a.parse::<VmName>() {
-            Ok(n) if &n == name => bad(
-                &format!("after[{i}]"),
-                format!("{a:?} is this VM; a VM cannot start after itself"),
+            bounds::stop_timeout(
+                cfg.stop_timeout
+                    .unwrap_or(config::DEFAULT_STOP_TIMEOUT_SECS),
             ),
-            Ok(n) if after.contains(&n) => {
-                bad(&format!("after[{i}]"), format!("{a:?} is listed twice"))
-            }
-            Ok(n) => after.push(n),
-            Err(e) => bad(&format!("after[{i}]"), e),
-        }
-    }
-
-    let health = cfg
-        .health
-        .as_ref()
-        .and_then(|h| validate_health(h, &ports, &mut bad));
-
-    if !problems.is_empty() {
-        return Err(Error::Invalid {
-            source_name: source_name.to_string(),
-            problems,
-        });
-    }
+        )
+        .unwrap_or_default();
+    let (user, ssh_key, app) = login(cfg, &mut p);
+    let after = after(name, &cfg.after, &mut p);
+    let health = cfg.health.as_ref().and_then(|h| health(h, &ports, &mut p));
+    p.into_result(source_name)?;
     Ok(VmSpec {
         name: name.clone(),
-        cpus: cpus as u32,
+        cpus,
         memory,
         disk,
         image,
         arch,
         accel,
         ports,
-        stop_timeout: Duration::from_secs(stop_timeout),
+        stop_timeout,
         user,
         ssh_key,
         app,
@@ -277,105 +120,190 @@ pub fn validate(
     })
 }
 
-/// `[health]`: exactly one target on a forwarded TCP guest port, and sane timing.
-fn validate_health(
-    h: &HealthConfig,
-    ports: &[PortForward],
-    bad: &mut impl FnMut(&str, String),
-) -> Option<HealthSpec> {
-    let check = match (&h.http, h.tcp) {
-        (Some(_), Some(_)) | (None, None) => {
-            bad(
-                "health",
-                "set exactly one of http = \"PORT/PATH\" or tcp = PORT".into(),
+/// `cpus`, `memory` (within the host's RAM, whole MiB) and `disk`.
+fn shape(cfg: &VmConfig, limits: Limits, p: &mut Problems) -> (u32, ByteSize, ByteSize) {
+    let cpus = p
+        .check(
+            "cpus",
+            bounds::cpus(cfg.cpus.unwrap_or(config::DEFAULT_CPUS)),
+        )
+        .unwrap_or(1);
+    let memory = cfg
+        .memory
+        .as_deref()
+        .unwrap_or(config::DEFAULT_MEMORY)
+        .parse::<ByteSize>()
+        .and_then(bounds::min_memory)
+        .and_then(|m| bounds::host_memory(m, limits.host_memory))
+        .and_then(bounds::whole_mib);
+    let memory = p.check("memory", memory).unwrap_or(ByteSize(0));
+    let disk = cfg
+        .disk
+        .as_deref()
+        .unwrap_or(config::DEFAULT_DISK)
+        .parse::<ByteSize>()
+        .and_then(bounds::disk);
+    let disk = p.check("disk", disk).unwrap_or(ByteSize(0));
+    (cpus, memory, disk)
+}
+
+/// `image` (a plain name), `arch` (default: the host's) and `accel`.
+fn base(cfg: &VmConfig, p: &mut Problems) -> (String, Arch, AccelChoice) {
+    let image = cfg
+        .image
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_IMAGE.to_string());
+    if image.is_empty() || image.contains('/') || image.contains("..") || image.starts_with('.') {
+        p.add("image", format!("{image:?} is not an image name"));
+    }
+    let arch = match cfg.arch.as_deref() {
+        None => Arch::host().unwrap_or(Arch::X86_64),
+        Some(a) => p.check("arch", a.parse()).unwrap_or(Arch::X86_64),
+    };
+    let accel = match cfg.accel.as_deref() {
+        None => AccelChoice::Auto,
+        Some(a) => p.check("accel", a.parse()).unwrap_or(AccelChoice::Auto),
+    };
+    (image, arch, accel)
+}
+
+/// `ports`: each a forward, no two on one host port.
+fn forwards(ports: &[String], p: &mut Problems) -> Vec<PortForward> {
+    let mut out: Vec<PortForward> = Vec::new();
+    for (i, text) in ports.iter().enumerate() {
+        let field = format!("ports[{i}]");
+        let Some(pf) = p.check(&field, text.parse::<PortForward>()) else {
+            continue;
+        };
+        if let Some(prev) = out.iter().find(|q| ports_overlap(q, &pf)) {
+            p.add(
+                field,
+                format!("host port {} is already forwarded by {prev}", pf.host),
             );
+        }
+        out.push(pf);
+    }
+    out
+}
+
+/// `user`, `ssh_key` and `app`.
+fn login(
+    cfg: &VmConfig,
+    p: &mut Problems,
+) -> (Option<LoginName>, Option<std::path::PathBuf>, Option<App>) {
+    let user = cfg
+        .user
+        .as_deref()
+        .and_then(|u| p.check("user", u.parse::<LoginName>()));
+    let ssh_key = match cfg.ssh_key.as_deref() {
+        Some("") => {
+            p.add("ssh_key", "must be a path to a public key file");
             None
         }
-        (Some(url), None) => match parse_http_target(url) {
-            Ok((port, path)) => Some(("health.http", HealthCheck::Http { port, path })),
-            Err(e) => {
-                bad("health.http", e);
-                None
-            }
-        },
-        (None, Some(port)) => match u16::try_from(port) {
-            Ok(p) if p > 0 => Some(("health.tcp", HealthCheck::Tcp { port: p })),
-            _ => {
-                bad("health.tcp", format!("must be a port 1-65535; got {port}"));
-                None
-            }
-        },
+        other => other.map(std::path::PathBuf::from),
     };
-    let check = check.and_then(|(field, c)| {
-        let forwarded: Vec<u16> = ports
-            .iter()
-            .filter(|p| p.proto == Protocol::Tcp)
-            .map(|p| p.guest)
-            .collect();
-        if forwarded.contains(&c.guest_port()) {
-            return Some(c);
-        }
-        let have = if forwarded.is_empty() {
-            "this VM forwards no TCP ports".to_string()
-        } else {
-            let list: Vec<String> = forwarded.iter().map(|p| p.to_string()).collect();
-            format!("forwarded TCP guest ports: {}", list.join(", "))
-        };
-        bad(
-            field,
-            format!(
-                "guest port {} is not forwarded ({have}); add it to ports",
-                c.guest_port()
+    let app = cfg
+        .app
+        .as_deref()
+        .and_then(|a| p.check("app", a.parse::<App>()));
+    (user, ssh_key, app)
+}
+
+/// `after`: other VMs, each once.
+fn after(name: &VmName, after: &[String], p: &mut Problems) -> Vec<VmName> {
+    let mut out: Vec<VmName> = Vec::new();
+    for (i, a) in after.iter().enumerate() {
+        let field = format!("after[{i}]");
+        match p.check(&field, a.parse::<VmName>()) {
+            Some(n) if &n == name => p.add(
+                field,
+                format!("{a:?} is this VM; a VM cannot start after itself"),
             ),
-        );
-        None
-    });
-    let mut span = |field: &str, value: Option<&str>, default: &str, min: Duration| {
-        let text = value.unwrap_or(default);
-        match text.parse::<Span>() {
-            Ok(Span(d)) if d < min || d > HEALTH_TIME_MAX => {
-                bad(
-                    field,
-                    format!(
-                        "must be {}-{}; got {text:?}",
-                        Span(min),
-                        Span(HEALTH_TIME_MAX)
-                    ),
-                );
-                None
-            }
-            Ok(Span(d)) => Some(d),
-            Err(e) => {
-                bad(field, e);
-                None
-            }
+            Some(n) if out.contains(&n) => p.add(field, format!("{a:?} is listed twice")),
+            Some(n) => out.push(n),
+            None => {}
         }
-    };
-    let interval = span(
-        "health.interval",
-        h.interval.as_deref(),
-        config::DEFAULT_HEALTH_INTERVAL,
-        HEALTH_INTERVAL_MIN,
-    );
-    let start_period = span(
-        "health.start_period",
-        h.start_period.as_deref(),
-        config::DEFAULT_HEALTH_START_PERIOD,
-        Duration::ZERO,
-    );
-    let retries = h.retries.unwrap_or(config::DEFAULT_HEALTH_RETRIES);
-    if retries == 0 || retries > MAX_HEALTH_RETRIES {
-        bad(
-            "health.retries",
-            format!("must be 1-{MAX_HEALTH_RETRIES}; got {retries}"),
-        );
     }
+    out
+}
+
+/// `[health]`: exactly one target on a forwarded TCP guest port, and sane timing.
+fn health(h: &HealthConfig, ports: &[PortForward], p: &mut Problems) -> Option<HealthSpec> {
+    let check = health_check(h, ports, p);
+    let interval = p.check(
+        "health.interval",
+        bounds::health_time(
+            h.interval
+                .as_deref()
+                .unwrap_or(config::DEFAULT_HEALTH_INTERVAL),
+            bounds::HEALTH_INTERVAL_MIN,
+        ),
+    );
+    let start_period = p.check(
+        "health.start_period",
+        bounds::health_time(
+            h.start_period
+                .as_deref()
+                .unwrap_or(config::DEFAULT_HEALTH_START_PERIOD),
+            Duration::ZERO,
+        ),
+    );
+    let retries = p.check(
+        "health.retries",
+        bounds::health_retries(h.retries.unwrap_or(config::DEFAULT_HEALTH_RETRIES)),
+    );
     Some(HealthSpec {
         check: check?,
         interval: interval?,
-        retries: u32::try_from(retries).ok().filter(|r| *r > 0)?,
+        retries: retries?,
         start_period: start_period?,
     })
+}
+
+/// `health.http` or `health.tcp`, whose guest port must be forwarded.
+fn health_check(h: &HealthConfig, ports: &[PortForward], p: &mut Problems) -> Option<HealthCheck> {
+    let (field, check) = match (&h.http, h.tcp) {
+        (Some(_), Some(_)) | (None, None) => {
+            p.add(
+                "health",
+                "set exactly one of http = \"PORT/PATH\" or tcp = PORT",
+            );
+            return None;
+        }
+        (Some(url), None) => {
+            let (port, path) = p.check("health.http", parse_http_target(url))?;
+            ("health.http", HealthCheck::Http { port, path })
+        }
+        (None, Some(port)) => match u16::try_from(port) {
+            Ok(port) if port > 0 => ("health.tcp", HealthCheck::Tcp { port }),
+            _ => {
+                p.add("health.tcp", format!("must be a port 1-65535; got {port}"));
+                return None;
+            }
+        },
+    };
+    let forwarded: Vec<u16> = ports
+        .iter()
+        .filter(|p| p.proto == Protocol::Tcp)
+        .map(|p| p.guest)
+        .collect();
+    if forwarded.contains(&check.guest_port()) {
+        return Some(check);
+    }
+    let have = if forwarded.is_empty() {
+        "this VM forwards no TCP ports".to_string()
+    } else {
+        let list: Vec<String> = forwarded.iter().map(|p| p.to_string()).collect();
+        format!("forwarded TCP guest ports: {}", list.join(", "))
+    };
+    p.add(
+        field,
+        format!(
+            "guest port {} is not forwarded ({have}); add it to ports",
+            check.guest_port()
+        ),
+    );
+    None
 }
 
 /// `"8080/healthz"` → (8080, "/healthz"); `"8080"` → (8080, "/"). The path goes into a request
