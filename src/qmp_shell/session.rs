@@ -29,7 +29,9 @@ use crate::error::{Error, Result};
 use crate::paths::{Home, VmPaths};
 use crate::runstate;
 use crate::sys::fsutil;
-use crate::term::lineedit::{self, Editor};
+use crate::term::lineedit::editor::Editor;
+use crate::term::lineedit::layout::columns;
+use crate::term::lineedit::state::Read;
 use crate::types::VmName;
 
 /// Bound for one command's reply (long enough for a QMP command that does real work).
@@ -624,10 +626,7 @@ impl Session<'_> {
                     s.push_str(&format!("  {}\n", b.1));
                 }
                 s.push_str("QMP commands (`help CMD` for arguments; `CMD key=value ...` or {\"execute\": ...}):\n");
-                s.push_str(&lineedit::columns(
-                    schema.commands.keys().map(String::as_str),
-                    100,
-                ));
+                s.push_str(&columns(schema.commands.keys().map(String::as_str), 100));
                 s
             }
         })
@@ -714,9 +713,9 @@ fn interactive(home: &Home, name: &VmName, paths: &VmPaths) -> Result<()> {
     let prompt = format!("qmp:{name}> ");
     loop {
         let line = match rl.read_line(&prompt) {
-            Ok(lineedit::Read::Line(l)) => l,
-            Ok(lineedit::Read::Interrupted) => continue,
-            Ok(lineedit::Read::Eof) => break,
+            Ok(Read::Line(l)) => l,
+            Ok(Read::Interrupted) => continue,
+            Ok(Read::Eof) => break,
             Err(e) => return Err(Error::Other(format!("Cannot read input: {e}"))),
         };
         if let Err(e) = rl.add_history(&line) {
@@ -757,7 +756,7 @@ fn step(s: &mut Session<'_>, rl: &mut Editor, line: &str, schema: &Schema) -> Re
                 "QMP quit kills VM {}'s QEMU now, without a guest shutdown; type yes to go on: ",
                 s.name
             ));
-            if !matches!(answer, Ok(lineedit::Read::Line(a)) if a.trim() == "yes") {
+            if !matches!(answer, Ok(Read::Line(a)) if a.trim() == "yes") {
                 println!("Not sent.");
                 return Ok(true);
             }
