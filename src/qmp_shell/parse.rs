@@ -1,0 +1,203 @@
+//! One line of the shell's input parsed into what to do: raw JSON, a built-in verb, or
+//! `cmd key=value ...` with JSON values (strings where the schema says `str`).
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::qmp_shell::schema::Schema;
+
+/// One line of input, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Empty,
+    /// A QMP command with its arguments.
+    Qmp {
+        name: String,
+        args: Option<Value>,
+    },
+    Hmp(String),
+    Help(Option<String>),
+    Snapshot(Vec<String>),
+    /// pause, resume, reset, powerdown: the QMP command each stands for.
+    Verb(&'static str),
+    Leave,
+}
+
+/// Split on blanks outside brackets and quotes. Double quotes stay (they are JSON); single quotes
+/// group and are removed.
+pub fn tokenize(line: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut started = false;
+    for c in line.chars() {
+        if let Some(q) = quote {
+            if q == '"' && escaped {
+                escaped = false;
+                cur.push(c);
+                continue;
+            }
+            if q == '"' && c == '\\' {
+                escaped = true;
+                cur.push(c);
+                continue;
+            }
+            if c == q {
+                quote = None;
+                if q == '"' {
+                    cur.push(c);
+                }
+            } else {
+                cur.push(c);
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => {
+                quote = Some(c);
+                started = true;
+                if c == '"' {
+                    cur.push(c);
+                }
+            }
+            '{' | '[' => {
+                depth += 1;
+                cur.push(c);
+                started = true;
+            }
+            '}' | ']' => {
+                depth -= 1;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && depth <= 0 => {
+                if started {
+                    out.push(std::mem::take(&mut cur));
+                    started = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                started = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(Error::Usage(format!("Unterminated quote in: {line}")));
+    }
+    if depth > 0 {
+        return Err(Error::Usage(format!("Unclosed bracket in: {line}")));
+    }
+    if started {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Parse one line: raw JSON (`{"execute": ...}`), a built-in verb, or `cmd key=value ...` whose
+/// values are JSON when they parse as JSON (strings otherwise, and always for `str` arguments).
+pub fn parse_line(line: &str, schema: Option<&Schema>) -> Result<Input> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(Input::Empty);
+    }
+    if line.starts_with('{') {
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| Error::Usage(format!("Not valid JSON: {e}: {line}")))?;
+        let name = v["execute"]
+            .as_str()
+            .ok_or_else(|| Error::Usage(format!("JSON input needs \"execute\": {line}")))?;
+        return Ok(Input::Qmp {
+            name: name.to_string(),
+            args: v.get("arguments").cloned(),
+        });
+    }
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    match word {
+        "hmp" if rest.is_empty() => return Err(Error::Usage("Usage: hmp LINE".into())),
+        "hmp" => return Ok(Input::Hmp(rest.to_string())),
+        "help" | "?" => return Ok(Input::Help((!rest.is_empty()).then(|| rest.to_string()))),
+        "quit" | "exit" if rest.is_empty() => return Ok(Input::Leave),
+        "snapshot" => return Ok(Input::Snapshot(tokenize(rest)?)),
+        "pause" | "resume" | "reset" | "powerdown" if rest.is_empty() => {
+            return Ok(Input::Verb(match word {
+                "pause" => "stop",
+                "resume" => "cont",
+                "reset" => "system_reset",
+                _ => "system_powerdown",
+            }));
+        }
+        _ => {}
+    }
+    let mut args = serde_json::Map::new();
+    for tok in tokenize(rest)? {
+        let (k, v) = tok.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "Arguments are key=value; got {tok:?} (see `help {word}`)"
+            ))
+        })?;
+        let is_str = schema.is_some_and(|s| s.arg_is_str(word, k));
+        let value = match serde_json::from_str::<Value>(v) {
+            Ok(Value::String(s)) => Value::String(s),
+            Ok(j) if !is_str => j,
+            _ => Value::String(v.to_string()),
+        };
+        args.insert(k.to_string(), value);
+    }
+    Ok(Input::Qmp {
+        name: word.to_string(),
+        args: (!args.is_empty()).then_some(Value::Object(args)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qmp_shell::schema::tests::schema;
+    use serde_json::json;
+
+    #[test]
+    fn lines_parse_into_commands_with_json_values() {
+        let s = schema();
+        assert_eq!(
+            parse_line(r#"set-x modes=["a", "b"] tag=1"#, Some(&s)).unwrap(),
+            Input::Qmp {
+                name: "set-x".into(),
+                args: Some(json!({"modes": ["a", "b"], "tag": "1"}))
+            },
+            "JSON where it parses, a str argument stays a string"
+        );
+        assert_eq!(
+            parse_line("x n=1 b=true o={\"k\": [1, 2]} w='a b' s=plain", None).unwrap(),
+            Input::Qmp {
+                name: "x".into(),
+                args: Some(
+                    json!({"n": 1, "b": true, "o": {"k": [1, 2]}, "w": "a b", "s": "plain"})
+                )
+            }
+        );
+        assert_eq!(
+            parse_line(r#"{"execute": "query-status"}"#, None).unwrap(),
+            Input::Qmp {
+                name: "query-status".into(),
+                args: None
+            }
+        );
+        assert_eq!(
+            parse_line("hmp info status", None).unwrap(),
+            Input::Hmp("info status".into())
+        );
+        assert_eq!(parse_line("  ", None).unwrap(), Input::Empty);
+        assert_eq!(parse_line("exit", None).unwrap(), Input::Leave);
+        assert_eq!(parse_line("pause", None).unwrap(), Input::Verb("stop"));
+        assert_eq!(
+            parse_line("snapshot revert t1 --force", None).unwrap(),
+            Input::Snapshot(vec!["revert".into(), "t1".into(), "--force".into()])
+        );
+        assert!(parse_line("x novalue", None).is_err());
+        assert!(parse_line("x a={", None).is_err());
+        assert!(parse_line(r#"{"arguments": {}}"#, None).is_err());
+    }
+}
