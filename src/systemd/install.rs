@@ -54,17 +54,7 @@ pub fn install(
     let unit = unit_name(&spec.name);
     let path = dir.join(&unit);
     check_owner(&path, home, &spec.name, scope)?;
-    for dep in &spec.after {
-        if !dir.join(unit_name(dep)).exists() {
-            return Err(Error::State(format!(
-                "VM {} starts after {dep} (after = [\"{dep}\"]), but {} is not installed in {}; install it first: vmctl systemd install {dep}{}",
-                spec.name,
-                unit_name(dep),
-                dir.display(),
-                if scope == Scope::User { " --user" } else { "" }
-            )));
-        }
-    }
+    check_after(spec, scope, &dir)?;
     std::fs::create_dir_all(&dir).path_ctx("create", &dir)?;
     // The unit may write only there (ReadWritePaths=): without it the KVM verdict is not kept.
     let cache = cache_for(scope);
@@ -73,19 +63,7 @@ pub fn install(
     let mut done = vec![format!("Wrote {}", path.display())];
     let mut missing = Vec::new();
     if scope == Scope::User {
-        let user = user_name();
-        if opts.linger {
-            match linger(&user) {
-                Ok(()) => done.push(format!(
-                    "Enabled lingering for {user}: the user's VMs start at boot"
-                )),
-                Err(why) => missing.push(format!("enable lingering for {user} ({why})")),
-            }
-        } else if !Path::new("/var/lib/systemd/linger").join(&user).exists() {
-            done.push(format!(
-                "Note: user units start when {user} logs in; to start them at boot without a login: loginctl enable-linger {user} (or install with --linger)"
-            ));
-        }
+        user_linger(opts.linger, &mut done, &mut missing);
     }
     let running = manager_running(scope);
     if running {
@@ -131,6 +109,40 @@ pub fn install(
         )));
     }
     Ok(done)
+}
+
+/// Refuse a unit whose VM starts after one without an installed unit: it could never start.
+fn check_after(spec: &VmSpec, scope: Scope, dir: &Path) -> Result<()> {
+    for dep in &spec.after {
+        if !dir.join(unit_name(dep)).exists() {
+            return Err(Error::State(format!(
+                "VM {} starts after {dep} (after = [\"{dep}\"]), but {} is not installed in {}; install it first: vmctl systemd install {dep}{}",
+                spec.name,
+                unit_name(dep),
+                dir.display(),
+                if scope == Scope::User { " --user" } else { "" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// For a user unit: enable lingering when asked (what fails goes to `missing`), else note that
+/// the unit starts only at login.
+fn user_linger(linger_asked: bool, done: &mut Vec<String>, missing: &mut Vec<String>) {
+    let user = user_name();
+    if linger_asked {
+        match linger(&user) {
+            Ok(()) => done.push(format!(
+                "Enabled lingering for {user}: the user's VMs start at boot"
+            )),
+            Err(why) => missing.push(format!("enable lingering for {user} ({why})")),
+        }
+    } else if !Path::new("/var/lib/systemd/linger").join(&user).exists() {
+        done.push(format!(
+            "Note: user units start when {user} logs in; to start them at boot without a login: loginctl enable-linger {user} (or install with --linger)"
+        ));
+    }
 }
 
 /// The `.wants` link that enables a unit: what `systemctl enable` makes for its `WantedBy=`.

@@ -76,7 +76,44 @@ pub fn render(cx: &UnitContext) -> Result<String> {
     let cache = unit_path(cx.cache, "The vmctl cache directory")?;
     let unit = unit_name(&cx.spec.name);
     let name = cx.spec.name.as_str();
-    let (origin, source_path, exec_start_pre) = match cx.origin {
+    let (origin, source_path, exec_start_pre) = origin_lines(cx, &vmctl)?;
+    let deps: Vec<String> = cx.spec.after.iter().map(unit_name).collect();
+    let dependencies = if deps.is_empty() {
+        String::new()
+    } else {
+        let list = deps.join(" ");
+        format!("After={list}\nRequires={list}")
+    };
+    let (protect_home, private_tmp) = hardening(cx);
+    let template = match cx.scope {
+        Scope::System => SYSTEM_TEMPLATE,
+        Scope::User => USER_TEMPLATE,
+    };
+    Ok(substitute(
+        template,
+        &[
+            ("UNIT", &unit),
+            ("NAME", name),
+            ("ORIGIN", &origin),
+            ("SOURCE_PATH", &source_path),
+            ("EXEC_START_PRE", &exec_start_pre),
+            ("VMCTL", &vmctl),
+            ("HOME", &home),
+            ("CACHE", &cache),
+            ("DEPENDENCIES", &dependencies),
+            ("START_TIMEOUT", &seconds(start_timeout(cx.spec))),
+            ("STOP_TIMEOUT", &seconds(stop_timeout(cx.spec))),
+            ("PROTECT_HOME", protect_home),
+            ("PRIVATE_TMP", private_tmp),
+        ],
+    ))
+}
+
+/// What says where the unit came from: its header comment, its `SourcePath=` and its
+/// `ExecStartPre=` (each empty when the unit has none).
+fn origin_lines(cx: &UnitContext, vmctl: &str) -> Result<(String, String, String)> {
+    let name = cx.spec.name.as_str();
+    Ok(match cx.origin {
         Origin::Installed => (
             format!(
                 "# `vmctl systemd generate{} {name}` prints it again; change the VM's definition and\n# reinstall rather than editing this file.",
@@ -110,14 +147,11 @@ pub fn render(cx: &UnitContext) -> Result<String> {
                 },
             )
         }
-    };
-    let deps: Vec<String> = cx.spec.after.iter().map(unit_name).collect();
-    let dependencies = if deps.is_empty() {
-        String::new()
-    } else {
-        let list = deps.join(" ");
-        format!("After={list}\nRequires={list}")
-    };
+    })
+}
+
+/// `ProtectHome=` and `PrivateTmp=`: as strict as the paths the unit's processes use allow.
+fn hardening(cx: &UnitContext) -> (&'static str, &'static str) {
     // What the unit's processes read or write: a drop-in's `create` also reads the drop-in
     // and the public key it names.
     let mut used = vec![cx.home, cx.cache];
@@ -138,28 +172,7 @@ pub fn render(cx: &UnitContext) -> Result<String> {
     } else {
         "yes"
     };
-    let template = match cx.scope {
-        Scope::System => SYSTEM_TEMPLATE,
-        Scope::User => USER_TEMPLATE,
-    };
-    Ok(substitute(
-        template,
-        &[
-            ("UNIT", &unit),
-            ("NAME", name),
-            ("ORIGIN", &origin),
-            ("SOURCE_PATH", &source_path),
-            ("EXEC_START_PRE", &exec_start_pre),
-            ("VMCTL", &vmctl),
-            ("HOME", &home),
-            ("CACHE", &cache),
-            ("DEPENDENCIES", &dependencies),
-            ("START_TIMEOUT", &seconds(start_timeout(cx.spec))),
-            ("STOP_TIMEOUT", &seconds(stop_timeout(cx.spec))),
-            ("PROTECT_HOME", protect_home),
-            ("PRIVATE_TMP", private_tmp),
-        ],
-    ))
+    (protect_home, private_tmp)
 }
 
 fn seconds(d: Duration) -> String {

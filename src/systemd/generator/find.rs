@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::plan::{Found, Message, Source};
 use crate::paths::Home;
 use crate::runstate::{self, Liveness};
+use crate::systemd::generator::plan::{Found, Message, Source};
 use crate::systemd::unit::unit_name;
 use crate::types::{Scope, ServiceUnit, VmName};
 

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::find::drop_in_dir;
-use super::run::{PROGRAM, plan_here};
 use crate::error::{Error, IoContext, Result};
 use crate::systemd::dirs::generator_dir;
+use crate::systemd::generator::find::drop_in_dir;
+use crate::systemd::generator::run::{PROGRAM, plan_here};
 use crate::systemd::manager::{active_units, daemon_reload, manager_running, stop_units};
 use crate::types::Scope;
 
@@ -38,32 +38,7 @@ pub fn install(scope: Scope) -> Result<Vec<String>> {
             exe.display()
         );
     }
-    match std::fs::symlink_metadata(&link) {
-        Ok(m) if !m.file_type().is_symlink() => {
-            return Err(Error::State(format!(
-                "{} exists and is not a link to vmctl; remove it first",
-                link.display()
-            )));
-        }
-        Ok(_) if std::fs::read_link(&link).is_ok_and(|t| t == exe) => {
-            done.push(format!(
-                "{} already links to {}",
-                link.display(),
-                exe.display()
-            ));
-        }
-        Ok(_) => {
-            std::fs::remove_file(&link).path_ctx("remove", &link)?;
-            std::os::unix::fs::symlink(&exe, &link).path_ctx("create", &link)?;
-            done.push(format!("Linked {} to {}", link.display(), exe.display()));
-        }
-        Err(_) => {
-            let dir = link.parent().unwrap_or(Path::new("/"));
-            std::fs::create_dir_all(dir).path_ctx("create", dir)?;
-            std::os::unix::fs::symlink(&exe, &link).path_ctx("create", &link)?;
-            done.push(format!("Linked {} to {}", link.display(), exe.display()));
-        }
-    }
+    place_link(&link, &exe, &mut done)?;
     if scope == Scope::User {
         done.push(format!(
             "Users' managers run it when they start (at login, or at boot with linger) and at `systemctl --user daemon-reload`; each user drops definitions in {}",
@@ -102,6 +77,37 @@ pub fn install(scope: Scope) -> Result<Vec<String>> {
     }
     done.extend(reload(scope)?);
     Ok(done)
+}
+
+/// Make `link` a link to `exe`, unless it is one already: what was done goes to `done`.
+fn place_link(link: &Path, exe: &Path, done: &mut Vec<String>) -> Result<()> {
+    match std::fs::symlink_metadata(link) {
+        Ok(m) if !m.file_type().is_symlink() => {
+            return Err(Error::State(format!(
+                "{} exists and is not a link to vmctl; remove it first",
+                link.display()
+            )));
+        }
+        Ok(_) if std::fs::read_link(link).is_ok_and(|t| t == exe) => {
+            done.push(format!(
+                "{} already links to {}",
+                link.display(),
+                exe.display()
+            ));
+        }
+        Ok(_) => {
+            std::fs::remove_file(link).path_ctx("remove", link)?;
+            std::os::unix::fs::symlink(exe, link).path_ctx("create", link)?;
+            done.push(format!("Linked {} to {}", link.display(), exe.display()));
+        }
+        Err(_) => {
+            let dir = link.parent().unwrap_or(Path::new("/"));
+            std::fs::create_dir_all(dir).path_ctx("create", dir)?;
+            std::os::unix::fs::symlink(exe, link).path_ctx("create", link)?;
+            done.push(format!("Linked {} to {}", link.display(), exe.display()));
+        }
+    }
+    Ok(())
 }
 
 /// `vmctl systemd uninstall-generator [--user]`: stop the VMs that generated units run (a unit

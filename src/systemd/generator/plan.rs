@@ -118,16 +118,43 @@ pub struct UnitPlan {
     pub messages: Vec<Message>,
 }
 
+/// The valid definitions by VM name, with where each was found.
+type Valid = BTreeMap<VmName, (VmSpec, Source)>;
+
 /// Which definitions become which units. `installed` says whether a VM's unit is installed in
 /// the scope's unit directory (`/etc/systemd/system`), which takes precedence.
 pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context) -> UnitPlan {
     let mut p = UnitPlan::default();
+    let (valid, drop_in_names) = validate(found, &mut p.messages);
+
+    // The units to make: every drop-in, and the home's VMs with autostart = true.
+    let mut chosen: BTreeMap<VmName, bool> = BTreeMap::new();
+    for (name, (spec, source)) in &valid {
+        let has_drop_in = drop_in_names.contains(name);
+        match choose(name, spec, source, installed(name), has_drop_in, cx) {
+            Choice::Unit { autostart } => {
+                chosen.insert(name.clone(), autostart);
+            }
+            Choice::NoUnit => {}
+            Choice::Problem(m) => p.messages.push(m),
+        }
+    }
+
+    // What they start after must have a unit too: a home VM gets one (without autostart).
+    close_over_after(&mut chosen, &valid, installed, cx, &mut p.messages);
+    render_units(chosen, &valid, cx, &mut p);
+    p
+}
+
+/// Parse and validate every definition, drop-ins first: the first of a name wins, and a broken
+/// one is reported. Also the names of every drop-in, valid or not.
+fn validate(found: Vec<Found>, messages: &mut Vec<Message>) -> (Valid, BTreeSet<VmName>) {
     // Drop-ins first: they own their names (the home VM of the same name is the one they made).
     let (drop_ins, homes): (Vec<Found>, Vec<Found>) = found
         .into_iter()
         .partition(|f| matches!(f.source, Source::DropIn(_)));
     let drop_in_names: BTreeSet<VmName> = drop_ins.iter().map(|f| f.name.clone()).collect();
-    let mut valid: BTreeMap<VmName, (VmSpec, Source)> = BTreeMap::new();
+    let mut valid = Valid::new();
     for f in drop_ins.into_iter().chain(homes) {
         if valid.contains_key(&f.name) {
             continue;
@@ -145,7 +172,7 @@ pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context
         });
         match parsed {
             // The error names the file already.
-            Err(e) => p.messages.push(Message {
+            Err(e) => messages.push(Message {
                 level: Level::Error,
                 text: one_line(&format!("{e}; no unit for VM {}", f.name)),
             }),
@@ -154,61 +181,84 @@ pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context
             }
         }
     }
+    (valid, drop_in_names)
+}
 
-    // The units to make: every drop-in, and the home's VMs with autostart = true.
-    let mut chosen: BTreeMap<VmName, bool> = BTreeMap::new();
-    for (name, (spec, source)) in &valid {
-        let installed_unit = installed(name);
-        // A drop-in decides for its VM; one whose drop-in was deleted no longer autostarts.
-        let left_to_drop_in = drop_in_names.contains(name)
-            || matches!(
-                source,
-                Source::Home {
-                    made_from_drop_in: true,
-                    ..
-                }
-            );
-        match source {
-            Source::DropIn(path) if installed_unit => p.messages.push(Message::warning(
-                path,
-                format_args!(
-                    "not used: {} is installed and takes precedence; `vmctl systemd uninstall {name}{}` to run VM {name} from this file",
-                    unit_dir_file(cx.scope, name),
-                    user_flag(cx.scope)
-                ),
-            )),
-            Source::DropIn(_) => {
-                chosen.insert(name.clone(), spec.autostart);
-            }
-            Source::Home { .. } if installed_unit => {}
-            // A VM that its generated unit runs keeps the unit until it stops, whatever became
-            // of its drop-in or autostart: a unit that lost its file cannot stop the guest
-            // gracefully (systemd would SIGTERM QEMU at once).
+/// What one valid definition gets.
+enum Choice {
+    /// A unit; with `autostart`, linked into the target's `.wants`.
+    Unit { autostart: bool },
+    /// No unit, and nothing to say.
+    NoUnit,
+    /// No unit, for the reason given.
+    Problem(Message),
+}
+
+/// Whether VM `name` gets a unit: a drop-in does unless an installed unit takes precedence; a
+/// home VM with `autostart = true`, or that its unit runs. `installed_unit`: the VM's unit is
+/// installed; `has_drop_in`: a drop-in of its name was found (valid or not).
+fn choose(
+    name: &VmName,
+    spec: &VmSpec,
+    source: &Source,
+    installed_unit: bool,
+    has_drop_in: bool,
+    cx: &Context,
+) -> Choice {
+    // A drop-in decides for its VM; one whose drop-in was deleted no longer autostarts.
+    let left_to_drop_in = has_drop_in
+        || matches!(
+            source,
             Source::Home {
-                runs_in_its_unit: true,
+                made_from_drop_in: true,
                 ..
-            } if left_to_drop_in || !spec.autostart => {
-                chosen.insert(name.clone(), false);
             }
-            Source::Home { .. } if left_to_drop_in || !spec.autostart => {}
-            Source::Home {
-                path,
-                has_disk: false,
-                ..
-            } => p.messages.push(Message::error(
-                path,
-                format_args!(
-                    "autostart = true, but VM {name} has no disk; make VMs with `vmctl create`, or drop the definition in {}",
-                    cx.drop_ins.join(format!("{name}.toml")).display()
-                ),
-            )),
-            Source::Home { .. } => {
-                chosen.insert(name.clone(), true);
-            }
-        }
+        );
+    match source {
+        Source::DropIn(path) if installed_unit => Choice::Problem(Message::warning(
+            path,
+            format_args!(
+                "not used: {} is installed and takes precedence; `vmctl systemd uninstall {name}{}` to run VM {name} from this file",
+                unit_dir_file(cx.scope, name),
+                user_flag(cx.scope)
+            ),
+        )),
+        Source::DropIn(_) => Choice::Unit {
+            autostart: spec.autostart,
+        },
+        Source::Home { .. } if installed_unit => Choice::NoUnit,
+        // A VM that its generated unit runs keeps the unit until it stops, whatever became
+        // of its drop-in or autostart: a unit that lost its file cannot stop the guest
+        // gracefully (systemd would SIGTERM QEMU at once).
+        Source::Home {
+            runs_in_its_unit: true,
+            ..
+        } if left_to_drop_in || !spec.autostart => Choice::Unit { autostart: false },
+        Source::Home { .. } if left_to_drop_in || !spec.autostart => Choice::NoUnit,
+        Source::Home {
+            path,
+            has_disk: false,
+            ..
+        } => Choice::Problem(Message::error(
+            path,
+            format_args!(
+                "autostart = true, but VM {name} has no disk; make VMs with `vmctl create`, or drop the definition in {}",
+                cx.drop_ins.join(format!("{name}.toml")).display()
+            ),
+        )),
+        Source::Home { .. } => Choice::Unit { autostart: true },
     }
+}
 
-    // What they start after must have a unit too: a home VM gets one (without autostart).
+/// What the chosen units start after must have a unit too: a home VM gets one (without
+/// autostart); for any other, a warning.
+fn close_over_after(
+    chosen: &mut BTreeMap<VmName, bool>,
+    valid: &Valid,
+    installed: &dyn Fn(&VmName) -> bool,
+    cx: &Context,
+    messages: &mut Vec<Message>,
+) {
     let mut queue: Vec<VmName> = chosen.keys().cloned().collect();
     while let Some(name) = queue.pop() {
         let (spec, source) = &valid[&name];
@@ -221,7 +271,7 @@ pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context
                     chosen.insert(dep.clone(), false);
                     queue.push(dep.clone());
                 }
-                _ => p.messages.push(Message::warning(
+                _ => messages.push(Message::warning(
                     source.path(),
                     format_args!(
                         "after = [\"{dep}\"], but VM {dep} has no unit (no valid {}, no VM {dep} in {}, no installed {}); {} fails to start until it has one",
@@ -234,7 +284,10 @@ pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context
             }
         }
     }
+}
 
+/// Render the chosen units into the plan; one that cannot be rendered is reported instead.
+fn render_units(chosen: BTreeMap<VmName, bool>, valid: &Valid, cx: &Context, p: &mut UnitPlan) {
     for (name, autostart) in chosen {
         let (spec, source) = &valid[&name];
         let origin = match source {
@@ -269,7 +322,6 @@ pub fn plan(found: Vec<Found>, installed: &dyn Fn(&VmName) -> bool, cx: &Context
             )),
         }
     }
-    p
 }
 
 fn unit_dir_file(scope: Scope, name: &VmName) -> String {

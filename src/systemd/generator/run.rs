@@ -7,11 +7,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::find::{drop_in_dir, find};
-use super::plan::{Context, Level, Message, UnitPlan, one_line, plan};
 use crate::error::{IoContext, Result};
 use crate::paths::Home;
 use crate::systemd::dirs::{cache_for, config_dir_here, unit_dir_here};
+use crate::systemd::generator::find::{drop_in_dir, find};
+use crate::systemd::generator::plan::{Context, Level, Message, UnitPlan, one_line, plan};
 use crate::systemd::install::link_wanted;
 use crate::systemd::unit::unit_name;
 use crate::types::{Scope, VmName};
