@@ -730,7 +730,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             let spec = crate::def::store::load(&home, &name)?;
             print!(
                 "{}",
-                crate::systemd::unit::generate(&home, &spec, crate::types::Scope::user(user))?
+                crate::systemd::install::generate(&home, &spec, crate::types::Scope::user(user))?
             );
         }
         Cmd::Systemd(SystemdCmd::Install {
@@ -741,29 +741,30 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             linger,
         }) => {
             let spec = crate::def::store::load(&home, &name)?;
-            let opts = crate::systemd::unit::InstallOptions {
+            let opts = crate::systemd::install::InstallOptions {
                 enable,
                 now,
                 linger,
             };
             let scope = crate::types::Scope::user(user);
-            for line in crate::systemd::unit::install(&home, &spec, scope, opts)? {
+            for line in crate::systemd::install::install(&home, &spec, scope, opts)? {
                 println!("{line}");
             }
         }
         Cmd::Systemd(SystemdCmd::Uninstall { name, user }) => {
             let scope = crate::types::Scope::user(user);
-            for line in crate::systemd::unit::uninstall(&home, &name, scope)? {
+            for line in crate::systemd::install::uninstall(&home, &name, scope)? {
                 println!("{line}");
             }
         }
         Cmd::Systemd(SystemdCmd::InstallGenerator { user }) => {
-            for line in crate::systemd::generator::install(crate::types::Scope::user(user))? {
+            for line in crate::systemd::generator::link::install(crate::types::Scope::user(user))? {
                 println!("{line}");
             }
         }
         Cmd::Systemd(SystemdCmd::UninstallGenerator { user }) => {
-            for line in crate::systemd::generator::uninstall(crate::types::Scope::user(user))? {
+            for line in crate::systemd::generator::link::uninstall(crate::types::Scope::user(user))?
+            {
                 println!("{line}");
             }
         }

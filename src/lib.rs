@@ -38,8 +38,8 @@ use clap::Parser;
 /// are printed here, once, with their cause chain.
 pub fn main() -> ExitCode {
     // Linked as vmctl-generator into systemd's generator directories.
-    if systemd::generator::invoked_as_generator() {
-        return systemd::generator::main();
+    if systemd::generator::run::invoked_as_generator() {
+        return systemd::generator::run::main();
     }
     let cli = cli::Cli::parse();
     let journal = systemd::notify::stderr_is_journal();

@@ -147,7 +147,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     let (notifier, unit) = match mode {
         Mode::Foreground => (
             notify::Notifier::from_env(),
-            crate::systemd::unit::own_unit(&spec.name),
+            crate::systemd::manager::own_unit(&spec.name),
         ),
         Mode::Notify => (None, None),
     };

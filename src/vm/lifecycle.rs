@@ -270,13 +270,13 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
     let spec = load(home, name)?;
     let paths = home.vm(name);
     let t0 = std::time::Instant::now();
-    if let Some(unit) = crate::systemd::unit::managed_unit(home, name) {
+    if let Some(unit) = crate::systemd::install::managed_unit(home, name) {
         if let Liveness::Running { pid, .. } = runstate::liveness(&paths) {
             return Err(Error::State(format!(
                 "VM {name} is already running (QEMU pid {pid})"
             )));
         }
-        crate::systemd::unit::start(&unit)?;
+        crate::systemd::manager::start(&unit)?;
         let Liveness::Running { pid, .. } = runstate::liveness(&paths) else {
             return Err(Error::Qemu(format!(
                 "{} started, but VM {name} is not running",
@@ -459,7 +459,7 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
     };
     if let Some(unit) = state.as_ref().and_then(|s| s.unit.clone()) {
         // Its unit would restart a VM stopped behind its back (Restart=always).
-        if !matches!(mode, StopMode::Kill) && crate::systemd::unit::manager_running(unit.scope) {
+        if !matches!(mode, StopMode::Kill) && crate::systemd::manager::manager_running(unit.scope) {
             return stop_unit(&paths, name, &unit);
         }
     }
@@ -502,7 +502,7 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
 fn stop_unit(paths: &VmPaths, name: &VmName, unit: &crate::types::ServiceUnit) -> Result<Stopped> {
     let t0 = std::time::Instant::now();
     let since = fsutil::unix_now();
-    crate::systemd::unit::stop(unit)?;
+    crate::systemd::manager::stop(unit)?;
     if runstate::liveness(paths).is_running() {
         return Err(Error::Other(format!(
             "VM {name} is still running after stopping {}",
@@ -601,7 +601,7 @@ pub fn rm(home: &Home, name: &VmName, force: bool) -> Result<Vec<String>> {
             )));
         }
     }
-    let done = crate::systemd::unit::remove_units_of(home, name)?;
+    let done = crate::systemd::install::remove_units_of(home, name)?;
     if runstate::liveness(&paths).is_running() {
         stop(home, name, StopMode::Kill)?;
     }
