@@ -151,7 +151,6 @@ def resolve(segments, modules):
 def imports(path, code, modules):
     """(target module, line, name used) for every path into the crate."""
     me = module_of(path)
-    parent = me if path.name == "mod.rs" else me[:-1]
     found = []
 
     def add(p, line):
@@ -161,13 +160,13 @@ def imports(path, code, modules):
         if segs[0] == "crate":
             segs = segs[1:]
         elif segs[0] == "super":
-            base = list(parent)
+            base = list(me)
             while segs and segs[0] == "super":
                 base = base[:-1]
                 segs = segs[1:]
             segs = base + segs
         elif segs[0] == "self":
-            segs = list(parent) + segs[1:]
+            segs = list(me) + segs[1:]
         else:
             return
         target = resolve(segs, modules)
