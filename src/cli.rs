@@ -781,7 +781,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 Ok(s) => s,
                 Err(e) => {
                     if notify_stdout {
-                        println!("ERROR {} {}", e.code(), e.to_string().replace('\n', "\\n"));
+                        let line = crate::supervisor::handshake::error(&e);
+                        crate::supervisor::handshake::send(&line);
                     }
                     return Err(e);
                 }

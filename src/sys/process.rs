@@ -149,3 +149,11 @@ impl Drop for IgnoreInterrupts {
         }
     }
 }
+
+/// A child is not a service of whatever service manager runs us: it gets none of the
+/// variables (`NOTIFY_SOCKET`, the watchdog's) that would make it speak for us.
+pub fn not_a_service(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+}

@@ -351,23 +351,8 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
         .ctx(|| "Cannot read from the VM supervisor".into())?;
     // Reap it in the background if it exits; it normally lives on (re-parented to init).
     std::thread::spawn(move || child.wait());
-    let line = line.trim_end();
-    if let Some(pid) = line.strip_prefix("READY ") {
-        return pid
-            .trim()
-            .parse()
-            .map_err(|_| Error::Other(format!("supervisor said {line:?}")));
-    }
-    if let Some(rest) = line.strip_prefix("ERROR ") {
-        let (code, msg) = rest.split_once(' ').unwrap_or((rest, ""));
-        let msg = msg.replace("\\n", "\n");
-        let code = match code.parse::<u8>() {
-            Ok(c) if (crate::error::exit::FAILURE..=crate::error::exit::UNHEALTHY).contains(&c) => {
-                c
-            }
-            _ => crate::error::exit::FAILURE,
-        };
-        return Err(Error::Relayed { code, message: msg });
+    if let Some(reply) = crate::supervisor::handshake::decode(&line) {
+        return reply;
     }
     Err(Error::Qemu(format!(
         "The supervisor of VM {name} exited without starting QEMU; its log ({}) ends with:\n{}",
@@ -813,5 +798,5 @@ pub fn show_cmd(home: &Home, name: &VmName) -> Result<Vec<String>> {
     if let Liveness::Running { state: Some(s), .. } = runstate::liveness(&paths) {
         return Ok(s.argv);
     }
-    Ok(crate::supervisor::run::plan(home, &spec)?.argv)
+    Ok(crate::supervisor::plan::plan(home, &spec)?.argv)
 }

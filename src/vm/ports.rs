@@ -148,7 +148,7 @@ pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let live = runstate::liveness(&paths).is_running();
     let owner = drop_in_owner(&paths, name, live, &format!("add \"{f}\" to"))?;
     if live {
-        crate::supervisor::run::check_port_free(home, name, &f, &f.to_string())?;
+        crate::supervisor::plan::check_port_free(home, name, &f, &f.to_string())?;
         hmp(
             &paths,
             &format!("hostfwd_add {NETDEV} {}", rule(&f, true)),

@@ -1,0 +1,85 @@
+//! The launch plan: everything QEMU is started with, decided before anything is started — the
+//! image, the accelerator with its reason, the binary and its version, and the exact argv
+//! (which `vmctl show-cmd` prints) — and the check that the VM's host ports are free.
+
+use crate::def::spec::VmSpec;
+use crate::error::{Error, Result};
+use crate::host::accel::{self, Decision};
+use crate::image;
+use crate::paths::Home;
+use crate::qemu::argv::{self, Launch};
+use crate::types::{PortForward, Protocol, VmName};
+
+/// Everything needed to spawn QEMU, decided before anything is started.
+pub struct LaunchPlan {
+    pub argv: Vec<String>,
+    pub image: image::store::Image,
+    pub decision: Decision,
+    pub qemu_version: String,
+}
+
+/// Resolve image, accelerator and binary into the exact argv. Also used by `show-cmd`.
+pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
+    let paths = home.vm(&spec.name);
+    paths.check_socket_paths()?;
+    let img = image::store::find(home, &spec.image, spec.arch)?;
+    let binary = crate::host::facts::find_in_path(spec.arch.qemu_binary()).ok_or_else(|| {
+        Error::Host(format!(
+            "{} is not installed (apt-get install {})",
+            spec.arch.qemu_binary(),
+            match spec.arch {
+                crate::types::Arch::X86_64 => "qemu-system-x86",
+                crate::types::Arch::Aarch64 => "qemu-system-arm",
+            }
+        ))
+    })?;
+    let qemu_version = crate::host::facts::qemu_version(&binary).unwrap_or_default();
+    let decision = accel::choose(spec.accel, spec.arch, &|arch| {
+        image::store::probe_kernel(home, arch)
+    })?;
+    let argv = argv::argv(&Launch {
+        spec,
+        accel: decision.accel,
+        paths: &paths,
+        binary,
+        kernel: img.kernel(),
+        initrd: img.initrd(),
+        cmdline: img.manifest.cmdline.clone(),
+        set_hostname: img.manifest.provision == image::recipe::Provision::Vmctl,
+        boot_files: crate::guest::provision::planned(&paths, &img),
+    });
+    Ok(LaunchPlan {
+        argv,
+        image: img,
+        decision,
+        qemu_version,
+    })
+}
+
+/// Refuse forwards whose host port is taken, naming the port and, when it is one, the VM.
+pub fn check_ports_free(home: &Home, spec: &VmSpec) -> Result<()> {
+    for (i, f) in spec.ports.iter().enumerate() {
+        check_port_free(home, &spec.name, f, &format!("ports[{i}] ({f})"))?;
+    }
+    Ok(())
+}
+
+/// Refuse a forward whose host port cannot be bound now, naming it (`what`) and, when it is
+/// one, the VM that forwards it.
+pub fn check_port_free(home: &Home, me: &VmName, f: &PortForward, what: &str) -> Result<()> {
+    let addr = std::net::SocketAddr::from((f.addr, f.host));
+    let free = match f.proto {
+        Protocol::Tcp => std::net::TcpListener::bind(addr).map(|_| ()),
+        Protocol::Udp => std::net::UdpSocket::bind(addr).map(|_| ()),
+    };
+    if let Err(e) = free {
+        let owner = crate::def::store::port_owner(home, me, f)
+            .map(|(vm, p)| format!("VM {vm} forwards it ({p})"))
+            .unwrap_or_else(|| format!("another process holds it ({e})"));
+        return Err(Error::State(format!(
+            "Host port {}:{}/{} of {what} is already in use: {owner}",
+            f.addr, f.host, f.proto
+        )));
+    }
+    Ok(())
+}
