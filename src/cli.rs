@@ -10,7 +10,7 @@ use crate::def::config::VmConfig;
 use crate::error::{Error, Result};
 use crate::paths::Home;
 use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName, human_bytes};
-use crate::vm::lifecycle::{self as vm, StopMode};
+use crate::vm::stop::StopMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -392,13 +392,14 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             };
             let cfg = base.overlay(args.as_config());
             if let (true, Some(file)) = (args.update, &args.from) {
-                let (spec, applied) = vm::create_or_update(&home, &args.name, &cfg, file)?;
+                let (spec, applied) =
+                    crate::vm::create::create_or_update(&home, &args.name, &cfg, file)?;
                 match applied {
-                    vm::Applied::Created => print_created(&spec),
-                    vm::Applied::Unchanged => {
+                    crate::vm::create::Applied::Created => print_created(&spec),
+                    crate::vm::create::Applied::Unchanged => {
                         println!("VM {} is up to date with {}", spec.name, file.display())
                     }
-                    vm::Applied::Updated(changes) => println!(
+                    crate::vm::create::Applied::Updated(changes) => println!(
                         "Updated VM {} from {}: {}",
                         spec.name,
                         file.display(),
@@ -407,7 +408,9 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 }
                 return Ok(0);
             }
-            print_created(&vm::create(&home, &args.name, &cfg, &source)?);
+            print_created(&crate::vm::create::create(
+                &home, &args.name, &cfg, &source,
+            )?);
         }
         Cmd::Start {
             name,
@@ -415,7 +418,8 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             timeout,
             json,
         } => {
-            let s = vm::start(&home, &name, wait.then(|| Duration::from_secs(timeout)))?;
+            let s =
+                crate::vm::start::start(&home, &name, wait.then(|| Duration::from_secs(timeout)))?;
             if json {
                 print_json(&s);
             } else {
@@ -449,7 +453,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 };
                 StopMode::Graceful(t)
             };
-            let s = vm::stop(&home, &name, mode)?;
+            let s = crate::vm::stop::stop(&home, &name, mode)?;
             if json {
                 print_json(&s);
             } else {
@@ -465,21 +469,21 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 Some(t) => Duration::from_secs(t),
                 None => crate::def::store::load(&home, &name)?.stop_timeout,
             };
-            print_stopped(&vm::stop(&home, &name, StopMode::Graceful(t))?);
-            let s = vm::start(&home, &name, wait.then(|| Duration::from_secs(300)))?;
+            print_stopped(&crate::vm::stop::stop(&home, &name, StopMode::Graceful(t))?);
+            let s = crate::vm::start::start(&home, &name, wait.then(|| Duration::from_secs(300)))?;
             println!("Started VM {} (QEMU pid {}, {})", s.name, s.pid, s.accel);
         }
-        Cmd::Kill { name } => print_stopped(&vm::stop(&home, &name, StopMode::Kill)?),
+        Cmd::Kill { name } => print_stopped(&crate::vm::stop::stop(&home, &name, StopMode::Kill)?),
         Cmd::Pause { name } => {
-            vm::control(&home, &name, vm::Control::Pause)?;
+            crate::vm::control::control(&home, &name, crate::vm::control::Control::Pause)?;
             println!("Paused VM {name}");
         }
         Cmd::Resume { name } => {
-            vm::control(&home, &name, vm::Control::Resume)?;
+            crate::vm::control::control(&home, &name, crate::vm::control::Control::Resume)?;
             println!("Resumed VM {name}");
         }
         Cmd::Reset { name } => {
-            vm::control(&home, &name, vm::Control::Reset)?;
+            crate::vm::control::control(&home, &name, crate::vm::control::Control::Reset)?;
             println!("Reset VM {name}");
         }
         Cmd::Snapshot(cmd) => snapshot_cmd(&home, cmd)?,
@@ -534,13 +538,13 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Rm { name, force } => {
-            for line in vm::rm(&home, &name, force)? {
+            for line in crate::vm::rm::rm(&home, &name, force)? {
                 println!("{line}");
             }
             println!("Removed VM {name}");
         }
         Cmd::List { json } => {
-            let l = vm::list(&home);
+            let l = crate::vm::inspect::list(&home);
             if json {
                 print_json(&l);
             } else {
@@ -567,7 +571,7 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             }
         }
         Cmd::Status { name, json } => {
-            let s = vm::status(&home, &name)?;
+            let s = crate::vm::inspect::status(&home, &name)?;
             if json {
                 print_json(&s);
             } else {
@@ -617,11 +621,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
                 }
             }
         }
-        Cmd::Logs { name, follow } => vm::logs(&home, &name, follow)?,
+        Cmd::Logs { name, follow } => crate::vm::inspect::logs(&home, &name, follow)?,
         Cmd::ShowCmd { name } => {
             println!(
                 "{}",
-                crate::qemu::argv::shell_quote(&vm::show_cmd(&home, &name)?)
+                crate::qemu::argv::shell_quote(&crate::vm::inspect::show_cmd(&home, &name)?)
             )
         }
         Cmd::Doctor { json } => {
@@ -896,7 +900,7 @@ fn describe_exit(e: &crate::runstate::LastExit) -> String {
     }
 }
 
-fn print_stopped(s: &vm::Stopped) {
+fn print_stopped(s: &crate::vm::stop::Stopped) {
     match &s.outcome {
         None => println!("VM {} is not running", s.name),
         Some(o) => {

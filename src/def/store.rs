@@ -4,7 +4,7 @@
 
 use crate::def::config::VmConfig;
 use crate::def::spec::{self, Limits, VmSpec};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::paths::Home;
 use crate::types::{Arch, PortForward, VmName};
 
@@ -19,11 +19,7 @@ pub fn limits() -> Limits {
 
 /// Load and validate a stored definition.
 pub fn load(home: &Home, name: &VmName) -> Result<VmSpec> {
-    let paths = home.vm(name);
-    let def = paths.definition();
-    if !def.exists() {
-        return Err(Error::vm_not_found(name.as_str()));
-    }
+    let def = home.defined(name)?.definition();
     let cfg = VmConfig::load(&def)?;
     spec::validate(name, &cfg, limits(), &def.display().to_string())
 }

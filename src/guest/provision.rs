@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::def::spec::VmSpec;
-use crate::error::{Error, FieldError, IoContext, Result};
+use crate::error::{Error, IoContext, Problems, Result};
 use crate::guest::credential::{Credential, default_user};
 use crate::image::recipe::Provision;
 use crate::image::store::Image;
@@ -27,13 +27,8 @@ pub fn host_alias(spec: &VmSpec) -> String {
 
 /// Check what `setup` will need before anything is written: the image supports provisioning
 /// and the app, and the key file is a readable public key. Problems are reported by field.
-pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Vec<FieldError>) {
-    let mut bad = |field: &str, message: String| {
-        problems.push(FieldError {
-            field: field.into(),
-            message,
-        })
-    };
+pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Problems) {
+    let mut bad = |field: &str, message: String| problems.add(field, message);
     let m = &image.manifest;
     if m.provision == Provision::None {
         for (field, set) in [

@@ -35,10 +35,7 @@ use crate::types::VmName;
 /// Run the shell on VM `name`: `exec` commands, else stdin's lines when it is not a terminal,
 /// else interactively.
 pub fn run(home: &Home, name: &VmName, exec: Vec<String>) -> Result<()> {
-    let paths = home.vm(name);
-    if !paths.definition().exists() {
-        return Err(Error::vm_not_found(name.as_str()));
-    }
+    let paths = home.defined(name)?;
     if !runstate::liveness(&paths).is_running() {
         return Err(crate::error::Error::not_running(name));
     }

@@ -1,6 +1,13 @@
-//! The VM commands: lifecycle (create, start, stop, pause, rm, inspect), snapshots and port
-//! forwards. Each takes the VM's lock for what it changes and returns data for `cli` to print.
+//! The VM commands, one room each: create (and update from a drop-in), start, stop, control
+//! (pause, resume, reset), rm, inspect (list, status, logs, show-cmd), snapshots and port
+//! forwards. Each takes the VM's lock for what it changes and returns data for `cli` to print;
+//! only `cli` imports this folder.
 
-pub mod lifecycle;
+pub mod control;
+pub mod create;
+pub mod inspect;
 pub mod ports;
+pub mod rm;
 pub mod snapshot;
+pub mod start;
+pub mod stop;

@@ -127,10 +127,10 @@ fn drop_in_owner(
 
 /// Forward `f` from now on (running VM) and at every start.
 pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
-    let paths = home.vm(name);
+    let paths = home.defined(name)?;
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
-    let mut cfg = load_config(&paths, name)?;
+    let mut cfg = load_config(&paths)?;
     let stored = forwards(&cfg);
     if let Some(p) = stored.iter().find(|p| spec::ports_overlap(p, &f)) {
         return Err(Error::Usage(format!(
@@ -172,10 +172,10 @@ pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
 
 /// Stop forwarding `f` (running VM) and drop it from the definition.
 pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
-    let paths = home.vm(name);
+    let paths = home.defined(name)?;
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
-    let mut cfg = load_config(&paths, name)?;
+    let mut cfg = load_config(&paths)?;
     let stored = forwards(&cfg);
     let Some(i) = stored.iter().position(|p| *p == f) else {
         return Err(Error::NotFound {
@@ -211,10 +211,7 @@ pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     })
 }
 
-fn load_config(paths: &VmPaths, name: &VmName) -> Result<VmConfig> {
-    if !paths.definition().exists() {
-        return Err(Error::vm_not_found(name.as_str()));
-    }
+fn load_config(paths: &VmPaths) -> Result<VmConfig> {
     VmConfig::load(&paths.definition())
 }
 

@@ -134,11 +134,7 @@ pub fn check_tag(tag: &str) -> Result<()> {
 
 /// The VM's paths, if it is defined.
 fn vm_paths(home: &Home, name: &VmName) -> Result<VmPaths> {
-    let paths = home.vm(name);
-    if !paths.definition().exists() {
-        return Err(Error::vm_not_found(name.as_str()));
-    }
-    Ok(paths)
+    home.defined(name)
 }
 
 /// Error unless `tag` is among `snaps`; the error lists the tags there are.

@@ -1,0 +1,162 @@
+//! `vmctl start`: the VM's supervisor (`vmctl run`) spawned detached, or its systemd unit
+//! started when one is installed in a running manager; with `--wait`, until the guest answers.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::def::spec::VmSpec;
+use crate::def::store::load;
+use crate::error::{Error, IoContext, Result};
+use crate::paths::{Home, VmPaths};
+use crate::runstate::{self, Liveness};
+use crate::sys::fsutil;
+use crate::sys::rt::block_on;
+use crate::types::{PortForward, VmName};
+
+#[derive(Debug, Serialize)]
+pub struct Started {
+    pub name: String,
+    pub pid: i32,
+    pub accel: String,
+    pub accel_reason: String,
+    pub ports: Vec<PortForward>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_seconds: Option<f64>,
+}
+
+/// Start the VM's supervisor detached and wait until QEMU answers QMP; with `wait`, also until
+/// the guest is up (see [`wait_ready`]). A VM with an installed unit in a running systemd is
+/// started by `systemctl start` instead, which returns once the guest is up: started beside its
+/// unit, it would keep the unit from starting and be left out of the host's shutdown.
+pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Started> {
+    let spec = load(home, name)?;
+    let paths = home.vm(name);
+    let t0 = std::time::Instant::now();
+    if let Some(unit) = crate::systemd::install::managed_unit(home, name) {
+        if let Liveness::Running { pid, .. } = runstate::liveness(&paths) {
+            return Err(Error::State(format!(
+                "VM {name} is already running (QEMU pid {pid})"
+            )));
+        }
+        crate::systemd::manager::start(&unit)?;
+        let Liveness::Running { pid, .. } = runstate::liveness(&paths) else {
+            return Err(Error::Qemu(format!(
+                "{} started, but VM {name} is not running",
+                unit.name
+            )));
+        };
+        let mut s = started(&paths, &spec, pid);
+        s.ready_seconds = Some(t0.elapsed().as_secs_f64());
+        return Ok(s);
+    }
+    let pid = {
+        let _lock = fsutil::lock_exclusive(&paths.lock())?;
+        if let Liveness::Running { pid, .. } = runstate::liveness(&paths) {
+            return Err(Error::State(format!(
+                "VM {name} is already running (QEMU pid {pid})"
+            )));
+        }
+        spawn_supervisor(home, &paths, name)?
+    };
+    let mut started = started(&paths, &spec, pid);
+    if let Some(timeout) = wait {
+        wait_ready(&paths, &spec, t0 + timeout)?;
+        started.ready_seconds = Some(t0.elapsed().as_secs_f64());
+    }
+    Ok(started)
+}
+
+/// What `start` reports of a VM whose QEMU runs as `pid`.
+fn started(paths: &VmPaths, spec: &VmSpec, pid: i32) -> Started {
+    let state = runstate::read_state(paths);
+    Started {
+        name: spec.name.to_string(),
+        pid,
+        accel: state
+            .as_ref()
+            .map(|s| s.accel.to_string())
+            .unwrap_or_default(),
+        accel_reason: state.map(|s| s.accel_reason).unwrap_or_default(),
+        ports: spec.ports.clone(),
+        ready_seconds: None,
+    }
+}
+
+fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> {
+    std::fs::create_dir_all(&paths.dir).path_ctx("create", &paths.dir)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.qemu_log())
+        .path_ctx("open", &paths.qemu_log())?;
+    let exe = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--home")
+        .arg(&home.root)
+        .args(["run", "--notify-stdout", name.as_str()])
+        // Not a service of whatever service manager runs this command.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    // The supervisor outlives this command: its own session, no controlling terminal.
+    crate::sys::process::detach_session(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .ctx(|| "Cannot start the VM supervisor".into())?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .ctx(|| "Cannot read from the VM supervisor".into())?;
+    // Reap it in the background if it exits; it normally lives on (re-parented to init).
+    std::thread::spawn(move || child.wait());
+    if let Some(reply) = crate::supervisor::handshake::decode(&line) {
+        return reply;
+    }
+    Err(Error::Qemu(format!(
+        "The supervisor of VM {name} exited without starting QEMU; its log ({}) ends with:\n{}",
+        paths.qemu_log().display(),
+        fsutil::tail(&paths.qemu_log(), 10)
+    )))
+}
+
+/// Wait until the guest is up (see [`crate::guest::health::Readiness`]), while its QEMU runs and until
+/// `deadline`.
+fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> Result<()> {
+    block_on(async {
+        let mut readiness = crate::guest::health::Readiness::for_spec(spec);
+        let stopped = {
+            let ready = readiness.wait();
+            tokio::pin!(ready);
+            let mut liveness = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = &mut ready => return Ok(()),
+                    _ = tokio::time::sleep_until(deadline.into()) => break false,
+                    _ = liveness.tick() => if !runstate::liveness(paths).is_running() {
+                        break true;
+                    },
+                }
+            }
+        };
+        let console = fsutil::tail(&paths.serial_log(), 15);
+        Err(if stopped {
+            Error::Qemu(format!(
+                "VM {} stopped while waiting for it; console log ends with:\n{console}",
+                spec.name
+            ))
+        } else {
+            Error::Timeout(format!(
+                "VM {} is running but not ready in time:\n{}\nconsole log ends with:\n{console}",
+                spec.name,
+                readiness.report()
+            ))
+        })
+    })
+}
