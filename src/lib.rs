@@ -41,10 +41,10 @@ pub fn main() -> ExitCode {
     if systemd::generator::run::invoked_as_generator() {
         return systemd::generator::run::main();
     }
-    let cli = cli::Cli::parse();
+    let cli = cli::args::Cli::parse();
     let journal = systemd::notify::stderr_is_journal();
     init_logging(cli.verbose, journal);
-    let result = cli::dispatch(cli);
+    let result = cli::dispatch::run(cli);
     if std::env::var_os("VMCTL_REPORT_RSS").is_some() {
         report_peak_rss();
     }

@@ -1,5 +1,6 @@
-//! `vmctl doctor`: the host facts vmctl acts on and the accelerator it would choose for each guest
-//! architecture, with the reason: the first thing to read when a VM is slow or does not start.
+//! `vmctl doctor`'s report, as data (the CLI prints it): the host facts vmctl acts on and the
+//! accelerator it would choose for each guest architecture, with the reason: the first thing to
+//! read when a VM is slow or does not start.
 
 use serde::Serialize;
 
@@ -66,68 +67,5 @@ pub fn run(home: &Home, probe_kernel: accel::ProbeKernel) -> Doctor {
         cache: crate::paths::cache_dir().display().to_string(),
         host,
         arches,
-    }
-}
-
-pub fn print(d: &Doctor) {
-    let h = &d.host;
-    println!(
-        "Host:     {} , kernel {}",
-        h.arch.map(|a| a.as_str()).unwrap_or("unknown"),
-        h.kernel
-    );
-    println!("CPUs:     {}", h.cpus);
-    println!(
-        "Memory:   {}",
-        crate::types::memory_line(h.memory_total, h.memory_available)
-    );
-    println!("Home:     {}", d.home);
-    println!("Cache:    {}", d.cache);
-    println!(
-        "qemu-img: {}",
-        h.qemu_img
-            .as_deref()
-            .unwrap_or("not installed (apt-get install qemu-utils)")
-    );
-    let k = &h.kvm;
-    let kvm = if !k.device {
-        "no /dev/kvm".to_string()
-    } else if let Some(e) = &k.open_error {
-        format!("/dev/kvm cannot be opened: {e}")
-    } else if let Some(e) = &k.create_vm_error {
-        format!("/dev/kvm opens but KVM_CREATE_VM fails: {e}")
-    } else {
-        format!(
-            "/dev/kvm opens, API version {}, KVM_CREATE_VM works",
-            k.api_version.unwrap_or(-1)
-        )
-    };
-    println!("KVM:      {kvm}");
-    for a in &d.arches {
-        println!();
-        println!(
-            "{} guests: {}",
-            a.arch,
-            match (&a.qemu, &a.qemu_version) {
-                (Some(p), Some(v)) => format!("{p} (QEMU {v})"),
-                (Some(p), None) => p.clone(),
-                _ => "QEMU not installed".into(),
-            }
-        );
-        if let Some(b) = &a.kvm_boot_test {
-            let line = match b {
-                BootVerdict::Works { seconds } => format!("test guest booted in {seconds:.1} s"),
-                BootVerdict::Hangs { seconds, last_line } => {
-                    format!("test guest hung ({seconds:.0} s; last line {last_line:?})")
-                }
-                BootVerdict::Fails { error } => format!("test guest failed: {error}"),
-            };
-            println!("  KVM boot test: {line}");
-        }
-        match (&a.decision, &a.error) {
-            (Some(dec), _) => println!("  accelerator: {} — {}", dec.accel, dec.reason),
-            (None, Some(e)) => println!("  cannot run: {e}"),
-            _ => {}
-        }
     }
 }

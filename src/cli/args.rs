@@ -1,0 +1,448 @@
+//! The command line as clap reads it: every subcommand and flag with its help text, and the
+//! value parsers that share their bounds with the definition's validation (`def::bounds`).
+//! Each subcommand's arguments are one struct, which its handler takes whole.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::def::config::VmConfig;
+use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmctl",
+    version,
+    about = "Create, run and control QEMU/KVM virtual machines",
+    after_help = "State lives in --home (default /var/lib/vmctl for root, else ~/.local/share/vmctl).\nExit codes: 0 ok, 1 failure, 2 usage/config, 3 not found, 4 host cannot, 5 QEMU failed, 6 timeout, 7 wrong state, 8 guest unhealthy (run)."
+)]
+pub struct Cli {
+    /// vmctl's state directory (VMs, images).
+    #[arg(long, global = true, env = "VMCTL_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// More logging: -v lifecycle steps, -vv QEMU argv and QMP traffic.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Define a VM and create its disk (a thin qcow2 overlay on the image).
+    Create(CreateArgs),
+    /// Boot a VM in the background.
+    Start(StartArgs),
+    /// Power the guest off (ACPI button, re-sent until it reacts; then quit; then kill).
+    Stop(StopArgs),
+    /// Stop (gracefully) and start again.
+    Restart(RestartArgs),
+    /// Kill QEMU at once (SIGKILL); the guest gets no chance to shut down.
+    Kill(NameArg),
+    /// Freeze a running guest's CPUs (QMP stop); it keeps its memory, its ports stop answering.
+    Pause(NameArg),
+    /// Let a paused guest run on (QMP cont).
+    Resume(NameArg),
+    /// Reset a running guest at once, like its reset button (no shutdown).
+    Reset(NameArg),
+    /// Take, list, revert and delete snapshots (in the VM's qcow2 disk; RAM too while it runs).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Add, remove or list port forwards; a running VM gets them at once, without a restart.
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// A QMP shell on a running VM: completion from its schema, history, events; or, with
+    /// --exec or commands on stdin, one JSON reply per line (exit 5 on a QMP error).
+    Qmp(QmpArgs),
+    /// Delete a VM's definition and disk.
+    Rm(RmArgs),
+    /// List VMs.
+    #[command(alias = "ls")]
+    List(JsonArg),
+    /// Show a VM's state (from QMP), accelerator, pid, ports and uptime.
+    Status(NameJsonArgs),
+    /// Print the guest's serial console log.
+    Logs(LogsArgs),
+    /// Print the exact QEMU command line `start` runs.
+    ShowCmd(NameArg),
+    /// Show host facts: QEMU binaries, KVM and the accelerator decision with its reason.
+    Doctor(JsonArg),
+    /// Log in to the guest with OpenSSH (the VM's user, forwarded port and key; host key pinned).
+    Ssh(SshArgs),
+    /// Print OpenSSH `Host` blocks for VMs (all with SSH when no name is given).
+    SshConfig(SshConfigArgs),
+    /// Print an Ansible inventory of the VMs reachable over SSH.
+    Inventory(InventoryArgs),
+    /// Build, import and list base images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Run VMs as systemd services: print, install or remove a VM's unit (vmctl-NAME.service).
+    #[command(subcommand)]
+    Systemd(SystemdCmd),
+    /// Run a VM in the foreground, supervising QEMU (what a systemd unit runs).
+    ///
+    /// Under systemd (Type=notify) it reports READY=1 once the guest answers, STOPPING=1 when the
+    /// graceful stop begins, and progress as STATUS=. Exit status: 0 after a stop asked for by
+    /// SIGTERM/SIGINT or when the guest powered itself off; 1-7 when the VM could not start (see
+    /// Exit codes); 8 when the health check failed and vmctl killed QEMU; otherwise QEMU's own
+    /// status, or 128+N when a signal N killed it.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// Forward a host port to the guest ([ADDR:]HOST:GUEST[/tcp|/udp]) now and at every start.
+    Add(PortArgs),
+    /// Stop forwarding a port and drop it from the definition.
+    #[command(alias = "remove")]
+    Rm(PortArgs),
+    /// The VM's forwards, and whether the running QEMU has each.
+    #[command(alias = "ls")]
+    List(NameJsonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Snapshot the VM: disk and RAM while it runs (QEMU's snapshot-save), the disk when stopped.
+    Create(SnapshotCreateArgs),
+    /// List the VM's snapshots: tag, saved VM state size, date and guest clock.
+    #[command(alias = "ls")]
+    List(NameJsonArgs),
+    /// Bring the VM back to a snapshot; its current state is lost.
+    Revert(RevertArgs),
+    /// Delete a snapshot.
+    #[command(alias = "rm")]
+    Delete(TagArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemdCmd {
+    /// Print the VM's unit.
+    Generate(GenerateArgs),
+    /// Write the VM's unit to /etc/systemd/system (or ~/.config/systemd/user with --user) and
+    /// reload systemd; enable and start it as asked.
+    Install(InstallArgs),
+    /// Stop and disable the VM's unit, then remove it and reload systemd.
+    Uninstall(UninstallArgs),
+    /// Link vmctl-generator into /etc/systemd/system-generators so that VMs defined in
+    /// /etc/vmctl/vms/NAME.toml, and VMs of the home with autostart = true, get units at boot and
+    /// daemon-reload; reload systemd.
+    InstallGenerator(InstallGeneratorArgs),
+    /// Stop the VMs that generated units run, remove the vmctl-generator link and reload
+    /// systemd: the units it made go away.
+    UninstallGenerator(UserArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build a built-in image (`tiny`) from Debian packages.
+    Build(BuildArgs),
+    /// Import a disk image you downloaded (e.g. a Debian cloud image); VMs on it are set up by
+    /// cloud-init from a NoCloud seed vmctl generates.
+    Import(ImportArgs),
+    /// List built images.
+    #[command(alias = "ls")]
+    List(JsonArg),
+}
+
+// The arguments of each subcommand. (No doc comments on these structs: clap would take them
+// for the subcommand's help, which the variants above give.)
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    pub name: VmName,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameJsonArgs {
+    pub name: VmName,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    pub name: VmName,
+    /// Return only when the guest answers on its forwarded TCP ports.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    pub name: VmName,
+    /// Seconds to wait for the guest before `quit` (default: the VM's stop_timeout, 60).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Skip the ACPI power-off: QMP quit, then SIGKILL.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    pub name: VmName,
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QmpArgs {
+    pub name: VmName,
+    /// Run this command (`query-status`, `cmd key=value ...`, raw JSON, `hmp LINE`) and
+    /// print its JSON reply; repeatable, run in order.
+    #[arg(short = 'e', long = "exec", value_name = "COMMAND")]
+    pub exec: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    pub name: VmName,
+    /// Kill the VM first if it runs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: VmName,
+    /// Keep printing as the guest writes.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    pub name: VmName,
+    /// Print the ssh command instead of running it.
+    #[arg(long)]
+    pub print: bool,
+    /// Extra OpenSSH option (e.g. -o BatchMode=yes); repeatable.
+    #[arg(short = 'o', value_name = "OPTION")]
+    pub option: Vec<String>,
+    /// Command to run in the guest.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    pub name: Option<VmName>,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    #[arg(long, value_enum, default_value = "ini")]
+    pub format: InventoryFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum InventoryFormat {
+    Ini,
+    Yaml,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub name: VmName,
+    /// Report readiness on stdout to a parent `vmctl start` (internal).
+    #[arg(long, hide = true)]
+    pub notify_stdout: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    pub name: VmName,
+    pub spec: PortForward,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotCreateArgs {
+    pub name: VmName,
+    /// Name of the snapshot (default: the UTC time, e.g. 2026-11-22T06-10-00).
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    pub name: VmName,
+    pub tag: String,
+    /// Revert a running VM without asking.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    pub name: VmName,
+    pub tag: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    pub name: VmName,
+    /// A unit for your user's service manager (systemctl --user) instead of the system's.
+    #[arg(long)]
+    pub user: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    pub name: VmName,
+    /// Install for your user's service manager (systemctl --user).
+    #[arg(long)]
+    pub user: bool,
+    /// Start the VM at boot (or login): `systemctl enable`. Implied by `autostart = true`.
+    #[arg(long)]
+    pub enable: bool,
+    /// Start the unit now (returns once the guest is up).
+    #[arg(long)]
+    pub now: bool,
+    /// With --user: `loginctl enable-linger` so your VMs start at boot without a login.
+    #[arg(long, requires = "user")]
+    pub linger: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    pub name: VmName,
+    #[arg(long)]
+    pub user: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallGeneratorArgs {
+    /// Into /etc/systemd/user-generators instead: every user's manager then makes units for
+    /// ~/.config/vmctl/vms/NAME.toml and the user's own VMs.
+    #[arg(long)]
+    pub user: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UserArg {
+    #[arg(long)]
+    pub user: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Rebuild even if the image exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    /// Format of FILE (default: detected by qemu-img).
+    #[arg(long, value_enum)]
+    pub format: Option<crate::image::import::ImportFormat>,
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+}
+
+fn parse_cpus(s: &str) -> std::result::Result<u64, String> {
+    let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    crate::def::bounds::cpus(n).map(u64::from)
+}
+
+fn parse_mem(s: &str) -> std::result::Result<ByteSize, String> {
+    crate::def::bounds::min_memory(s.parse()?)
+}
+
+fn parse_disk(s: &str) -> std::result::Result<ByteSize, String> {
+    crate::def::bounds::disk(s.parse()?)
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: VmName,
+    /// Start from a TOML definition; flags given here override its values.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Virtual CPUs (default 1).
+    #[arg(long, value_parser = parse_cpus, value_name = "N")]
+    pub cpus: Option<u64>,
+    /// Guest RAM, e.g. 512M, 2G (default 512M).
+    #[arg(long, value_parser = parse_mem, value_name = "SIZE")]
+    pub mem: Option<ByteSize>,
+    /// Virtual disk size, e.g. 10G, 1T (default 10G); thin, so only what the guest writes is used.
+    #[arg(long, value_parser = parse_disk, value_name = "SIZE")]
+    pub disk: Option<ByteSize>,
+    /// Base image (default tiny); see `vmctl image list`.
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<String>,
+    /// Forward a host port to the guest: [ADDR:]HOST:GUEST[/tcp|/udp]; ADDR defaults to 127.0.0.1.
+    #[arg(long = "port", short = 'p', value_name = "SPEC")]
+    pub ports: Vec<PortForward>,
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelChoice>,
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// Seconds `stop` waits for the guest to power off (default 60).
+    #[arg(long, value_name = "SECS")]
+    pub stop_timeout: Option<u64>,
+    /// Login user in the guest (default: your user name; "debian" for root).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<LoginName>,
+    /// Public key to authorize (default ~/.ssh/id_ed25519.pub or id_rsa.pub, else a new key pair
+    /// for this VM).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Web app to run in the guest.
+    #[arg(long, value_enum)]
+    pub app: Option<App>,
+    /// Another VM whose systemd unit this VM's unit starts after (and requires); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub after: Vec<VmName>,
+    /// Enable the VM's systemd unit when it is installed (start at boot).
+    #[arg(long)]
+    pub autostart: bool,
+    /// With --from: if the VM exists, bring its definition in line with FILE instead of
+    /// refusing (the VM must be stopped; image, arch, disk, user and ssh_key cannot change).
+    /// What the units vmctl-generator makes from drop-ins run before each start.
+    #[arg(long, requires = "from")]
+    pub update: bool,
+}
+
+impl CreateArgs {
+    /// The flags as a definition, to lay over `--from FILE`.
+    pub fn as_config(&self) -> VmConfig {
+        VmConfig {
+            cpus: self.cpus,
+            memory: self.mem.map(|m| m.to_string()),
+            disk: self.disk.map(|d| d.to_string()),
+            image: self.image.clone(),
+            arch: self.arch.map(|a| a.to_string()),
+            accel: self.accel.map(|a| a.to_string()),
+            ports: self.ports.iter().map(|p| p.to_string()).collect(),
+            stop_timeout: self.stop_timeout,
+            user: self.user.as_ref().map(|u| u.to_string()),
+            ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
+            app: self.app.map(|a| a.to_string()),
+            autostart: self.autostart.then_some(true),
+            after: self.after.iter().map(|n| n.to_string()).collect(),
+            health: None,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The handlers that reach into a guest or its QEMU: `ssh` (OpenSSH with the VM's user, port,
+//! key and pinned host key), `ssh-config`, `inventory` (Ansible) and `qmp` (the QMP shell).
+
+use crate::cli::args::{InventoryArgs, InventoryFormat, QmpArgs, SshArgs, SshConfigArgs};
+use crate::def::store::names;
+use crate::error::{Error, Result};
+use crate::guest::ssh::{self, Target};
+use crate::paths::Home;
+
+/// Run (exec) `ssh` to the guest, or print its command line with `--print`.
+pub fn ssh(home: &Home, a: SshArgs) -> Result<u8> {
+    let t = ssh::target(home, &a.name)?;
+    let argv = ssh::argv(&t, &a.option, &a.command);
+    if a.print {
+        println!("{}", crate::qemu::argv::shell_quote(&argv));
+        return Ok(0);
+    }
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&argv[0]).args(&argv[1..]).exec();
+    Err(Error::Io {
+        context: "Cannot run ssh (apt-get install openssh-client)".into(),
+        source: err,
+    })
+}
+
+pub fn ssh_config(home: &Home, a: SshConfigArgs) -> Result<u8> {
+    let targets = match a.name {
+        Some(n) => vec![ssh::target(home, &n)?],
+        None => ssh_targets(home),
+    };
+    let blocks: Vec<String> = targets.iter().map(ssh::config_block).collect();
+    print!("{}", blocks.join("\n"));
+    Ok(0)
+}
+
+pub fn inventory(home: &Home, a: InventoryArgs) -> Result<u8> {
+    let targets = ssh_targets(home);
+    print!(
+        "{}",
+        match a.format {
+            InventoryFormat::Ini => ssh::inventory_ini(&targets),
+            InventoryFormat::Yaml => ssh::inventory_yaml(&targets),
+        }
+    );
+    Ok(0)
+}
+
+/// Every VM that can be reached over SSH (provisioned image, a forward to guest port 22).
+fn ssh_targets(home: &Home) -> Vec<Target> {
+    names(home)
+        .iter()
+        .filter_map(|n| ssh::target(home, n).ok())
+        .collect()
+}
+
+pub fn qmp(home: &Home, a: QmpArgs) -> Result<u8> {
+    crate::qmp_shell::session::run(home, &a.name, a.exec)?;
+    Ok(0)
+}

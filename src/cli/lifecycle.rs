@@ -1,0 +1,177 @@
+//! The lifecycle commands' handlers: create, start, stop, restart, kill, pause, resume, reset,
+//! rm and run; each calls its `vm` command and shows the result.
+
+use std::time::Duration;
+
+use crate::cli::args::{CreateArgs, NameArg, RestartArgs, RmArgs, RunArgs, StartArgs, StopArgs};
+use crate::cli::inspect::describe_exit;
+use crate::cli::output::{Show, print_lines, show};
+use crate::def::config::VmConfig;
+use crate::def::spec::VmSpec;
+use crate::def::store::load;
+use crate::error::Result;
+use crate::paths::Home;
+use crate::supervisor::{handshake, run::Mode};
+use crate::types::VmName;
+use crate::vm::control::{Control, control};
+use crate::vm::create::{self as vm_create, Applied};
+use crate::vm::start::{self as vm_start, Started};
+use crate::vm::stop::{self as vm_stop, StopMode, Stopped};
+
+pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
+    let (base, source) = match &a.from {
+        Some(f) => (VmConfig::load(f)?, f.display().to_string()),
+        None => (VmConfig::default(), "command line".to_string()),
+    };
+    let cfg = base.overlay(a.as_config());
+    let (true, Some(file)) = (a.update, &a.from) else {
+        print!(
+            "{}",
+            created(&vm_create::create(home, &a.name, &cfg, &source)?)
+        );
+        return Ok(0);
+    };
+    let (spec, applied) = vm_create::create_or_update(home, &a.name, &cfg, file)?;
+    match applied {
+        Applied::Created => print!("{}", created(&spec)),
+        Applied::Unchanged => println!("VM {} is up to date with {}", spec.name, file.display()),
+        Applied::Updated(changes) => println!(
+            "Updated VM {} from {}: {}",
+            spec.name,
+            file.display(),
+            changes.join("; ")
+        ),
+    }
+    Ok(0)
+}
+
+fn created(spec: &VmSpec) -> String {
+    let ports = if spec.ports.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = spec.ports.iter().map(|p| p.to_string()).collect();
+        format!(", ports {}", list.join(" "))
+    };
+    format!(
+        "Created VM {}: {} CPU, {} RAM, {} disk on image {} ({}){ports}\n",
+        spec.name, spec.cpus, spec.memory, spec.disk, spec.image, spec.arch,
+    )
+}
+
+pub fn start(home: &Home, a: StartArgs) -> Result<u8> {
+    let wait = a.wait.then(|| Duration::from_secs(a.timeout));
+    show(&vm_start::start(home, &a.name, wait)?, a.json);
+    Ok(0)
+}
+
+impl Show for Started {
+    fn text(&self) -> String {
+        let mut s = format!(
+            "Started VM {} (QEMU pid {}, {}: {}){}\n",
+            self.name,
+            self.pid,
+            self.accel,
+            self.accel_reason,
+            self.ready_seconds
+                .map(|t| format!("; ready after {t:.1} s"))
+                .unwrap_or_default()
+        );
+        for p in &self.ports {
+            s.push_str(&format!(
+                "  {}:{} -> guest {}/{}\n",
+                p.addr, p.host, p.guest, p.proto
+            ));
+        }
+        s
+    }
+}
+
+pub fn stop(home: &Home, a: StopArgs) -> Result<u8> {
+    let mode = if a.force {
+        StopMode::Force
+    } else {
+        StopMode::Graceful(stop_timeout(home, &a.name, a.timeout)?)
+    };
+    show(&vm_stop::stop(home, &a.name, mode)?, a.json);
+    Ok(0)
+}
+
+/// `--timeout SECS`, else the VM's `stop_timeout`.
+fn stop_timeout(home: &Home, name: &VmName, flag: Option<u64>) -> Result<Duration> {
+    match flag {
+        Some(t) => Ok(Duration::from_secs(t)),
+        None => Ok(load(home, name)?.stop_timeout),
+    }
+}
+
+impl Show for Stopped {
+    fn text(&self) -> String {
+        match &self.outcome {
+            None => format!("VM {} is not running\n", self.name),
+            Some(o) => format!(
+                "Stopped VM {} in {:.1} s: {}{}\n",
+                self.name,
+                o.seconds,
+                o.step.describe(),
+                self.exit
+                    .as_ref()
+                    .map(|e| format!("; {}", describe_exit(e)))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+pub fn restart(home: &Home, a: RestartArgs) -> Result<u8> {
+    let t = stop_timeout(home, &a.name, a.timeout)?;
+    show(&vm_stop::stop(home, &a.name, StopMode::Graceful(t))?, false);
+    let wait = a.wait.then(|| Duration::from_secs(300));
+    let s = vm_start::start(home, &a.name, wait)?;
+    println!("Started VM {} (QEMU pid {}, {})", s.name, s.pid, s.accel);
+    Ok(0)
+}
+
+pub fn kill(home: &Home, a: NameArg) -> Result<u8> {
+    show(&vm_stop::stop(home, &a.name, StopMode::Kill)?, false);
+    Ok(0)
+}
+
+pub fn pause(home: &Home, a: NameArg) -> Result<u8> {
+    control(home, &a.name, Control::Pause)?;
+    println!("Paused VM {}", a.name);
+    Ok(0)
+}
+
+pub fn resume(home: &Home, a: NameArg) -> Result<u8> {
+    control(home, &a.name, Control::Resume)?;
+    println!("Resumed VM {}", a.name);
+    Ok(0)
+}
+
+pub fn reset(home: &Home, a: NameArg) -> Result<u8> {
+    control(home, &a.name, Control::Reset)?;
+    println!("Reset VM {}", a.name);
+    Ok(0)
+}
+
+pub fn rm(home: &Home, a: RmArgs) -> Result<u8> {
+    print_lines(&crate::vm::rm::rm(home, &a.name, a.force)?);
+    println!("Removed VM {}", a.name);
+    Ok(0)
+}
+
+/// `vmctl run`: the supervisor, in the foreground or (`--notify-stdout`) for a waiting
+/// `vmctl start`, which hears of a definition that does not load through the handshake too.
+pub fn run(home: &Home, a: RunArgs) -> Result<u8> {
+    let mode = if a.notify_stdout {
+        Mode::Notify
+    } else {
+        Mode::Foreground
+    };
+    let spec = load(home, &a.name).inspect_err(|e| {
+        if a.notify_stdout {
+            handshake::send(&handshake::error(e));
+        }
+    })?;
+    crate::supervisor::run::run(home, &spec, mode)
+}

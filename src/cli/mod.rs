@@ -1,0 +1,15 @@
+//! The command line: clap's arguments (`args`), the dispatch table that sends each subcommand to
+//! its handler (`dispatch`), one room of handlers per group of commands, and how their results
+//! are shown (`output`: text for people or JSON for scripts, decided once).
+
+pub mod args;
+pub mod connect;
+pub mod dispatch;
+pub mod doctor;
+pub mod image;
+pub mod inspect;
+pub mod lifecycle;
+pub mod output;
+pub mod port;
+pub mod snapshot;
+pub mod systemd;
