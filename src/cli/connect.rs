@@ -12,7 +12,7 @@ pub fn ssh(home: &Home, a: SshArgs) -> Result<u8> {
     let t = ssh::target(home, &a.name)?;
     let argv = ssh::argv(&t, &a.option, &a.command);
     if a.print {
-        println!("{}", crate::qemu::argv::shell_quote(&argv));
+        println!("{}", crate::sys::quote::argv(&argv));
         return Ok(0);
     }
     use std::os::unix::process::CommandExt;

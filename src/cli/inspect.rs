@@ -109,7 +109,7 @@ pub fn logs(home: &Home, a: LogsArgs) -> Result<u8> {
 
 pub fn show_cmd(home: &Home, a: NameArg) -> Result<u8> {
     let argv = vm_inspect::show_cmd(home, &a.name)?;
-    println!("{}", crate::qemu::argv::shell_quote(&argv));
+    println!("{}", crate::sys::quote::argv(&argv));
     Ok(0)
 }
 

@@ -163,23 +163,6 @@ pub fn argv(l: &Launch) -> Vec<String> {
     a
 }
 
-/// Quote an argv for a POSIX shell, one argument per continuation line after the first few.
-pub fn shell_quote(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +249,7 @@ mod tests {
             cmdline: Some("root=/dev/vda1 ro quiet".into()),
             set_hostname: true,
             boot_files: BootFiles {
-                credential: Some(paths.dir.join("provision.json")),
+                credential: Some(paths.provision_credential()),
                 seed: None,
             },
         });
@@ -291,7 +274,7 @@ mod tests {
             set_hostname: false,
             boot_files: BootFiles {
                 credential: None,
-                seed: Some(paths.dir.join("seed.img")),
+                seed: Some(paths.cloud_init_seed()),
             },
         });
         golden("cloud-x86_64-tcg-seed.argv", &(argv.join("\n") + "\n"));
@@ -310,11 +293,5 @@ mod tests {
         assert_eq!(tcg_tb_size_mib(ByteSize(256 * ByteSize::MIB)), 64);
         assert_eq!(tcg_tb_size_mib(ByteSize(512 * ByteSize::MIB)), 128);
         assert_eq!(tcg_tb_size_mib(ByteSize(2 * ByteSize::GIB)), 256);
-    }
-
-    #[test]
-    fn quoting() {
-        let q = shell_quote(&["a".into(), "b c".into(), "it's".into()]);
-        assert_eq!(q, r"a 'b c' 'it'\''s'");
     }
 }

@@ -23,7 +23,6 @@ use crate::def::spec::VmSpec;
 use crate::error::{Error, IoContext, Result, exit};
 use crate::guest::health::Monitor;
 use crate::paths::{Home, VmPaths};
-use crate::qemu::argv;
 use crate::qemu::qmp::Qmp;
 use crate::runstate::{self, LastExit, Liveness, RunState};
 use crate::supervisor::handshake;
@@ -146,7 +145,7 @@ fn spawn(spec: &VmSpec, paths: &VmPaths, plan: &LaunchPlan) -> Result<Qemu> {
     let run_dir = paths.run_dir();
     std::fs::create_dir_all(&run_dir).path_ctx("create", &run_dir)?;
     rotate(&paths.serial_log());
-    tracing::debug!(argv = %argv::shell_quote(&plan.argv), "spawning QEMU");
+    tracing::debug!(argv = %crate::sys::quote::argv(&plan.argv), "spawning QEMU");
     let qemu_log = fsutil::open_append(&paths.qemu_log())?;
     let log_offset = qemu_log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut child = process::not_a_service(Command::new(&plan.argv[0]).args(&plan.argv[1..]))

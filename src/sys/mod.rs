@@ -4,4 +4,5 @@
 
 pub mod fsutil;
 pub mod process;
+pub mod quote;
 pub mod rt;

@@ -197,7 +197,7 @@ fn check_owner(path: &Path, home: &Home, name: &VmName, scope: Scope) -> Result<
         return Ok(());
     };
     match unit_home(&text) {
-        Some(h) if h != home.root && h.join("vms").join(name.as_str()).exists() => {
+        Some(h) if h != home.root && Home { root: h.clone() }.vm(name).dir.exists() => {
             Err(Error::State(format!(
                 "{} runs VM {name} of another vmctl home ({}); use `vmctl --home {} systemd uninstall {name}{}` first",
                 path.display(),

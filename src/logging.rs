@@ -1,0 +1,71 @@
+//! Logging: to stderr, with levels that mean something (error: the request failed; warn:
+//! degraded, e.g. TCG; info: lifecycle steps; debug: argv and QMP traffic), and in the journal's
+//! own form when stderr is the journal.
+
+/// Logs go to stderr. When stderr is the journal (a systemd service), lines carry a syslog
+/// priority prefix instead of a timestamp and level, and lifecycle steps (info) are logged by
+/// default: a service's log is where people look for them.
+pub fn init(verbose: u8, journal: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("vmctl={},warn", level(verbose, journal)))
+    });
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if journal {
+        fmt.with_ansi(false).event_format(JournalFormat).init();
+    } else {
+        fmt.with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// vmctl's own log level without `VMCTL_LOG`: warnings, lifecycle steps with `-v` or in the
+/// journal, everything (argv, QMP traffic) with `-vv`.
+fn level(verbose: u8, journal: bool) -> &'static str {
+    match (verbose, journal) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
+        _ => "debug",
+    }
+}
+
+/// `<PRIORITY>message key=value...`: what journald reads from a service's stderr.
+struct JournalFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_follow_the_flags_and_the_journal() {
+        assert_eq!(level(0, false), "warn");
+        assert_eq!(level(0, true), "info");
+        assert_eq!(level(1, false), "info");
+        assert_eq!(level(2, true), "debug");
+    }
+}
