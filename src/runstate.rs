@@ -134,3 +134,89 @@ pub fn clean(paths: &VmPaths) {
         let _ = std::fs::remove_dir_all(&run);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Accel;
+    use std::process::{Command, Stdio};
+
+    fn state(pid: i32) -> RunState {
+        RunState {
+            qemu_pid: pid,
+            supervisor_pid: std::process::id() as i32,
+            accel: Accel::Tcg,
+            accel_reason: "TCG requested".into(),
+            started_at: 1,
+            qemu_version: "7.2.22".into(),
+            argv: vec!["qemu-system-x86_64".into()],
+            unit: None,
+            ready: true,
+            health: None,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn a_vm_runs_only_while_a_live_process_names_its_control_socket() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = VmPaths {
+            dir: d.path().join("web"),
+        };
+        assert!(matches!(liveness(&paths), Liveness::Stopped));
+        std::fs::create_dir_all(paths.run_dir()).unwrap();
+        assert!(
+            matches!(liveness(&paths), Liveness::Stale),
+            "runtime files without a pidfile"
+        );
+        // Stands in for QEMU: its argv names the socket (as $0), and it lives until stdin closes.
+        let sock = paths.qmp_ctl_socket();
+        let mut child = Command::new("sh")
+            .args(["-c", "read x"])
+            .arg(&sock)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::fs::write(paths.pidfile(), pid.to_string()).unwrap();
+        write_state(&paths, &state(pid)).unwrap();
+        match liveness(&paths) {
+            Liveness::Running { pid: p, state } => {
+                assert_eq!(p, pid);
+                assert_eq!(state.unwrap().qemu_pid, pid);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A live process that is not this VM's QEMU (a recycled pid) does not count.
+        std::fs::write(paths.pidfile(), std::process::id().to_string()).unwrap();
+        assert!(matches!(liveness(&paths), Liveness::Stale));
+        std::fs::write(paths.pidfile(), pid.to_string()).unwrap();
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert!(matches!(liveness(&paths), Liveness::Stale), "QEMU is gone");
+        clean(&paths);
+        assert!(matches!(liveness(&paths), Liveness::Stopped));
+    }
+
+    #[test]
+    fn the_last_exit_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = VmPaths {
+            dir: d.path().to_path_buf(),
+        };
+        assert!(read_last_exit(&paths).is_none());
+        let e = LastExit {
+            code: None,
+            signal: Some(9),
+            at: 5,
+            uptime_secs: 3,
+            stopped_by: Some("kill".into()),
+        };
+        write_last_exit(&paths, &e).unwrap();
+        let back = read_last_exit(&paths).unwrap();
+        assert_eq!(
+            (back.code, back.signal, back.stopped_by.as_deref()),
+            (None, Some(9), Some("kill"))
+        );
+    }
+}

@@ -88,3 +88,60 @@ fn arch_text(a: &ArchReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::accel::Decision;
+    use crate::types::{Accel, Arch};
+
+    #[test]
+    fn the_report_reads_as_it_always_did() {
+        let d = Doctor {
+            home: "/var/lib/vmctl".into(),
+            cache: "/var/cache/vmctl".into(),
+            host: crate::host::doctor::tests::host(),
+            arches: vec![
+                ArchReport {
+                    arch: Arch::X86_64,
+                    qemu: Some("/usr/bin/qemu-system-x86_64".into()),
+                    qemu_version: Some("7.2.22".into()),
+                    kvm_boot_test: Some(BootVerdict::Fails {
+                        error: "failed to set MSR 0x10a".into(),
+                    }),
+                    decision: Some(Decision {
+                        accel: Accel::Tcg,
+                        reason: "KVM not used: a test guest failed to start under KVM".into(),
+                    }),
+                    error: None,
+                },
+                ArchReport {
+                    arch: Arch::Aarch64,
+                    qemu: None,
+                    qemu_version: None,
+                    kvm_boot_test: None,
+                    decision: None,
+                    error: Some("qemu-system-aarch64 is not installed".into()),
+                },
+            ],
+        };
+        assert_eq!(
+            d.text(),
+            "Host:     x86_64 , kernel 6.1.0-28-amd64
+CPUs:     2
+Memory:   24.0 GiB total, 20.0 GiB available
+Home:     /var/lib/vmctl
+Cache:    /var/cache/vmctl
+qemu-img: 7.2.22
+KVM:      /dev/kvm opens, API version 12, KVM_CREATE_VM works
+
+x86_64 guests: /usr/bin/qemu-system-x86_64 (QEMU 7.2.22)
+  KVM boot test: test guest failed: failed to set MSR 0x10a
+  accelerator: tcg — KVM not used: a test guest failed to start under KVM
+
+aarch64 guests: QEMU not installed
+  cannot run: qemu-system-aarch64 is not installed
+"
+        );
+    }
+}

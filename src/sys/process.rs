@@ -157,3 +157,55 @@ pub fn not_a_service(cmd: &mut std::process::Command) -> &mut std::process::Comm
         .env_remove("WATCHDOG_USEC")
         .env_remove("WATCHDOG_PID")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[tokio::test]
+    async fn an_exit_is_seen_when_it_happens() {
+        let mut child = Command::new("sh")
+            .args(["-c", "read x", "vmctl-test-child"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(alive(pid));
+        assert!(
+            cmdline(pid)
+                .unwrap()
+                .iter()
+                .any(|a| a == "vmctl-test-child")
+        );
+        let mut watch = ExitWatch::new(pid);
+        assert!(
+            !watch
+                .wait_until(Instant::now() + Duration::from_millis(50))
+                .await,
+            "it waits on its stdin"
+        );
+        drop(child.stdin.take());
+        // Unreaped, the child is a zombie: it has exited all the same.
+        assert!(
+            watch
+                .wait_until(Instant::now() + Duration::from_secs(10))
+                .await
+        );
+        assert!(!alive(pid));
+        child.wait().unwrap();
+        assert!(!alive(-1) && !alive(0));
+    }
+
+    #[test]
+    fn a_child_is_no_service_of_ours() {
+        let mut cmd = Command::new("true");
+        not_a_service(&mut cmd);
+        let removed: Vec<_> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(removed, ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"]);
+    }
+}
