@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Check the crate's structure against the rule in ARCHITECTURE.md; exit 1 on a breach.
 
-  scripts/check-structure.py           # the checks below; silent when all hold
-  scripts/check-structure.py --graph   # also print every file's imports
+  scripts/check-structure.py              # the checks below; silent when all hold
+  scripts/check-structure.py --graph      # also print every file's imports
+  scripts/check-structure.py --self-test  # show on a made-up crate that each check bites
 
 1. No import circle between files: no file imports one that (directly or through others)
    imports it back.
@@ -22,7 +23,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
 MAX_FILE_LINES = 600
 MAX_FN_LINES = 80
 
@@ -106,8 +106,8 @@ def drop_test_modules(code):
         code = code[: m.start()] + re.sub(r"[^\n]", " ", code[m.start() : end + 1]) + code[end + 1 :]
 
 
-def module_of(path):
-    rel = path.relative_to(SRC).with_suffix("")
+def module_of(path, src):
+    rel = path.relative_to(src).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "mod":
         parts.pop()
@@ -148,9 +148,9 @@ def resolve(segments, modules):
     return None
 
 
-def imports(path, code, modules):
+def imports(path, src, code, modules):
     """(target module, line, name used) for every path into the crate."""
-    me = module_of(path)
+    me = module_of(path, src)
     found = []
 
     def add(p, line):
@@ -183,8 +183,8 @@ def imports(path, code, modules):
     return found
 
 
-def layers():
-    text = (ROOT / "ARCHITECTURE.md").read_text()
+def layers(root):
+    text = (root / "ARCHITECTURE.md").read_text()
     m = re.search(r"```layers\n(.*?)```", text, re.S)
     if not m:
         sys.exit("check-structure: ARCHITECTURE.md has no ```layers block")
@@ -236,16 +236,18 @@ def long_functions(path, code):
             yield m.group(2), code.count("\n", 0, m.start()) + 1, lines
 
 
-def main():
-    files = sorted(p for p in SRC.rglob("*.rs") if p.name != "main.rs")
-    modules = {module_of(p): p for p in files}
-    order = layers()
+def check(root):
+    """Every breach of the rule in the crate at `root`, one message each."""
+    src = root / "src"
+    files = sorted(p for p in src.rglob("*.rs") if p.name != "main.rs")
+    modules = {module_of(p, src): p for p in files}
+    order = layers(root)
     problems, graph, detail = [], {}, {}
     for p in files:
-        rel = str(p.relative_to(ROOT))
+        rel = str(p.relative_to(root))
         code, test_lines = drop_test_modules(strip_code(p.read_text()))
-        me = module_of(p)
-        for target, line, name in imports(p, code, modules):
+        me = module_of(p, src)
+        for target, line, name in imports(p, src, code, modules):
             graph.setdefault(me, set()).add(target)
             detail.setdefault((me, target), []).append(f"{name} (line {line})")
         top = me[0] if me else "lib"
@@ -257,7 +259,7 @@ def main():
         for fn, line, length in long_functions(p, code):
             if f"{rel}::{fn}" not in ALLOWED:
                 problems.append(f"{rel}:{line}: fn {fn} is {length} lines; at most {MAX_FN_LINES}")
-    show = lambda m: str(modules[m].relative_to(ROOT))
+    show = lambda m: str(modules[m].relative_to(root))
     for comp in cycles(graph):
         ties = [
             f"    {show(a)} -> {show(b)}: {', '.join(sorted(set(detail[(a, b)])))}"
@@ -273,6 +275,49 @@ def main():
     if "--graph" in sys.argv:
         for m in sorted(graph):
             print(show(m), "->", ", ".join(sorted(show(t) for t in graph[m])))
+    return problems
+
+
+def self_test():
+    """A made-up crate with one breach of each kind (and code that looks like one but is not):
+    each check must name its breach, and nothing else."""
+    import tempfile
+
+    files = {
+        "ARCHITECTURE.md": "```layers\nlib\nhigh\nlow other\n```\n",
+        "src/lib.rs": "pub mod high;\npub mod low;\npub mod other;\n",
+        "src/high.rs": "use crate::low::f;\n",
+        "src/low/mod.rs": "pub mod a;\npub mod b;\n",
+        "src/low/a.rs": "use super::b::g;\n// crate::high::x in a comment\nfn s() { let _ = \"crate::high\"; }\n",
+        "src/low/b.rs": "pub fn g() { crate::low::a::s(); crate::high::h(); }\n#[cfg(test)]\nmod tests { use crate::other::t; }\n",
+        "src/other.rs": "fn long() {\n" + "    let _ = 1;\n" * 81 + "}\n",
+        "src/stray.rs": "",
+    }
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        got = check(root)
+    expected = [
+        "src/other.rs:1: fn long is 83 lines",
+        "src/stray.rs: its folder or file `stray` is in no layer",
+        "import circle between src/low/a.rs, src/low/b.rs",
+        "src/low/b.rs imports src/high.rs of a higher layer: h (line 1)",
+    ]
+    missing = [e for e in expected if not any(e in g for g in got)]
+    extra = [g for g in got if not any(e in g for e in expected)]
+    for m in missing:
+        print(f"check-structure: self-test: not reported: {m}", file=sys.stderr)
+    for x in extra:
+        print(f"check-structure: self-test: reported wrongly: {x}", file=sys.stderr)
+    return 1 if missing or extra else 0
+
+
+def main():
+    if "--self-test" in sys.argv:
+        return self_test()
+    problems = check(ROOT)
     for p in problems:
         print(f"check-structure: {p}", file=sys.stderr)
     return 1 if problems else 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what the tests need, checks
-# formatting and lints, then runs the unit tests and the integration tests (real QEMU, TCG).
+# the crate's structure (ARCHITECTURE.md's rule), formatting and lints, then runs the unit tests
+# and the integration tests (real QEMU, TCG).
 #
 #   scripts/test.sh                  # everything
 #   scripts/test.sh lifecycle        # only tests whose name contains "lifecycle"
@@ -19,6 +20,9 @@ if [[ ! -x $venv/bin/ansible ]]; then
 	python3 -m venv "$venv"
 	"$venv/bin/pip" install -q ansible-core
 fi
+echo "== scripts/check-structure.py (no import circle, imports down the layers, sizes)"
+scripts/check-structure.py --self-test
+scripts/check-structure.py
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
