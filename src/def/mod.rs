@@ -1,6 +1,7 @@
 //! VM definitions: the TOML wire format a user writes (`config`), the validated spec the rest of
-//! vmctl accepts (`spec`), and the store of definitions in the home (`store`: which VMs exist,
-//! loading them, who forwards a host port).
+//! vmctl accepts (`spec`), the bounds of its numbers that the command line shares (`bounds`),
+//! and the store of definitions in the home (`store`: which VMs exist, loading them, who
+//! forwards a host port, who uses an image).
 
 pub mod bounds;
 pub mod config;

@@ -1,6 +1,7 @@
 //! What vmctl does inside the guest and asks of it: provisioning (the login user, keys, the
-//! app; a systemd credential or a cloud-init seed), SSH access with a pinned host key, and the
-//! readiness and health probes that ask the guest itself whether it is up.
+//! app) through a typed credential, passed as a systemd credential or rendered into a
+//! cloud-init seed; SSH access with a pinned host key; and the readiness and health probes that
+//! ask the guest itself whether it is up.
 
 pub mod cloudinit;
 pub mod credential;

@@ -1,6 +1,6 @@
 //! Operating-system primitives with no knowledge of VMs: files that stay whole (atomic writes,
-//! locks, temporary directories), processes vmctl does not necessarily own, and the async
-//! runtime vmctl's short commands run on.
+//! locks, temporary directories), processes vmctl does not necessarily own, the async runtime
+//! vmctl's short commands run on, and POSIX quoting of the command lines it prints.
 
 pub mod fsutil;
 pub mod process;
