@@ -172,3 +172,65 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exit codes README.md documents, by kind of error.
+    #[test]
+    fn each_kind_of_error_has_its_documented_exit_code() {
+        let io = || std::io::Error::other("x");
+        for (e, code) in [
+            (Error::Other("x".into()), 1),
+            (
+                Error::Io {
+                    context: "x".into(),
+                    source: io(),
+                },
+                1,
+            ),
+            (Error::Usage("x".into()), 2),
+            (
+                Error::Invalid {
+                    source_name: "x".into(),
+                    problems: vec![],
+                },
+                2,
+            ),
+            (Error::vm_not_found("web"), 3),
+            (Error::Host("x".into()), 4),
+            (Error::Qemu("x".into()), 5),
+            (Error::Timeout("x".into()), 6),
+            (Error::State("x".into()), 7),
+            (Error::not_running(&"web"), 7),
+            (
+                Error::Relayed {
+                    code: exit::UNHEALTHY,
+                    message: "x".into(),
+                },
+                8,
+            ),
+        ] {
+            assert_eq!(e.code(), code, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn problems_are_reported_together_each_by_field() {
+        let mut p = Problems::default();
+        assert_eq!(p.check("cpus", Ok::<u32, String>(2)), Some(2));
+        assert!(p.is_empty());
+        assert_eq!(
+            p.check::<u32>("cpus", Err("must be 1-255; got 0".into())),
+            None
+        );
+        p.add("ports[1]", "host port must be 1-65535; got 70000");
+        let e = p.into_result("web.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "web.toml: invalid VM definition:\n  cpus: must be 1-255; got 0\n  ports[1]: host port must be 1-65535; got 70000"
+        );
+        assert!(Problems::default().into_result("x").is_ok());
+    }
+}
