@@ -1,5 +1,7 @@
-//! Value newtypes shared by the command line and the TOML definitions: sizes, durations, port
-//! forwards, VM names, guest architectures and accelerator choices.
+//! Value types shared across the domains: the newtypes the command line and the TOML
+//! definitions share (sizes, durations, port forwards, VM names, login names, apps, guest
+//! architectures, accelerator choices), the accelerator a VM runs on, and which systemd manager
+//! runs a VM's unit.
 //!
 //! Each parses with `FromStr` (so clap and serde use the same rules) and prints back in the form it
 //! parses, so a definition written by vmctl reads back to the same value.
