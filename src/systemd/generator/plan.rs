@@ -394,6 +394,61 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Each case of `choose`, one row each: the source of a valid definition, whether its
+    /// unit is installed and a drop-in of its name exists, and what it gets.
+    #[test]
+    fn the_choice_for_each_kind_of_definition() {
+        let spec = |autostart: bool| {
+            let cfg = VmConfig::parse(&format!("autostart = {autostart}\n"), "t").unwrap();
+            let limits = Limits {
+                host_memory: u64::MAX,
+            };
+            spec::validate(&"web".parse().unwrap(), &cfg, limits, "t").unwrap()
+        };
+        let home = |has_disk, runs_in_its_unit, made_from_drop_in| Source::Home {
+            path: PathBuf::from(format!("{HOME}/vms/web/vm.toml")),
+            has_disk,
+            runs_in_its_unit,
+            made_from_drop_in,
+        };
+        let drop_in = Source::DropIn(PathBuf::from(format!("{DROP_INS}/web.toml")));
+        let unit = |autostart| Some(Some(autostart));
+        // (source, autostart, installed, has_drop_in) -> Some(Some(autostart)): a unit;
+        // Some(None): nothing; None: a problem.
+        let rows: Vec<(Source, bool, bool, bool, Option<Option<bool>>)> = vec![
+            (drop_in.clone(), true, false, true, unit(true)),
+            (drop_in.clone(), false, false, true, unit(false)),
+            (drop_in.clone(), true, true, true, None),
+            (home(true, false, false), true, false, false, unit(true)),
+            (home(true, false, false), false, false, false, Some(None)),
+            (home(true, false, false), true, true, false, Some(None)),
+            (home(true, false, false), true, false, true, Some(None)),
+            (home(true, false, true), true, false, false, Some(None)),
+            (home(true, true, false), false, false, false, unit(false)),
+            (home(true, true, true), true, false, false, unit(false)),
+            (home(false, false, false), true, false, false, None),
+        ];
+        for (source, autostart, installed, has_drop_in, want) in rows {
+            let name: VmName = "web".parse().unwrap();
+            let got = match choose(
+                &name,
+                &spec(autostart),
+                &source,
+                installed,
+                has_drop_in,
+                &cx(),
+            ) {
+                Choice::Unit { autostart } => Some(Some(autostart)),
+                Choice::NoUnit => Some(None),
+                Choice::Problem(_) => None,
+            };
+            assert_eq!(
+                got, want,
+                "{source:?} autostart={autostart} installed={installed} drop-in={has_drop_in}"
+            );
+        }
+    }
+
     #[test]
     fn drop_ins_and_autostart_home_vms_become_units() {
         let p = plan(
