@@ -415,7 +415,8 @@ pub(crate) mod tests {
         let unit = |autostart| Some(Some(autostart));
         // (source, autostart, installed, has_drop_in) -> Some(Some(autostart)): a unit;
         // Some(None): nothing; None: a problem.
-        let rows: Vec<(Source, bool, bool, bool, Option<Option<bool>>)> = vec![
+        type Row = (Source, bool, bool, bool, Option<Option<bool>>);
+        let rows: Vec<Row> = vec![
             (drop_in.clone(), true, false, true, unit(true)),
             (drop_in.clone(), false, false, true, unit(false)),
             (drop_in.clone(), true, true, true, None),
