@@ -172,11 +172,19 @@ mod tests {
         // Stands in for QEMU: its argv names the socket (as $0), and it lives until stdin closes.
         let sock = paths.qmp_ctl_socket();
         let mut child = Command::new("sh")
-            .args(["-c", "read x"])
+            .args(["-c", "echo up; read x"])
             .arg(&sock)
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        // Its argv is in /proc once it runs (right after exec, the kernel may not have set it).
+        let mut up = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut up,
+        )
+        .unwrap();
         let pid = child.id() as i32;
         std::fs::write(paths.pidfile(), pid.to_string()).unwrap();
         write_state(&paths, &state(pid)).unwrap();

@@ -166,10 +166,18 @@ mod tests {
     #[tokio::test]
     async fn an_exit_is_seen_when_it_happens() {
         let mut child = Command::new("sh")
-            .args(["-c", "read x", "vmctl-test-child"])
+            .args(["-c", "echo up; read x", "vmctl-test-child"])
             .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        // Its argv is in /proc once it runs (right after exec, the kernel may not have set it).
+        let mut up = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut up,
+        )
+        .unwrap();
         let pid = child.id() as i32;
         assert!(alive(pid));
         assert!(
