@@ -28,4 +28,8 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
+# Names this run's test homes, so that scripts/check-leaks.sh can tell its processes apart.
+export VMCTL_TEST_RUN=${VMCTL_TEST_RUN:-$$}
 cargo test --locked --all-targets -- "$@"
+echo "== scripts/check-leaks.sh (no VM of a test outlives the run)"
+scripts/check-leaks.sh "$VMCTL_TEST_RUN"

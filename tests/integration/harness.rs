@@ -93,7 +93,7 @@ impl TestHome {
     /// A fresh home with no images.
     pub fn bare() -> TestHome {
         let dir = tempfile::Builder::new()
-            .prefix("vmctl-t")
+            .prefix(&format!("vmctl-t{}-", run_id()))
             .tempdir()
             .unwrap();
         let user_home = tempfile::Builder::new()
@@ -220,7 +220,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
 }
 
 impl Drop for TestHome {
-    /// Kill whatever VMs the test left running.
+    /// Kill every VM the test left with a process (running, paused, starting, unhealthy, ...)
+    /// before the home goes away.
     fn drop(&mut self) {
         let Ok(out) = self.cmd(&["list", "--json"]).output() else {
             return;
@@ -229,11 +230,17 @@ impl Drop for TestHome {
             return;
         };
         for vm in list.as_array().into_iter().flatten() {
-            if vm["state"] == "running" {
+            if vm["pid"].is_number() {
                 let _ = self.cmd(&["kill", vm["name"].as_str().unwrap()]).output();
             }
         }
     }
+}
+
+/// What names this test run's homes (`VMCTL_TEST_RUN`, set by scripts/test.sh), so that what
+/// outlives the run can be told from other runs' processes.
+pub fn run_id() -> String {
+    std::env::var("VMCTL_TEST_RUN").unwrap_or_default()
 }
 
 /// Define a tiny VM (256M RAM, 1G disk) that forwards host `port` to the guest's HTTP port.
