@@ -37,6 +37,9 @@ use clap::Parser;
 /// Parse the command line, set up logging, run, and turn the result into an exit code. Errors
 /// are printed here, once, with their cause chain.
 pub fn main() -> ExitCode {
+    // What vmctl makes is its user's alone (disks, logs, definitions, keys, sockets); the few
+    // files others must read get their modes explicitly (units, base images for QEMU's user).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // Linked as vmctl-generator into systemd's generator directories.
     if systemd::generator::run::invoked_as_generator() {
         return systemd::generator::run::main();

@@ -5,7 +5,8 @@
 //! `$XDG_DATA_HOME/vmctl`):
 //! ```text
 //! vms/NAME/vm.toml        definition           vms/NAME/disk.qcow2    overlay disk
-//! vms/NAME/run/           runtime state: qmp.sock, qmp-ctl.sock, qmp-shell.sock, qemu.pid, state.json
+//! vms/NAME/run/           runtime state: qmp.sock, qmp-ctl.sock, qmp-shell.sock, qemu.pid,
+//!                         qemu.start, state.json
 //! vms/NAME/qmp-history    the `vmctl qmp` shell's history
 //! vms/NAME/serial.log     guest console        vms/NAME/qemu.log      QEMU's and the supervisor's stderr
 //! vms/NAME/lock           flock for start/stop vms/NAME/last-exit.json how QEMU last ended
@@ -43,6 +44,8 @@ impl Home {
                 .map_err(|e| Error::Usage(format!("Cannot resolve home {}: {e}", root.display())))?
                 .join(root)
         };
+        // The home may be a link (an administrator's choice); what counts is whose it is.
+        check_owner(&root.canonicalize().unwrap_or(root.clone()), "home")?;
         Ok(Home { root })
     }
 
@@ -64,6 +67,7 @@ impl Home {
         if !paths.definition().exists() {
             return Err(Error::vm_not_found(name.as_str()));
         }
+        check_owner(&paths.dir, "VM directory")?;
         Ok(paths)
     }
     pub fn images_dir(&self) -> PathBuf {
@@ -99,6 +103,30 @@ impl ImagePaths {
         self.dir.join(Self::DISK)
     }
     pub const DISK: &str = "disk.qcow2";
+}
+
+/// vmctl acts only in directories of its own user: one that belongs to someone else could hold
+/// links that make vmctl (maybe root) write or read where that user points it.
+fn check_owner(dir: &Path, what: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(dir) else {
+        return Ok(());
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if m.file_type().is_symlink() {
+        return Err(Error::Usage(format!(
+            "The {what} {} is a symbolic link, which vmctl does not follow; name the directory itself",
+            dir.display()
+        )));
+    }
+    if m.uid() != me {
+        return Err(Error::Usage(format!(
+            "The {what} {} belongs to uid {}, not to you (uid {me}): vmctl does not act in another user's directories",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    Ok(())
 }
 
 /// Cache for downloaded packages and the accelerator verdict: `VMCTL_CACHE_DIR`, else
@@ -170,8 +198,13 @@ impl VmPaths {
     pub fn qmp_history(&self) -> PathBuf {
         self.dir.join("qmp-history")
     }
+    /// QEMU's pid, written by the supervisor once it has spawned it.
     pub fn pidfile(&self) -> PathBuf {
         self.run_dir().join("qemu.pid")
+    }
+    /// When that process started (clock ticks since boot): with the pid, it names QEMU for good.
+    pub fn qemu_start(&self) -> PathBuf {
+        self.run_dir().join("qemu.start")
     }
     /// Written by the supervisor once QEMU answers QMP: pid, accel and its reason, start time.
     pub fn state(&self) -> PathBuf {

@@ -1,6 +1,7 @@
-//! A VM's runtime state on disk: whether its QEMU is alive (pidfile + signal 0 + the process's
-//! command line naming this VM's socket), what the supervisor recorded at start (`state.json`) and
-//! how QEMU last ended (`last-exit.json`), and cleaning what a crash leaves behind.
+//! A VM's runtime state on disk: whether its QEMU is alive (the pid the supervisor recorded, and
+//! that process's start time, so a reused pid is never taken for it), what the supervisor
+//! recorded at start (`state.json`) and how QEMU last ended (`last-exit.json`), and cleaning what
+//! a crash leaves behind.
 
 use serde::{Deserialize, Serialize};
 
@@ -101,7 +102,15 @@ pub fn write_last_exit(paths: &VmPaths, e: &LastExit) -> Result<()> {
     )
 }
 
-/// Is this VM's QEMU running? A pid counts only if that process's argv names this VM's socket.
+/// Record that QEMU runs as `pid`: its start time first, then the pid, each whole.
+pub fn write_pid(paths: &VmPaths, pid: i32) -> Result<()> {
+    let start = crate::sys::process::start_time(pid).unwrap_or(0);
+    fsutil::write_atomic(&paths.qemu_start(), format!("{start}\n").as_bytes())?;
+    fsutil::write_atomic(&paths.pidfile(), format!("{pid}\n").as_bytes())
+}
+
+/// Is this VM's QEMU running? A pid counts only if that process started when the supervisor
+/// recorded it did.
 pub fn liveness(paths: &VmPaths) -> Liveness {
     if let Some(pid) = read_pid(paths) {
         if crate::sys::process::alive(pid) && is_our_qemu(paths, pid) {
@@ -119,10 +128,21 @@ pub fn liveness(paths: &VmPaths) -> Liveness {
 }
 
 fn is_our_qemu(paths: &VmPaths, pid: i32) -> bool {
-    let sock = paths.qmp_ctl_socket().display().to_string();
-    crate::sys::process::cmdline(pid)
-        .map(|argv| argv.iter().any(|a| a.contains(&sock)))
-        .unwrap_or(false)
+    let recorded = std::fs::read_to_string(paths.qemu_start())
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match recorded {
+        Some(start) => crate::sys::process::start_time(pid) == Some(start),
+        // A QEMU started by an older vmctl wrote its own pidfile and named its control socket
+        // in its argv: the exact option, not any argument that contains the path.
+        None => {
+            let option = format!(
+                "socket,id=qmp-ctl,path={},server=on,wait=off",
+                paths.qmp_ctl_socket().display()
+            );
+            crate::sys::process::cmdline(pid).is_some_and(|argv| argv.contains(&option))
+        }
+    }
 }
 
 /// Remove the runtime directory (sockets, pidfile, state). Callers hold the VM lock and have
@@ -157,8 +177,32 @@ mod tests {
         }
     }
 
+    /// A process that lives until its stdin closes, with `args` after `sh -c CMD`; returned
+    /// once it runs (right after exec, /proc may not have its argv yet).
+    fn stand_in(args: &[String]) -> std::process::Child {
+        let mut child = Command::new("sh")
+            .args(["-c", "echo up; read x"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut up = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut up,
+        )
+        .unwrap();
+        child
+    }
+
+    fn stop(mut child: std::process::Child) {
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+
     #[test]
-    fn a_vm_runs_only_while_a_live_process_names_its_control_socket() {
+    fn a_vm_runs_only_while_the_process_recorded_for_it_lives() {
         let d = tempfile::tempdir().unwrap();
         let paths = VmPaths {
             dir: d.path().join("web"),
@@ -169,24 +213,9 @@ mod tests {
             matches!(liveness(&paths), Liveness::Stale),
             "runtime files without a pidfile"
         );
-        // Stands in for QEMU: its argv names the socket (as $0), and it lives until stdin closes.
-        let sock = paths.qmp_ctl_socket();
-        let mut child = Command::new("sh")
-            .args(["-c", "echo up; read x"])
-            .arg(&sock)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Its argv is in /proc once it runs (right after exec, the kernel may not have set it).
-        let mut up = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut up,
-        )
-        .unwrap();
-        let pid = child.id() as i32;
-        std::fs::write(paths.pidfile(), pid.to_string()).unwrap();
+        let qemu = stand_in(&[]);
+        let pid = qemu.id() as i32;
+        write_pid(&paths, pid).unwrap();
         write_state(&paths, &state(pid)).unwrap();
         match liveness(&paths) {
             Liveness::Running { pid: p, state } => {
@@ -195,15 +224,40 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // A live process that is not this VM's QEMU (a recycled pid) does not count.
-        std::fs::write(paths.pidfile(), std::process::id().to_string()).unwrap();
+        // A live process that is not the one recorded (a reused pid) does not count: init
+        // started long before.
+        std::fs::write(paths.pidfile(), "1").unwrap();
         assert!(matches!(liveness(&paths), Liveness::Stale));
         std::fs::write(paths.pidfile(), pid.to_string()).unwrap();
-        drop(child.stdin.take());
-        child.wait().unwrap();
+        stop(qemu);
         assert!(matches!(liveness(&paths), Liveness::Stale), "QEMU is gone");
         clean(&paths);
         assert!(matches!(liveness(&paths), Liveness::Stopped));
+    }
+
+    /// A QEMU of an older vmctl (no start time recorded) counts when its argv holds this VM's
+    /// control socket option exactly: a process that only mentions the path, or another home's
+    /// longer path that ends with it, does not.
+    #[test]
+    fn an_older_qemu_is_known_by_its_exact_socket_option() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = VmPaths {
+            dir: d.path().join("web"),
+        };
+        std::fs::create_dir_all(paths.run_dir()).unwrap();
+        let sock = paths.qmp_ctl_socket().display().to_string();
+        let ours = stand_in(&[format!("socket,id=qmp-ctl,path={sock},server=on,wait=off")]);
+        let mentions = stand_in(&[format!("--note={sock}")]);
+        let other_home = stand_in(&[format!(
+            "socket,id=qmp-ctl,path=/other{sock},server=on,wait=off"
+        )]);
+        for (child, running) in [(&ours, true), (&mentions, false), (&other_home, false)] {
+            std::fs::write(paths.pidfile(), child.id().to_string()).unwrap();
+            assert_eq!(liveness(&paths).is_running(), running, "{:?}", child.id());
+        }
+        for c in [ours, mentions, other_home] {
+            stop(c);
+        }
     }
 
     #[test]

@@ -21,13 +21,14 @@ impl Show for Doctor {
     fn text(&self) -> String {
         let h = &self.host;
         let mut out = format!(
-            "Host:     {} , kernel {}\nCPUs:     {}\nMemory:   {}\nHome:     {}\nCache:    {}\n",
+            "Host:     {} , kernel {}\nCPUs:     {}\nMemory:   {}\nHome:     {}\nCache:    {}\nQEMU as:  {}\n",
             h.arch.map(|a| a.as_str()).unwrap_or("unknown"),
             h.kernel,
             h.cpus,
             crate::types::memory_line(h.memory_total, h.memory_available),
             self.home,
-            self.cache
+            self.cache,
+            self.qemu_runs_as
         );
         let _ = writeln!(
             out,
@@ -100,6 +101,7 @@ mod tests {
         let d = Doctor {
             home: "/var/lib/vmctl".into(),
             cache: "/var/cache/vmctl".into(),
+            qemu_runs_as: "vmctl-qemu (uid 999, groups 995)".into(),
             host: crate::host::doctor::tests::host(),
             arches: vec![
                 ArchReport {
@@ -132,6 +134,7 @@ CPUs:     2
 Memory:   24.0 GiB total, 20.0 GiB available
 Home:     /var/lib/vmctl
 Cache:    /var/cache/vmctl
+QEMU as:  vmctl-qemu (uid 999, groups 995)
 qemu-img: 7.2.22
 KVM:      /dev/kvm opens, API version 12, KVM_CREATE_VM works
 

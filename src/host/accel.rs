@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::host::facts::KvmFacts;
+use crate::sys::child::{Child, Identity};
 use crate::types::{Accel, AccelChoice, Arch};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,10 +128,14 @@ pub fn boot_probe(
     arch: Arch,
     kernel: &Path,
     initrd: &Path,
+    user: Option<&Identity>,
     timeout: Duration,
 ) -> BootVerdict {
     let started = Instant::now();
-    let mut child = match probe_command(qemu, arch, kernel, initrd).spawn() {
+    let mut cmd = probe_command(qemu, arch, kernel, initrd);
+    // As a VM's QEMU runs: as its user, sandboxed, dying with us.
+    Child::new(user.cloned()).apply(&mut cmd);
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             return BootVerdict::Fails {
@@ -191,6 +196,8 @@ fn probe_command(qemu: &Path, arch: Arch, kernel: &Path, initrd: &Path) -> Comma
         "-no-user-config",
         "-display",
         "none",
+        "-sandbox",
+        crate::host::qemu_user::SANDBOX,
         "-no-reboot",
         "-serial",
         "stdio",
@@ -283,8 +290,9 @@ pub struct CachedVerdict {
     pub checked_at: u64,
 }
 
-/// What makes a verdict stale: the host kernel, the QEMU binary, the CPU.
-pub fn fingerprint(qemu: &Path, qemu_version: &str) -> String {
+/// What makes a verdict stale: the host kernel, the QEMU binary, the CPU, and who QEMU runs as
+/// (whether /dev/kvm opens is theirs to say).
+pub fn fingerprint(qemu: &Path, qemu_version: &str, user: Option<&Identity>) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -293,8 +301,12 @@ pub fn fingerprint(qemu: &Path, qemu_version: &str) -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
+    let who = match user {
+        Some(u) => format!(" uid={} groups={:?}", u.uid, u.groups),
+        None => String::new(),
+    };
     format!(
-        "kernel={} qemu={} {} cpu={}",
+        "kernel={} qemu={} {} cpu={}{who}",
         crate::host::facts::kernel_release(),
         qemu.display(),
         qemu_version,
@@ -321,6 +333,7 @@ pub type ProbeKernel<'a> = &'a dyn Fn(Arch) -> Option<(PathBuf, PathBuf)>;
 pub fn choose(
     choice: AccelChoice,
     arch: Arch,
+    user: Option<&Identity>,
     probe_kernel: ProbeKernel,
 ) -> crate::error::Result<Decision> {
     if choice == AccelChoice::Tcg {
@@ -329,7 +342,7 @@ pub fn choose(
     let kvm = KvmFacts::probe();
     let host = Arch::host();
     let boot = if host == Some(arch) && kvm.basic_ok() {
-        verdict_cached(arch, probe_kernel)
+        verdict_cached(arch, user, probe_kernel)
     } else {
         None
     };
@@ -338,10 +351,14 @@ pub fn choose(
 
 /// The KVM boot verdict for `arch`, from the cache or by booting the test guest's kernel.
 /// `None` when there is nothing to boot (tiny image not built) or no QEMU.
-pub fn verdict_cached(arch: Arch, probe_kernel: ProbeKernel) -> Option<BootVerdict> {
+pub fn verdict_cached(
+    arch: Arch,
+    user: Option<&Identity>,
+    probe_kernel: ProbeKernel,
+) -> Option<BootVerdict> {
     let qemu = crate::host::facts::find_in_path(arch.qemu_binary())?;
     let version = crate::host::facts::qemu_version(&qemu).unwrap_or_default();
-    let fp = fingerprint(&qemu, &version);
+    let fp = fingerprint(&qemu, &version, user);
     let dir = crate::paths::cache_dir();
     let file = cache_file(&dir, arch);
     if let Some(v) = load_cached(&file, &fp) {
@@ -374,7 +391,7 @@ pub fn verdict_cached(arch: Arch, probe_kernel: ProbeKernel) -> Option<BootVerdi
         if lock.is_ok() { "once " } else { "" },
         PROBE_TIMEOUT.as_secs()
     );
-    let verdict = boot_probe(&qemu, arch, &kernel, &initrd, PROBE_TIMEOUT);
+    let verdict = boot_probe(&qemu, arch, &kernel, &initrd, user, PROBE_TIMEOUT);
     tracing::info!(?verdict, "KVM boot probe");
     let cached = CachedVerdict {
         fingerprint: fp,

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::host::accel::{self, BootVerdict, Decision};
 use crate::host::facts::{HostFacts, QemuBinary};
+use crate::host::qemu_user;
 use crate::paths::Home;
 use crate::types::{AccelChoice, Arch};
 
@@ -24,6 +25,9 @@ pub struct ArchReport {
 pub struct Doctor {
     pub home: String,
     pub cache: String,
+    /// Who QEMU runs as: `vmctl-qemu (uid 999, groups 995 109)` when vmctl is root, else the
+    /// invoking user.
+    pub qemu_runs_as: String,
     pub host: HostFacts,
     pub arches: Vec<ArchReport>,
 }
@@ -31,19 +35,41 @@ pub struct Doctor {
 /// The report for this host; `probe_kernel` finds the test guest the KVM boot test runs.
 pub fn run(home: &Home, probe_kernel: accel::ProbeKernel) -> Doctor {
     let host = HostFacts::probe();
+    let user = qemu_user::for_this_process();
+    let identity = user
+        .as_ref()
+        .ok()
+        .and_then(|u| u.as_ref().map(|u| u.identity.clone()));
     let arches = host
         .qemu
         .iter()
         .map(|q| {
             let boot = (host.arch == Some(q.arch) && host.kvm.basic_ok() && q.path.is_some())
-                .then(|| accel::verdict_cached(q.arch, probe_kernel))
+                .then(|| accel::verdict_cached(q.arch, identity.as_ref(), probe_kernel))
                 .flatten();
             report(&host, q, boot)
         })
         .collect();
+    let me = nix::unistd::geteuid();
+    let qemu_runs_as = match user {
+        Ok(Some(u)) => format!(
+            "{} (uid {}, groups {})",
+            u.name,
+            u.identity.uid,
+            u.identity
+                .groups
+                .iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Ok(None) => format!("you (uid {me})"),
+        Err(e) => format!("cannot tell: {e}"),
+    };
     Doctor {
         home: home.root.display().to_string(),
         cache: crate::paths::cache_dir().display().to_string(),
+        qemu_runs_as,
         host,
         arches,
     }

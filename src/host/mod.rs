@@ -5,3 +5,4 @@
 pub mod accel;
 pub mod doctor;
 pub mod facts;
+pub mod qemu_user;

@@ -159,6 +159,15 @@ pub fn install(out: &Path, target: &Path, manifest: &Manifest, trash: &Path) -> 
     )?;
     let parent = target.parent().expect("image dirs have a parent");
     std::fs::create_dir_all(parent).path_ctx("create", parent)?;
+    // QEMU, run as its own user when vmctl is root, opens the image by path: its group may
+    // pass the image's folders and read the image (and nothing else of the home).
+    if let Some(user) = crate::host::qemu_user::for_this_process()? {
+        crate::host::qemu_user::let_read(out, &user)?;
+        let images = parent.parent().unwrap_or(parent);
+        for dir in [images.parent().unwrap_or(images), images, parent] {
+            crate::host::qemu_user::let_pass(dir, &user)?;
+        }
+    }
     if target.exists() {
         let old = trash.join("old");
         std::fs::rename(target, &old).path_ctx("move aside", target)?;

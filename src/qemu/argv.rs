@@ -1,6 +1,13 @@
 //! The QEMU command line, rendered by one pure function from the validated spec, the image, the
 //! accelerator decision and the VM's paths. Golden-tested (`tests/golden/*.argv`); `vmctl
 //! show-cmd` prints exactly what `start` runs.
+//!
+//! QEMU opens none of its VM's own files: the supervisor gives it the QMP sockets (listening),
+//! the disk, the seed and the console log as descriptors at the numbers of [`fd`] (files
+//! through fd sets, `/dev/fdset/N`, with the path as the set's `opaque` for people), and the
+//! provisioning credential as a pipe it reads once (`/dev/fd/N`). By path it opens only the
+//! image: the backing file, kernel and initrd. It runs under QEMU's seccomp sandbox with every
+//! optional restriction on (`host::qemu_user::SANDBOX`).
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +38,26 @@ pub struct Launch<'a> {
 pub struct BootFiles {
     pub credential: Option<PathBuf>,
     pub seed: Option<PathBuf>,
+}
+
+/// The descriptor numbers QEMU is given its files and sockets at (see `supervisor::run`).
+pub mod fd {
+    /// The supervisor's QMP socket (listening).
+    pub const QMP: i32 = 3;
+    /// The control socket of one-shot commands (listening).
+    pub const QMP_CTL: i32 = 4;
+    /// The QMP shell's socket (listening).
+    pub const QMP_SHELL: i32 = 5;
+    /// The console log, open for writing (fd set 1).
+    pub const SERIAL: i32 = 6;
+    /// The VM's disk, open read-write and read-only (fd set 2: QEMU takes the one whose
+    /// access mode it needs).
+    pub const DISK: i32 = 7;
+    pub const DISK_RO: i32 = 8;
+    /// The cloud-init seed, read-only (fd set 3).
+    pub const SEED: i32 = 9;
+    /// A pipe holding the provisioning credential.
+    pub const CREDENTIAL: i32 = 10;
 }
 
 /// TCG's translation cache defaults to 1 GiB and dominates QEMU's RSS; a quarter of guest RAM,
@@ -71,42 +98,34 @@ pub fn argv(l: &Launch) -> Vec<String> {
         &format!("{}M", s.memory.mib()),
     ]);
     push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    push(&["-sandbox", crate::host::qemu_user::SANDBOX]);
+    for (id, n) in [
+        ("qmp", fd::QMP),
+        ("qmp-ctl", fd::QMP_CTL),
+        ("qmp-shell", fd::QMP_SHELL),
+    ] {
+        push(&[
+            "-chardev",
+            &format!("socket,id={id},fd={n},server=on,wait=off"),
+            "-mon",
+            &format!("chardev={id},mode=control"),
+        ]);
+    }
     push(&[
+        "-add-fd",
+        &format!("fd={},set=1,opaque={}", fd::SERIAL, path(&p.serial_log())),
         "-chardev",
-        &format!(
-            "socket,id=qmp,path={},server=on,wait=off",
-            path(&p.qmp_socket())
-        ),
-        "-mon",
-        "chardev=qmp,mode=control",
-        "-chardev",
-        &format!(
-            "socket,id=qmp-ctl,path={},server=on,wait=off",
-            path(&p.qmp_ctl_socket())
-        ),
-        "-mon",
-        "chardev=qmp-ctl,mode=control",
-        "-chardev",
-        &format!(
-            "socket,id=qmp-shell,path={},server=on,wait=off",
-            path(&p.qmp_shell_socket())
-        ),
-        "-mon",
-        "chardev=qmp-shell,mode=control",
-    ]);
-    push(&[
-        "-chardev",
-        &format!("file,id=serial0,path={}", path(&p.serial_log())),
+        "file,id=serial0,path=/dev/fdset/1",
         "-serial",
         "chardev:serial0",
     ]);
-    push(&["-pidfile", &path(&p.pidfile())]);
     push(&[
+        "-add-fd",
+        &format!("fd={},set=2,opaque={}", fd::DISK, path(&p.disk())),
+        "-add-fd",
+        &format!("fd={},set=2,opaque={}", fd::DISK_RO, path(&p.disk())),
         "-drive",
-        &format!(
-            "file={},if=none,id=disk0,format=qcow2,discard=unmap",
-            path(&p.disk())
-        ),
+        "file=/dev/fdset/2,if=none,id=disk0,format=qcow2,discard=unmap",
         "-device",
         "virtio-blk-pci,drive=disk0",
     ]);
@@ -122,19 +141,21 @@ pub fn argv(l: &Launch) -> Vec<String> {
         ));
     }
     push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
-    if let Some(c) = &l.boot_files.credential {
+    if l.boot_files.credential.is_some() {
         push(&[
             "-fw_cfg",
             &format!(
-                "name=opt/io.systemd.credentials/vmctl.provision,file={}",
-                path(c)
+                "name=opt/io.systemd.credentials/vmctl.provision,file=/dev/fd/{}",
+                fd::CREDENTIAL
             ),
         ]);
     }
     if let Some(seed) = &l.boot_files.seed {
         push(&[
+            "-add-fd",
+            &format!("fd={},set=3,opaque={}", fd::SEED, path(seed)),
             "-drive",
-            &format!("file={},if=none,id=seed,format=raw,readonly=on", path(seed)),
+            "file=/dev/fdset/3,if=none,id=seed,format=raw,readonly=on",
             "-device",
             "virtio-blk-pci,drive=seed",
         ]);

@@ -104,39 +104,6 @@ impl Qmp {
         Ok(qmp)
     }
 
-    /// Connect, retrying while QEMU has not created the socket yet (or is not yet accepting),
-    /// until `deadline`. `still_starting` is asked between attempts and aborts the wait when QEMU
-    /// has already exited.
-    pub async fn connect_retry(
-        path: &Path,
-        deadline: Instant,
-        mut still_starting: impl FnMut() -> bool,
-    ) -> Result<Qmp, QmpError> {
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match Qmp::connect(path, left.min(COMMAND_TIMEOUT)).await {
-                Ok(q) => return Ok(q),
-                Err(QmpError::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
-                    if Instant::now() + backoff >= deadline {
-                        return Err(QmpError::Timeout(COMMAND_TIMEOUT));
-                    }
-                    if !still_starting() {
-                        return Err(QmpError::Eof);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
     /// Run a command from the `qapi` schema and decode its typed reply.
     pub async fn execute<C: qapi::Command>(&mut self, command: C) -> Result<C::Ok, QmpError> {
         let id = self.take_id();

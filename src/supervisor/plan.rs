@@ -5,6 +5,7 @@
 use crate::def::spec::VmSpec;
 use crate::error::{Error, Result};
 use crate::host::accel::{self, Decision};
+use crate::host::qemu_user::{self, QemuUser};
 use crate::image;
 use crate::paths::Home;
 use crate::qemu::argv::{self, Launch};
@@ -16,6 +17,8 @@ pub struct LaunchPlan {
     pub image: image::store::Image,
     pub decision: Decision,
     pub qemu_version: String,
+    /// Who QEMU runs as, when not as us (vmctl is root: `vmctl-qemu`).
+    pub user: Option<QemuUser>,
 }
 
 /// Resolve image, accelerator and binary into the exact argv. Also used by `show-cmd`.
@@ -34,7 +37,9 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         ))
     })?;
     let qemu_version = crate::host::facts::qemu_version(&binary).unwrap_or_default();
-    let decision = accel::choose(spec.accel, spec.arch, &|arch| {
+    let user = qemu_user::for_this_process()?;
+    let identity = user.as_ref().map(|u| u.identity.clone());
+    let decision = accel::choose(spec.accel, spec.arch, identity.as_ref(), &|arch| {
         image::store::probe_kernel(home, arch)
     })?;
     let argv = argv::argv(&Launch {
@@ -53,6 +58,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         image: img,
         decision,
         qemu_version,
+        user,
     })
 }
 

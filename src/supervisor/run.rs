@@ -12,8 +12,6 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -25,9 +23,9 @@ use crate::guest::health::Monitor;
 use crate::paths::{Home, VmPaths};
 use crate::qemu::qmp::Qmp;
 use crate::runstate::{self, LastExit, Liveness, RunState};
-use crate::supervisor::handshake;
 use crate::supervisor::plan::{LaunchPlan, check_ports_free, plan};
 use crate::supervisor::watch::{Ending, ExitReceiver, Running, Signals};
+use crate::supervisor::{handshake, launch};
 use crate::sys::{fsutil, process};
 use crate::systemd::notify::{self, Field, Notifier};
 use crate::types::{Accel, AccelChoice, ServiceUnit};
@@ -102,6 +100,9 @@ fn prepare(home: &Home, spec: &VmSpec, paths: &VmPaths) -> Result<LaunchPlan> {
         Liveness::Stopped => {}
     }
     let plan = plan(home, spec)?;
+    if let Some(user) = &plan.user {
+        launch::open_image_to(home, &plan, user)?;
+    }
     check_ports_free(home, spec)?;
     if !paths.disk().exists() {
         return Err(Error::Other(format!(
@@ -133,47 +134,45 @@ struct Qemu {
     started: Instant,
     started_unix: u64,
     exit_rx: ExitReceiver,
-    exited: Arc<AtomicBool>,
     /// Where this launch's lines in `qemu.log` begin.
     log_offset: u64,
 }
 
 /// Write the guest's boot files, rotate the console log and spawn QEMU (stdout and stderr to
-/// `qemu.log`, its own process group), reaped on a thread.
+/// `qemu.log`, its own process group, its descriptors from `launch`, as its user), reaped on a
+/// thread; record its pid.
 fn spawn(spec: &VmSpec, paths: &VmPaths, plan: &LaunchPlan) -> Result<Qemu> {
-    crate::guest::provision::boot_files(paths, spec, &plan.image)?;
+    let boot = crate::guest::provision::boot_files(paths, spec, &plan.image)?;
     let run_dir = paths.run_dir();
     std::fs::create_dir_all(&run_dir).path_ctx("create", &run_dir)?;
-    rotate(&paths.serial_log());
+    rotate(&paths.serial_log())?;
+    let handed = launch::child(paths, plan, &boot)?;
     tracing::debug!(argv = %crate::sys::quote::argv(&plan.argv), "spawning QEMU");
     let qemu_log = fsutil::open_append(&paths.qemu_log())?;
     let log_offset = qemu_log.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut child = process::not_a_service(Command::new(&plan.argv[0]).args(&plan.argv[1..]))
+    let mut cmd = Command::new(&plan.argv[0]);
+    process::not_a_service(cmd.args(&plan.argv[1..]))
         .stdin(Stdio::null())
         .stdout(qemu_log.try_clone().path_ctx("open", &paths.qemu_log())?)
         .stderr(qemu_log)
-        .process_group(0)
-        .spawn()
-        .ctx(|| format!("Cannot run {}", plan.argv[0]))?;
+        .process_group(0);
+    handed.apply(&mut cmd);
+    let mut child = cmd.spawn().ctx(|| format!("Cannot run {}", plan.argv[0]))?;
+    // Our copies of what QEMU was given close here: only QEMU holds its sockets and files.
+    drop(cmd);
     let pid = child.id() as i32;
     let (started, started_unix) = (Instant::now(), fsutil::unix_now());
     // Reap QEMU on a thread; the async side learns of the exit through the channel.
-    let exited = Arc::new(AtomicBool::new(false));
     let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
-    {
-        let exited = exited.clone();
-        std::thread::spawn(move || {
-            let status = child.wait();
-            exited.store(true, Ordering::SeqCst);
-            let _ = exit_tx.send(status);
-        });
-    }
+    std::thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
+    });
+    runstate::write_pid(paths, pid)?;
     Ok(Qemu {
         pid,
         started,
         started_unix,
         exit_rx,
-        exited,
         log_offset,
     })
 }
@@ -182,15 +181,14 @@ impl Qemu {
     /// Connect to the primary QMP socket while QEMU starts. A QEMU that does not answer in time
     /// is killed and reaped, and the error quotes what it logged.
     async fn connect(&mut self, spec: &VmSpec, paths: &VmPaths) -> Result<Qmp> {
-        let exited = self.exited.clone();
-        let qmp = Qmp::connect_retry(
-            &paths.qmp_socket(),
-            Instant::now() + QMP_STARTUP,
-            move || !exited.load(Ordering::SeqCst),
-        )
-        .await;
+        // The socket listens already (QEMU was given it): the greeting comes once QEMU's
+        // monitor runs, or the connection ends if QEMU exits first.
+        let qmp = Qmp::connect(&paths.qmp_socket(), QMP_STARTUP).await;
         let e = match qmp {
-            Ok(q) => return Ok(q),
+            Ok(mut q) => {
+                q.timeout = crate::qemu::qmp::COMMAND_TIMEOUT;
+                return Ok(q);
+            }
             Err(e) => e,
         };
         process::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
@@ -301,13 +299,23 @@ pub fn exit_status(ending: &Ending, code: Option<i32>, signal: Option<i32>) -> u
     }
 }
 
-/// Keep the previous boot's console log as `serial.log.1`.
-fn rotate(log: &std::path::Path) {
-    if log.exists() {
-        let mut old = log.as_os_str().to_owned();
-        old.push(".1");
-        let _ = std::fs::rename(log, old);
+/// Keep the previous boot's console log as `serial.log.1`. A symbolic link in its place is
+/// removed, never followed (the new log is created afresh, `O_NOFOLLOW`).
+fn rotate(log: &std::path::Path) -> Result<()> {
+    let Ok(m) = std::fs::symlink_metadata(log) else {
+        return Ok(());
+    };
+    if m.file_type().is_symlink() {
+        tracing::warn!(
+            "removing the symbolic link {} in place of the console log",
+            log.display()
+        );
+        return std::fs::remove_file(log).path_ctx("remove", log);
     }
+    let mut old = log.as_os_str().to_owned();
+    old.push(".1");
+    let _ = std::fs::rename(log, old);
+    Ok(())
 }
 
 fn log_since(path: &std::path::Path, offset: u64) -> String {

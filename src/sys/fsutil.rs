@@ -1,8 +1,11 @@
 //! File-system primitives that keep state whole: atomic writes (temp file + rename), advisory
-//! locks (flock) and self-removing temporary directories.
+//! locks (flock) and self-removing temporary directories. None of them follows a symbolic link
+//! at the path it is given: a link planted where vmctl writes is refused (`O_NOFOLLOW`), never
+//! written through.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -18,7 +21,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let res = (|| {
-        let mut f = File::create(&tmp)?;
+        // A leftover (or planted) temporary file is removed, never opened: a link there would
+        // be written through.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -37,8 +47,30 @@ fn open_lock(path: &Path) -> Result<File> {
         .truncate(false)
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .map_err(|e| refuse_link(e, path))
         .path_ctx("open lock", path)
+}
+
+/// ELOOP from `O_NOFOLLOW` means a symbolic link: say so.
+fn refuse_link(e: std::io::Error, path: &Path) -> std::io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return std::io::Error::other(format!(
+            "{} is a symbolic link, which vmctl does not follow; remove it",
+            path.display()
+        ));
+    }
+    e
+}
+
+/// Open `path` for reading, refusing a symbolic link.
+pub fn open_read(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| refuse_link(e, path))
 }
 
 /// Block until the exclusive lock on `path` is ours; released on drop.
@@ -126,13 +158,49 @@ pub fn remove_tree(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Open a log file for appending, creating it if need be.
+/// Create `dir` and its missing parents with mode 0755, for directories outside vmctl's own
+/// (systemd's generator and unit folders) that other users and tools must be able to pass,
+/// whatever vmctl's umask (0077).
+pub fn create_dirs_public(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut path = PathBuf::new();
+    for part in dir.components() {
+        path.push(part);
+        if path.exists() {
+            continue;
+        }
+        match std::fs::create_dir(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).path_ctx("create", &path);
+            }
+            _ => std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .path_ctx("set the mode of", &path)?,
+        }
+    }
+    Ok(())
+}
+
+/// Open a log file for appending, creating it if need be; a symbolic link there is refused.
 pub fn open_append(path: &Path) -> Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .map_err(|e| refuse_link(e, path))
         .path_ctx("open", path)
+}
+
+/// Create `path` afresh for writing (emptied if it exists); a symbolic link there is refused.
+pub fn create_new_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| refuse_link(e, path))
+        .path_ctx("create", path)
 }
 
 pub fn unix_now() -> u64 {
@@ -165,6 +233,34 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn links_are_refused_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        for name in ["log", "lock", "new", ".f.toml.tmp-1"] {
+            std::os::unix::fs::symlink(&target, d.path().join(name)).unwrap();
+        }
+        let e = open_append(&d.path().join("log")).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(why.contains("is a symbolic link"), "{e}: {why}");
+        assert!(lock_exclusive(&d.path().join("lock")).is_err());
+        assert!(create_new_file(&d.path().join("new")).is_err());
+        assert!(open_read(&d.path().join("log")).is_err());
+        // The atomic write replaces a link at its target path, and one at its temporary path
+        // is removed rather than written through.
+        let f = d.path().join("f.toml");
+        std::os::unix::fs::symlink(&target, &f).unwrap();
+        write_atomic(&f, b"new").unwrap();
+        assert!(
+            !std::fs::symlink_metadata(&f)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! locks, temporary directories), processes vmctl does not necessarily own, the async runtime
 //! vmctl's short commands run on, and POSIX quoting of the command lines it prints.
 
+pub mod child;
 pub mod fsutil;
 pub mod process;
 pub mod quote;

@@ -31,6 +31,15 @@ fn is_zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// When the process started, in clock ticks since boot (`/proc/PID/stat` field 22): with the
+/// pid, it names one process for good (a pid is reused; a pid and a start time are not).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses (which may hold spaces), field 3 is the state.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The process's argv, from /proc.
 pub fn cmdline(pid: i32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

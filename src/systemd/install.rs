@@ -4,6 +4,7 @@
 //! manager), files are still written and enablement still works (it is only symlinks); what
 //! needs the manager is reported.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::def::spec::VmSpec;
@@ -55,11 +56,16 @@ pub fn install(
     let path = dir.join(&unit);
     check_owner(&path, home, &spec.name, scope)?;
     check_after(spec, scope, &dir)?;
-    std::fs::create_dir_all(&dir).path_ctx("create", &dir)?;
+    // The unit's sandbox keeps /etc read-only: QEMU's user is made now, if it must be.
+    crate::host::qemu_user::for_this_process()?;
+    fsutil::create_dirs_public(&dir)?;
     // The unit may write only there (ReadWritePaths=): without it the KVM verdict is not kept.
     let cache = cache_for(scope);
     std::fs::create_dir_all(&cache).path_ctx("create", &cache)?;
     fsutil::write_atomic(&path, text.as_bytes())?;
+    // A unit holds no secret; systemd's tools read it as any user.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        .path_ctx("set the mode of", &path)?;
     let mut done = vec![format!("Wrote {}", path.display())];
     let mut missing = Vec::new();
     if scope == Scope::User {
@@ -174,7 +180,7 @@ pub fn link_wanted(scope: Scope, unit_path: &Path) -> Result<()> {
         return Ok(());
     }
     let dir = link.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).path_ctx("create", dir)?;
+    fsutil::create_dirs_public(dir)?;
     std::os::unix::fs::symlink(unit_path, &link).path_ctx("create", &link)
 }
 

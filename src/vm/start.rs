@@ -87,11 +87,7 @@ fn started(paths: &VmPaths, spec: &VmSpec, pid: i32) -> Started {
 
 fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> {
     std::fs::create_dir_all(&paths.dir).path_ctx("create", &paths.dir)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.qemu_log())
-        .path_ctx("open", &paths.qemu_log())?;
+    let log = fsutil::open_append(&paths.qemu_log())?;
     let exe = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home")

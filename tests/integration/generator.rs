@@ -48,7 +48,7 @@ fn unit_log(c: &Container, name: &str) -> String {
         "sh",
         "-c",
         &format!(
-            "systemctl status --no-pager vmctl-{name}; journalctl -b --no-pager -o cat -u vmctl-{name}"
+            "systemctl status --no-pager vmctl-{name}; journalctl -b --no-pager -o cat -u vmctl-{name}; journalctl -b --no-pager -o cat _SYSTEMD_USER_UNIT=vmctl-{name}.service"
         ),
     ]);
     String::from_utf8_lossy(&out.stdout).into_owned()

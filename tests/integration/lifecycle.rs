@@ -258,8 +258,11 @@ fn show_cmd_and_thin_disks() {
         "qemu-system-x86_64",
         "-nodefaults",
         "hostfwd=tcp:127.0.0.1:18022-:22",
-        "qmp-ctl.sock",
-        "-pidfile",
+        // QEMU gets its sockets and files as descriptors, and runs sandboxed.
+        "socket,id=qmp-ctl,fd=4,server=on,wait=off",
+        "file=/dev/fdset/2,if=none,id=disk0",
+        "vms/big/disk.qcow2",
+        "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "tcg,tb-size=",
     ] {
         assert!(cmd.contains(needle), "{needle} missing from {cmd}");

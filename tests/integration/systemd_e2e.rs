@@ -30,7 +30,7 @@ const QEMU_COMM: &str = "qemu-system-x86";
 /// `qemu-system-x86_64 --version`).
 const VM_QEMU: &str = r#"vm_qemu() {
 	for p in $(pgrep -x qemu-system-x86); do
-		grep -q qmp.sock "/proc/$p/cmdline" 2>/dev/null && echo "$p"
+		grep -q "guest=" "/proc/$p/cmdline" 2>/dev/null && echo "$p"
 	done
 }"#;
 

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::sys::fsutil;
 use crate::systemd::dirs::generator_dir;
 use crate::systemd::generator::find::drop_in_dir;
 use crate::systemd::generator::run::{PROGRAM, plan_here};
@@ -28,6 +29,8 @@ pub fn install(scope: Scope) -> Result<Vec<String>> {
     let exe = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
     let link = link_path(scope);
     let mut done = Vec::new();
+    // The units it makes keep /etc read-only: QEMU's user is made now, if it must be.
+    crate::host::qemu_user::for_this_process()?;
     // Generators run before /home, /var and other late file systems are mounted.
     if !["/usr", "/bin", "/sbin", "/opt", "/etc"]
         .iter()
@@ -48,7 +51,7 @@ pub fn install(scope: Scope) -> Result<Vec<String>> {
     }
     let drop_ins = drop_in_dir(scope, Path::new("/"));
     if !drop_ins.is_dir() {
-        std::fs::create_dir_all(&drop_ins).path_ctx("create", &drop_ins)?;
+        fsutil::create_dirs_public(&drop_ins)?;
         done.push(format!("Created {}", drop_ins.display()));
     }
     if let Some(p) = plan_here(scope)? {
@@ -102,7 +105,7 @@ fn place_link(link: &Path, exe: &Path, done: &mut Vec<String>) -> Result<()> {
         }
         Err(_) => {
             let dir = link.parent().unwrap_or(Path::new("/"));
-            std::fs::create_dir_all(dir).path_ctx("create", dir)?;
+            fsutil::create_dirs_public(dir)?;
             std::os::unix::fs::symlink(exe, link).path_ctx("create", link)?;
             done.push(format!("Linked {} to {}", link.display(), exe.display()));
         }

@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -25,7 +26,9 @@ pub fn write(plan: &UnitPlan, scope: Scope, dir: &Path) -> Vec<Message> {
     let mut problems = Vec::new();
     for u in &plan.units {
         let path = dir.join(u.file_name());
-        let written = std::fs::write(&path, &u.text).path_ctx("write", &path);
+        let written = std::fs::write(&path, &u.text)
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)))
+            .path_ctx("write", &path);
         let linked = written.and_then(|()| {
             if u.autostart {
                 link_wanted(scope, &path)

@@ -2,6 +2,7 @@
 //! in a file that is appended to and only now and then rewritten.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::error::IoContext;
@@ -62,6 +63,7 @@ impl History {
             let appended = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
                 .and_then(|mut f| f.write_all(format!("{}\n", line.trim()).as_bytes()));
             appended.path_ctx("append to", path)?;

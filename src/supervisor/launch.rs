@@ -1,0 +1,82 @@
+//! What QEMU is handed at exec, prepared by the supervisor so that QEMU opens none of its VM's
+//! files itself: the three QMP sockets, bound here and passed listening; the console log, the
+//! disk (read-write and read-only) and the cloud-init seed, opened here (never through a
+//! symbolic link); the provisioning credential in a pipe; and the user it runs as, who may read
+//! the image it boots from, and nothing else of the home.
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+use crate::host::qemu_user::{self, QemuUser};
+use crate::paths::{Home, VmPaths};
+use crate::qemu::argv::{BootFiles, fd};
+use crate::supervisor::plan::LaunchPlan;
+use crate::sys::child::{Child, PIPE_MAX};
+use crate::sys::fsutil;
+
+/// The descriptors and identity QEMU gets, for the files of this boot.
+pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Child> {
+    let mut child = Child::new(plan.user.as_ref().map(|u| u.identity.clone()));
+    for (sock, n) in [
+        (paths.qmp_socket(), fd::QMP),
+        (paths.qmp_ctl_socket(), fd::QMP_CTL),
+        (paths.qmp_shell_socket(), fd::QMP_SHELL),
+    ] {
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).path_ctx("create the socket", &sock)?;
+        child.pass(listener, n)?;
+    }
+    child.pass(fsutil::create_new_file(&paths.serial_log())?, fd::SERIAL)?;
+    let disk = paths.disk();
+    child.pass(open(&disk, true)?, fd::DISK)?;
+    child.pass(open(&disk, false)?, fd::DISK_RO)?;
+    if let Some(seed) = &boot.seed {
+        child.pass(open(seed, false)?, fd::SEED)?;
+    }
+    if let Some(cred) = &boot.credential {
+        let data = std::fs::read(cred).path_ctx("read", cred)?;
+        if data.len() > PIPE_MAX {
+            return Err(Error::Other(format!(
+                "The credential {} is {} bytes, more than the {PIPE_MAX} QEMU can be given",
+                cred.display(),
+                data.len()
+            )));
+        }
+        child.pipe(data, fd::CREDENTIAL);
+    }
+    Ok(child)
+}
+
+fn open(path: &Path, write: bool) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .path_ctx("open", path)
+}
+
+/// Make the way to the VM's image open to the QEMU user's group (the home and the image
+/// folders it passes: 0710, as vmctl's own), then check it can read every file of the image it
+/// opens by path (the base disk, the kernel, the initrd). `Error::Host` naming what blocks it.
+pub fn open_image_to(home: &Home, plan: &LaunchPlan, user: &QemuUser) -> Result<()> {
+    let image_parent = home.images_dir().join(&plan.image.manifest.name);
+    for dir in [&home.root, &home.images_dir(), &image_parent] {
+        qemu_user::let_pass(dir, user)?;
+    }
+    let img = &plan.image;
+    let files = [Some(img.disk()), img.kernel(), img.initrd()];
+    for file in files.into_iter().flatten() {
+        if let Some(why) = qemu_user::blocked(&file, &user.identity) {
+            return Err(Error::Host(format!(
+                "QEMU runs as {} and must read {}, but {why}; let group {} pass and read there, or keep vmctl's home where it can",
+                user.name,
+                file.display(),
+                user.name
+            )));
+        }
+    }
+    Ok(())
+}
