@@ -1,9 +1,11 @@
 //! qcow2 disks through `qemu-img`: thin overlays on a base image (O(1) in the virtual size: only
-//! metadata is written), blank base disks, `qemu-img info` (size, internal snapshots) and the
-//! snapshot count from the qcow2 header.
+//! metadata is written), blank base disks, `qemu-img info` (size, internal snapshots), the
+//! snapshot count from the qcow2 header, and `info`/`convert` of a file vmctl did not make
+//! (an import), read through its open descriptor with an explicit format, `info` under limits.
 
+use std::fs::File;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::error::{Error, IoContext, Result};
 use crate::types::ByteSize;
@@ -92,9 +94,125 @@ pub fn virtual_size(path: &Path) -> Result<u64> {
         .ok_or_else(|| Error::Qemu(format!("qemu-img info {}: no virtual-size", path.display())))
 }
 
+/// The CPU time `qemu-img info` may use on a file vmctl did not make: a crafted image can make
+/// it spin (OpenStack's limit since CVE-2015-5162).
+pub const UNTRUSTED_CPU_SECS: u64 = 30;
+/// The address space `qemu-img info` may use on a file vmctl did not make: a crafted image can
+/// make it allocate without bound (OpenStack's limit).
+pub const UNTRUSTED_MEMORY: u64 = ByteSize::GIB;
+
+/// The name qemu-img gets for a file handed to it as its standard input: the open file itself,
+/// so it reads the file vmctl checked even if the path is pointed elsewhere meanwhile.
+const STDIN_FILE: &str = "/proc/self/fd/0";
+
+/// `qemu-img info -f FORMAT --output=json` of the open `file`, under [`UNTRUSTED_CPU_SECS`]
+/// and [`UNTRUSTED_MEMORY`]. The outer error is qemu-img not running; the inner one is what it
+/// said of the file (its stderr, or the limit that stopped it).
+pub fn info_untrusted(
+    file: &File,
+    format: &str,
+) -> Result<std::result::Result<serde_json::Value, String>> {
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["info", "-f", format, "--output=json", STDIN_FILE])
+        .stdin(Stdio::from(
+            file.try_clone()
+                .ctx(|| "Cannot hand the image to qemu-img".into())?,
+        ));
+    limit_resources(&mut cmd);
+    tracing::debug!(?cmd, "qemu-img, limited");
+    let out = cmd
+        .output()
+        .ctx(|| "Cannot run qemu-img (install qemu-utils)".to_string())?;
+    let limits = format!(
+        "{UNTRUSTED_CPU_SECS} s of CPU, {} of memory",
+        ByteSize(UNTRUSTED_MEMORY)
+    );
+    if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&out.status) {
+        return Ok(Err(format!(
+            "made qemu-img info -f {format} exceed its limits ({limits}): killed by signal {sig}"
+        )));
+    }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let prefix = format!("qemu-img: Could not open '{STDIN_FILE}': ");
+        let said = stderr.trim();
+        return Ok(Err(format!(
+            "is refused by qemu-img info -f {format}: {}",
+            said.strip_prefix(&prefix).unwrap_or(said)
+        )));
+    }
+    Ok(serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("made qemu-img info -f {format} print no JSON: {e}")))
+}
+
+/// `qemu-img convert -p -f FORMAT -O qcow2` of the open `file` (named `name` in messages) into
+/// `disk`, progress on the terminal. The file must have been checked first: qemu-img follows
+/// what it points to.
+pub fn convert_untrusted(file: &File, name: &Path, format: &str, disk: &Path) -> Result<()> {
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-p", "-f", format, "-O", "qcow2", STDIN_FILE])
+        .arg(disk)
+        .stdin(Stdio::from(
+            file.try_clone()
+                .ctx(|| "Cannot hand the image to qemu-img".into())?,
+        ));
+    tracing::debug!(?cmd, "qemu-img");
+    let status = cmd
+        .status()
+        .ctx(|| "Cannot run qemu-img (install qemu-utils)".into())?;
+    if !status.success() {
+        return Err(Error::Qemu(format!(
+            "qemu-img could not convert {} from {format} ({status})",
+            name.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The child runs under [`UNTRUSTED_CPU_SECS`] and [`UNTRUSTED_MEMORY`] (soft and hard limits:
+/// it cannot raise them).
+fn limit_resources(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let cpu = libc::rlimit {
+        rlim_cur: UNTRUSTED_CPU_SECS,
+        rlim_max: UNTRUSTED_CPU_SECS,
+    };
+    let memory = libc::rlimit {
+        rlim_cur: UNTRUSTED_MEMORY,
+        rlim_max: UNTRUSTED_MEMORY,
+    };
+    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit(2), a
+    // plain system call on two values the closure owns: it allocates nothing, takes no lock and
+    // touches no memory shared with the parent.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            for (resource, limit) in [(libc::RLIMIT_CPU, &cpu), (libc::RLIMIT_AS, &memory)] {
+                if libc::setrlimit(resource, limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_children_run_under_cpu_and_memory_limits() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -St; ulimit -Ht; ulimit -Sv; ulimit -Hv"]);
+        limit_resources(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("30\n30\n{0}\n{0}\n", UNTRUSTED_MEMORY / 1024)
+        );
+    }
 
     #[test]
     fn snapshot_count_reads_the_qcow2_header() {

@@ -5,6 +5,7 @@ mod accel;
 mod bad_input;
 mod generator;
 mod harness;
+mod image_import;
 mod lifecycle;
 mod nspawn;
 mod ports;
