@@ -14,6 +14,7 @@ use crate::paths::{Home, VmPaths};
 use crate::runstate::{self, Liveness};
 use crate::sys::fsutil;
 use crate::types::VmName;
+use crate::vm::ports::foreign_address;
 
 pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> Result<VmSpec> {
     create_as(home, name, cfg, source_name, None)
@@ -54,7 +55,8 @@ fn create_as(
     Ok(spec)
 }
 
-/// Name free, sockets fit, image built, disk large enough, host ports not in another definition.
+/// Name free, sockets fit, image built, disk large enough, forwards from this host's addresses and
+/// host ports not in another definition.
 fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::store::Image> {
     let name = &spec.name;
     let paths = home.vm(name);
@@ -89,10 +91,13 @@ fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::stor
     Ok(img.expect("no problem, so the image was found"))
 }
 
-/// Host ports of `spec` that another VM's definition forwards.
+/// Forwards of `spec` from an address this host lacks, or from a host port that another VM's
+/// definition forwards.
 fn foreign_ports(home: &Home, spec: &VmSpec, problems: &mut Problems) {
     for (i, f) in spec.ports.iter().enumerate() {
-        if let Some((vm, p)) = port_owner(home, &spec.name, f) {
+        if let Some(why) = foreign_address(f) {
+            problems.add(format!("ports[{i}]"), why);
+        } else if let Some((vm, p)) = port_owner(home, &spec.name, f) {
             problems.add(
                 format!("ports[{i}]"),
                 format!("host port {} is already forwarded by VM {vm} ({p})", f.host),
@@ -184,7 +189,8 @@ pub fn create_or_update(
 }
 
 /// What keeps `wanted` from replacing the stored definition `def`: changes to fields fixed at
-/// create, host ports another VM forwards, and (if those are fine) what provisioning needs.
+/// create, forwards from addresses this host lacks or of host ports another VM forwards, and (if
+/// those are fine) what provisioning needs.
 fn update_problems(
     home: &Home,
     wanted: &VmSpec,

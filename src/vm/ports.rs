@@ -1,14 +1,14 @@
 //! Port forwards changed while a VM runs: `vmctl port add|rm|list`.
 //!
-//! A forward is checked like `create` checks it (no other definition forwards the host port, and
-//! on a running VM nothing holds it now), added to or removed from the running QEMU's user-mode
-//! network with HMP `hostfwd_add`/`hostfwd_remove` (through `human-monitor-command` on the control
-//! socket; their plain-text replies become errors), and then saved to the VM's definition
-//! atomically so the next start has it. On a stopped VM only the definition changes. A VM that a
-//! drop-in file defines (its unit applies the file before each start) gets the change while it
-//! runs, with a note that it lasts until it stops; stopped, it is refused with where to make the
-//! change instead. The home's
-//! lock and the VM's lock are held throughout, as `create` and `start` take them.
+//! A forward is checked like `create` checks it (its address is one of this host's, no other
+//! definition forwards the host port, and on a running VM nothing holds it now), added to or
+//! removed from the running QEMU's user-mode network with HMP `hostfwd_add`/`hostfwd_remove`
+//! (through `human-monitor-command` on the control socket; their plain-text replies become
+//! errors), and then saved to the VM's definition atomically so the next start has it. On a
+//! stopped VM only the definition changes. A VM that a drop-in file defines (its unit applies the
+//! file before each start) gets the change while it runs, with a note that it lasts until it
+//! stops; stopped, it is refused with where to make the change instead. The home's lock and the
+//! VM's lock are held throughout, as `create` and `start` take them.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -125,9 +125,23 @@ fn drop_in_owner(
     }
 }
 
+/// Why `f` cannot be forwarded here, if it cannot: its address is none of this host's (QEMU
+/// would fail to bind it at start, as if another process held the port).
+pub fn foreign_address(f: &PortForward) -> Option<String> {
+    (!crate::host::facts::has_address(f.addr)).then(|| {
+        format!(
+            "{} is not an address of this host; forward from 127.0.0.1 (the default), 0.0.0.0 or one of its addresses",
+            f.addr
+        )
+    })
+}
+
 /// Forward `f` from now on (running VM) and at every start.
 pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let paths = home.defined(name)?;
+    if let Some(why) = foreign_address(&f) {
+        return Err(Error::Usage(format!("{f}: {why}")));
+    }
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
     let mut cfg = load_config(&paths)?;

@@ -147,3 +147,31 @@ fn start_of_a_vm_whose_image_was_removed_exits_3_naming_the_image() {
     }
     assert_eq!(t.status("v")["state"], "stopped");
 }
+
+const NOT_HERE: &str = "1.2.3.4 is not an address of this host; forward from 127.0.0.1 (the default), 0.0.0.0 or one of its addresses";
+
+/// A forward from an address no interface of this host has failed only at start, as "already in
+/// use"; `create`, `create --update` and `port add` now refuse it, naming the field and address.
+#[test]
+fn a_forward_from_an_address_this_host_lacks_is_refused_before_start() {
+    let t = TestHome::new();
+    t.refused(
+        &["create", "v", "--port", "1.2.3.4:8080:80"],
+        &["ports[0]", NOT_HERE],
+    );
+    t.ok(&["create", "v", "--mem", "128M", "--disk", "1G"]);
+    t.refused(
+        &["port", "add", "v", "1.2.3.4:9000:80"],
+        &["1.2.3.4:9000:80: ", NOT_HERE],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("v.toml");
+    std::fs::write(&file, "memory = \"128M\"\nports = [\"1.2.3.4:9001:80\"]\n").unwrap();
+    t.refused(
+        &["create", "w", "--from", file.to_str().unwrap(), "--update"],
+        &["ports[0]", NOT_HERE],
+    );
+    // The loopback network and the wildcard are this host's.
+    t.ok(&["port", "add", "v", "127.0.0.2:9002:80"]);
+    t.ok(&["port", "add", "v", "0.0.0.0:9003:80"]);
+}
