@@ -1,15 +1,16 @@
 //! The lifecycle commands' handlers: create, start, stop, restart, kill, pause, resume, reset,
 //! rm and run; each calls its `vm` command and shows the result.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::args::{CreateArgs, NameArg, RestartArgs, RmArgs, RunArgs, StartArgs, StopArgs};
 use crate::cli::inspect::describe_exit;
 use crate::cli::output::{Show, print_lines, show};
-use crate::def::config::VmConfig;
+use crate::def::config::{FileProblem, VmConfig, read_text};
 use crate::def::spec::VmSpec;
 use crate::def::store::load;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::paths::Home;
 use crate::supervisor::{handshake, run::Mode};
 use crate::types::VmName;
@@ -20,7 +21,7 @@ use crate::vm::stop::{self as vm_stop, StopMode, Stopped};
 
 pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
     let (base, source) = match &a.from {
-        Some(f) => (VmConfig::load(f)?, f.display().to_string()),
+        Some(f) => (from_file(f)?, f.display().to_string()),
         None => (VmConfig::default(), "command line".to_string()),
     };
     let cfg = base.overlay(a.as_config());
@@ -43,6 +44,26 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
         ),
     }
     Ok(0)
+}
+
+/// `--from FILE`: a file that cannot be read or cannot be a definition is a usage error naming
+/// it.
+fn from_file(f: &Path) -> Result<VmConfig> {
+    let text = read_text(f).map_err(|e| {
+        Error::Usage(match e {
+            FileProblem::Io(e) => format!(
+                "--from: cannot read {}: {}",
+                f.display(),
+                match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_string(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    _ => e.to_string(),
+                }
+            ),
+            FileProblem::Content(why) => format!("--from: {} {why}", f.display()),
+        })
+    })?;
+    VmConfig::parse(&text, &f.display().to_string())
 }
 
 fn created(spec: &VmSpec) -> String {

@@ -175,3 +175,90 @@ fn a_forward_from_an_address_this_host_lacks_is_refused_before_start() {
     t.ok(&["port", "add", "v", "127.0.0.2:9002:80"]);
     t.ok(&["port", "add", "v", "0.0.0.0:9003:80"]);
 }
+
+/// `--from` a file that is not there, a directory, one that cannot be read or is not UTF-8:
+/// exit 2 naming the file (it was exit 1, an I/O error).
+#[test]
+fn a_from_file_that_cannot_be_read_is_a_usage_error_naming_it() {
+    let t = TestHome::new();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    t.refused(
+        &["create", "x", "--from", "/nonexistent.toml"],
+        &["--from: cannot read /nonexistent.toml: no such file"],
+    );
+    let d = dir.path().to_str().unwrap();
+    t.refused(
+        &["create", "x", "--from", d],
+        &[&format!("--from: {d} is a directory, not a file")],
+    );
+    std::fs::write(p("latin1.toml"), b"cpus = 1\nuser = \"j\xf6rg\"\n").unwrap();
+    t.refused(
+        &["create", "x", "--from", &p("latin1.toml")],
+        &[&format!(
+            "--from: {} is not UTF-8 text (line 2)",
+            p("latin1.toml")
+        )],
+    );
+    // Unreadable: root reads every file, so read it as nobody.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(p("secret.toml"), "cpus = 1\n").unwrap();
+    std::fs::set_permissions(p("secret.toml"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = t.snapshot();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(vmctl_bin())
+        .arg("--home")
+        .arg(t.home())
+        .args(["create", "x", "--from", &p("secret.toml")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "--from: cannot read {}: permission denied",
+            p("secret.toml")
+        )),
+        "{err}"
+    );
+    assert_eq!(t.snapshot(), before);
+}
+
+/// Errors about a `--from` file never show its content: not a line of a file it points to that
+/// is no definition (/etc/shadow), nor the value of a key that is not a definition's.
+#[test]
+fn a_definition_file_never_leaks_what_it_points_to() {
+    let t = TestHome::new();
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow.toml");
+    std::os::unix::fs::symlink("/etc/shadow", &shadow).unwrap();
+    let content = std::fs::read_to_string("/etc/shadow").unwrap();
+    let before = t.snapshot();
+    let err = t.fails(&["create", "v", "--from", shadow.to_str().unwrap()], 2);
+    assert!(
+        err.contains("shadow.toml: invalid VM definition") && err.contains("line 1"),
+        "{err}"
+    );
+    for field in content
+        .lines()
+        .flat_map(|l| l.split(':'))
+        .filter(|f| f.len() > 3)
+    {
+        assert!(!err.contains(field), "{field:?} of /etc/shadow in:\n{err}");
+    }
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        "api_token = \"tok-5ecret\"\n[db]\npassword = \"pw-5ecret\"\n",
+    )
+    .unwrap();
+    let link = dir.path().join("web.toml");
+    std::os::unix::fs::symlink(&secrets, &link).unwrap();
+    let err = t.fails(&["create", "v", "--from", link.to_str().unwrap()], 2);
+    assert!(err.contains("api_token: unknown key (line 1)"), "{err}");
+    assert!(err.contains("db: unknown key (line 2)"), "{err}");
+    assert!(!err.contains("5ecret"), "{err}");
+    assert_eq!(t.snapshot(), before);
+}
