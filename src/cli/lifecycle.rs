@@ -46,9 +46,18 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// `--from FILE`: a file that cannot be read or cannot be a definition is a usage error naming
-/// it.
+/// `--from FILE`: a path with a control character (it would reach files vmctl writes), or a file
+/// that cannot be read or cannot be a definition, is a usage error naming it.
 fn from_file(f: &Path) -> Result<VmConfig> {
+    if f.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(u8::is_ascii_control)
+    {
+        return Err(Error::Usage(format!(
+            "--from: the path has a control character; got {f:?}; rename the file"
+        )));
+    }
     let text = read_text(f).map_err(|e| {
         Error::Usage(match e {
             FileProblem::Io(e) => format!(

@@ -106,6 +106,7 @@ fn foreign_ports(home: &Home, spec: &VmSpec, problems: &mut Problems) {
     }
 }
 
+/// `vm.toml`: a header comment saying who writes it, then the definition.
 fn definition_text(spec: &VmSpec, defined_by: Option<&Path>) -> String {
     let header = match defined_by {
         None => format!(
@@ -115,10 +116,25 @@ fn definition_text(spec: &VmSpec, defined_by: Option<&Path>) -> String {
         Some(f) => format!(
             "# VM {} — written by vmctl from {} (`vmctl create --update`, which each start of its\n# unit runs): edit that file, not this one.",
             spec.name,
-            f.display()
+            in_comment(&f.display().to_string())
         ),
     };
     format!("{header}\n{}", spec.to_config().to_toml())
+}
+
+/// A value as it may stand in a comment line: control characters (a newline would end the
+/// comment and start TOML) written as escapes.
+fn in_comment(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// What `create --update` did.
@@ -298,5 +314,9 @@ mod tests {
         // What is written reads back to the same VM.
         let again = VmConfig::parse(&own, "t").unwrap();
         assert_eq!(again, spec.to_config());
+        // A value cannot end the header comment and add keys.
+        let forged = definition_text(&spec, Some(Path::new("/x\nafter = [\"web\"]\r\n.toml")));
+        assert!(forged.contains("from /x\\nafter"), "{forged}");
+        assert_eq!(VmConfig::parse(&forged, "t").unwrap(), spec.to_config());
     }
 }

@@ -262,3 +262,27 @@ fn a_definition_file_never_leaks_what_it_points_to() {
     assert!(!err.contains("5ecret"), "{err}");
     assert_eq!(t.snapshot(), before);
 }
+
+/// A newline in `--from`'s path went into vm.toml's header comment, and what followed it became
+/// keys of the definition (`after = ["web"]`, then in the unit). Such a path is refused.
+#[test]
+fn a_from_path_with_a_control_character_is_refused() {
+    let t = TestHome::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("x\nafter = [\"web\"]\n#");
+    std::fs::create_dir(&sub).unwrap();
+    let file = sub.join("v.toml");
+    std::fs::write(&file, "memory = \"128M\"\ndisk = \"1G\"\n").unwrap();
+    let f = file.to_str().unwrap();
+    let shown = format!("{f:?}");
+    for update in [true, false] {
+        let mut args = vec!["create", "v", "--from", f];
+        if update {
+            args.push("--update");
+        }
+        t.refused(
+            &args,
+            &["--from: the path has a control character; got ", &shown],
+        );
+    }
+}
