@@ -26,16 +26,18 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
     };
     let cfg = base.overlay(a.as_config());
     let (true, Some(file)) = (a.update, &a.from) else {
-        print!(
-            "{}",
-            created(&vm_create::create(home, &a.name, &cfg, &source)?)
-        );
+        let spec = vm_create::create(home, &a.name, &cfg, &source)?;
+        print!("{}", created(&spec));
+        note_missing_after(home, &spec);
         return Ok(0);
     };
     let (spec, applied) = vm_create::create_or_update(home, &a.name, &cfg, file)?;
     match applied {
         Applied::Created => print!("{}", created(&spec)),
-        Applied::Unchanged => println!("VM {} is up to date with {}", spec.name, file.display()),
+        Applied::Unchanged => {
+            println!("VM {} is up to date with {}", spec.name, file.display());
+            return Ok(0);
+        }
         Applied::Updated(changes) => println!(
             "Updated VM {} from {}: {}",
             spec.name,
@@ -43,6 +45,7 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
             changes.join("; ")
         ),
     }
+    note_missing_after(home, &spec);
     Ok(0)
 }
 
@@ -73,6 +76,19 @@ fn from_file(f: &Path) -> Result<VmConfig> {
         })
     })?;
     VmConfig::parse(&text, &f.display().to_string())
+}
+
+/// A VM to start after that is not in this home is allowed (it may be created later), with a
+/// note: until it exists, this VM's unit cannot start.
+fn note_missing_after(home: &Home, spec: &VmSpec) {
+    for a in &spec.after {
+        if home.defined(a).is_err() {
+            eprintln!(
+                "Note: after: VM {a} does not exist in this home; the unit of VM {} will fail to start until it does",
+                spec.name
+            );
+        }
+    }
 }
 
 fn created(spec: &VmSpec) -> String {

@@ -286,3 +286,24 @@ fn a_from_path_with_a_control_character_is_refused() {
         );
     }
 }
+
+/// `--after` a VM this home does not have is allowed (it may come later), with a note.
+#[test]
+fn after_a_vm_that_does_not_exist_is_noted() {
+    let t = TestHome::new();
+    let out = t.run(&[
+        "create", "x", "--mem", "128M", "--disk", "1G", "--after", "nosuch",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("Note: after: VM nosuch does not exist in this home; the unit of VM x will fail to start until it does"),
+        "{err}"
+    );
+    // No note for one that exists.
+    let out = t.run(&[
+        "create", "y", "--mem", "128M", "--disk", "1G", "--after", "x",
+    ]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("Note"));
+}
