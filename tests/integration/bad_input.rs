@@ -307,3 +307,22 @@ fn after_a_vm_that_does_not_exist_is_noted() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("Note"));
 }
+
+/// `port add` to a VM of a home that has no VM yet (no vms/, no lock file): not found (exit 3),
+/// not a failure to open the home's lock, and the home stays as it was.
+#[test]
+fn port_add_in_a_brand_new_home_says_the_vm_does_not_exist() {
+    let t = TestHome::bare();
+    let fresh = t.home().join("fresh");
+    for home in [t.home(), fresh.as_path()] {
+        let before = t.snapshot();
+        let mut c = t.cmd(&["port", "add", "nosuch", "9000:80"]);
+        let out = c.arg("--home").arg(home).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("VM \"nosuch\" not found"), "{err}");
+        assert!(!err.contains("lock"), "{err}");
+        assert_eq!(t.snapshot(), before);
+    }
+    assert!(!fresh.exists());
+}
