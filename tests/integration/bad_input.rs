@@ -326,3 +326,24 @@ fn port_add_in_a_brand_new_home_says_the_vm_does_not_exist() {
     }
     assert!(!fresh.exists());
 }
+
+/// `port add` and `port rm` refused (exit 2, exit 3) on a VM that never ran left the VM's lock
+/// file behind: what they refuse is now checked before the locks are taken.
+#[test]
+fn a_refused_port_change_leaves_the_home_as_it_was() {
+    let t = TestHome::new();
+    let port = free_port();
+    create_tiny(&t, "v", port);
+    let before = t.snapshot();
+    t.refused(
+        &["port", "add", "v", &format!("{port}:81")],
+        &[&format!("VM v already forwards host port {port}")],
+    );
+    let err = t.fails(&["port", "rm", "v", "9999:80"], 3);
+    assert!(
+        err.contains("port forward \"9999:80\" not found on VM v"),
+        "{err}"
+    );
+    assert_eq!(t.snapshot(), before);
+    assert!(!t.home().join("vms/v/lock").exists());
+}
