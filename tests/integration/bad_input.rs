@@ -347,3 +347,21 @@ fn a_refused_port_change_leaves_the_home_as_it_was() {
     assert_eq!(t.snapshot(), before);
     assert!(!t.home().join("vms/v/lock").exists());
 }
+
+/// `snapshot revert` and `snapshot delete` of an unknown tag on a VM that never ran (exit 3)
+/// left the VM's lock file behind.
+#[test]
+fn a_refused_snapshot_change_leaves_the_home_as_it_was() {
+    let t = TestHome::new();
+    t.ok(&["create", "v", "--mem", "128M", "--disk", "1G"]);
+    let before = t.snapshot();
+    for verb in ["revert", "delete"] {
+        let err = t.fails(&["snapshot", verb, "v", "nosuch"], 3);
+        assert!(
+            err.contains("snapshot \"nosuch\" not found on VM v"),
+            "{err}"
+        );
+        assert_eq!(t.snapshot(), before, "snapshot {verb}");
+    }
+    assert!(!t.home().join("vms/v/lock").exists());
+}
