@@ -23,6 +23,23 @@ pub enum Input {
     Leave,
 }
 
+impl Input {
+    /// Whether running this kills QEMU: QMP `quit`, or HMP's `quit`/`q` (also through
+    /// `human-monitor-command`).
+    pub fn quits(&self) -> bool {
+        let hmp_quits = |l: &str| matches!(l.split_whitespace().next(), Some("quit" | "q"));
+        match self {
+            Input::Qmp { name, .. } if name == "quit" => true,
+            Input::Qmp { name, args } if name == "human-monitor-command" => args
+                .as_ref()
+                .and_then(|a| a["command-line"].as_str())
+                .is_some_and(hmp_quits),
+            Input::Hmp(l) => hmp_quits(l),
+            _ => false,
+        }
+    }
+}
+
 /// Split on blanks outside brackets and quotes. Double quotes stay (they are JSON); single quotes
 /// group and are removed.
 pub fn tokenize(line: &str) -> Result<Vec<String>> {
@@ -199,5 +216,28 @@ mod tests {
         assert!(parse_line("x novalue", None).is_err());
         assert!(parse_line("x a={", None).is_err());
         assert!(parse_line(r#"{"arguments": {}}"#, None).is_err());
+    }
+
+    #[test]
+    fn every_way_to_quit_qemu_is_known() {
+        for line in [
+            "quit x=1",
+            r#"{"execute": "quit"}"#,
+            "hmp quit",
+            "hmp  q",
+            "human-monitor-command command-line=q",
+            r#"{"execute": "human-monitor-command", "arguments": {"command-line": "quit now"}}"#,
+        ] {
+            assert!(parse_line(line, None).unwrap().quits(), "{line}");
+        }
+        for line in [
+            "quit",
+            "exit",
+            "hmp info status",
+            "hmp quitx",
+            "query-status",
+        ] {
+            assert!(!parse_line(line, None).unwrap().quits(), "{line}");
+        }
     }
 }

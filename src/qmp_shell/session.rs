@@ -154,9 +154,10 @@ fn batch(home: &Home, name: &VmName, lines: impl Iterator<Item = String>) -> Res
         let reply = match parse_line(&line, schema.as_deref())? {
             Input::Empty => continue,
             Input::Leave => break,
-            Input::Qmp { name: cmd, .. } if cmd == "quit" => {
+            input if input.quits() => {
                 return Err(Error::Usage(format!(
-                    "QMP quit kills VM {name}'s QEMU at once; use `vmctl stop {name}` (or `vmctl kill {name}`)"
+                    "{}: quit kills VM {name}'s QEMU at once; use `vmctl stop {name}` (or `vmctl kill {name}`)",
+                    line.trim()
                 )));
             }
             Input::Qmp { name: cmd, args } => s.conn()?.execute(&cmd, args)?,
@@ -252,7 +253,7 @@ fn step(s: &mut Session<'_>, rl: &mut Editor, line: &str, schema: &Schema) -> Re
             println!("{}", pretty(&v));
             return Ok(true);
         }
-        Input::Qmp { name, .. } if name == "quit" => {
+        input if input.quits() => {
             let answer = rl.read_line(&format!(
                 "QMP quit kills VM {}'s QEMU now, without a guest shutdown; type yes to go on: ",
                 s.name
