@@ -40,6 +40,26 @@ impl Input {
     }
 }
 
+/// How much of a line an error message shows.
+const EXCERPT_CHARS: usize = 80;
+
+/// `text` as an error message may show it: control characters as escapes, and cut after
+/// `max` characters with the size of the whole.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if text.chars().nth(max).is_some() {
+        out.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    out
+}
+
 /// Split on blanks outside brackets and quotes. Double quotes stay (they are JSON); single quotes
 /// group and are removed.
 pub fn tokenize(line: &str) -> Result<Vec<String>> {
@@ -101,10 +121,16 @@ pub fn tokenize(line: &str) -> Result<Vec<String>> {
         }
     }
     if quote.is_some() {
-        return Err(Error::Usage(format!("Unterminated quote in: {line}")));
+        return Err(Error::Usage(format!(
+            "Unterminated quote in: {}",
+            excerpt(line, EXCERPT_CHARS)
+        )));
     }
     if depth > 0 {
-        return Err(Error::Usage(format!("Unclosed bracket in: {line}")));
+        return Err(Error::Usage(format!(
+            "Unclosed bracket in: {}",
+            excerpt(line, EXCERPT_CHARS)
+        )));
     }
     if started {
         out.push(cur);
@@ -120,11 +146,18 @@ pub fn parse_line(line: &str, schema: Option<&Schema>) -> Result<Input> {
         return Ok(Input::Empty);
     }
     if line.starts_with('{') {
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| Error::Usage(format!("Not valid JSON: {e}: {line}")))?;
-        let name = v["execute"]
-            .as_str()
-            .ok_or_else(|| Error::Usage(format!("JSON input needs \"execute\": {line}")))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            Error::Usage(format!(
+                "Not valid JSON: {e}: {}",
+                excerpt(line, EXCERPT_CHARS)
+            ))
+        })?;
+        let name = v["execute"].as_str().ok_or_else(|| {
+            Error::Usage(format!(
+                "JSON input needs \"execute\": {}",
+                excerpt(line, EXCERPT_CHARS)
+            ))
+        })?;
         return Ok(Input::Qmp {
             name: name.to_string(),
             args: v.get("arguments").cloned(),
@@ -239,5 +272,15 @@ mod tests {
         ] {
             assert!(!parse_line(line, None).unwrap().quits(), "{line}");
         }
+    }
+
+    #[test]
+    fn excerpts_escape_and_cut() {
+        assert_eq!(excerpt("a\u{1}\u{1b}[31m", 80), "a\\u{1}\\u{1b}[31m");
+        let long = "x".repeat(1000);
+        assert_eq!(excerpt(&long, 3), "xxx… (1000 bytes)");
+        assert_eq!(excerpt("abc", 3), "abc");
+        let e = parse_line(&format!("{{\"execute\": \"{long}"), None).unwrap_err();
+        assert!(e.to_string().len() < 300, "{e}");
     }
 }
