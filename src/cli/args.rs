@@ -361,9 +361,28 @@ pub struct ImportArgs {
     pub arch: Option<Arch>,
 }
 
+/// A whole number for a flag whose bound `check` says what is allowed: a negative one is out of
+/// that bound (its message with the value given), anything else not a number.
+fn parse_count<T>(
+    s: &str,
+    check: impl Fn(u64) -> std::result::Result<T, String>,
+) -> std::result::Result<u64, String> {
+    match (s.parse::<u64>(), s.parse::<i128>()) {
+        (Ok(n), _) => check(n).map(|_| n),
+        (Err(_), Ok(_)) => Err(check(0)
+            .err()
+            .map(|m| m.replace("got 0", &format!("got {s}")))
+            .unwrap_or_else(|| format!("{s:?} is out of range"))),
+        (Err(_), Err(_)) => Err(format!("{s:?} is not a number")),
+    }
+}
+
 fn parse_cpus(s: &str) -> std::result::Result<u64, String> {
-    let n: u64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    crate::def::bounds::cpus(n).map(u64::from)
+    parse_count(s, crate::def::bounds::cpus)
+}
+
+fn parse_stop_timeout(s: &str) -> std::result::Result<u64, String> {
+    parse_count(s, crate::def::bounds::stop_timeout)
 }
 
 fn parse_mem(s: &str) -> std::result::Result<ByteSize, String> {
@@ -381,26 +400,31 @@ pub struct CreateArgs {
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
     /// Virtual CPUs (default 1).
-    #[arg(long, value_parser = parse_cpus, value_name = "N")]
+    #[arg(long, value_parser = parse_cpus, value_name = "N", allow_negative_numbers = true)]
     pub cpus: Option<u64>,
     /// Guest RAM, e.g. 512M, 2G (default 512M).
-    #[arg(long, value_parser = parse_mem, value_name = "SIZE")]
+    #[arg(long, value_parser = parse_mem, value_name = "SIZE", allow_hyphen_values = true)]
     pub mem: Option<ByteSize>,
     /// Virtual disk size, e.g. 10G, 1T (default 10G); thin, so only what the guest writes is used.
-    #[arg(long, value_parser = parse_disk, value_name = "SIZE")]
+    #[arg(long, value_parser = parse_disk, value_name = "SIZE", allow_hyphen_values = true)]
     pub disk: Option<ByteSize>,
     /// Base image (default tiny); see `vmctl image list`.
     #[arg(long, value_name = "IMG")]
     pub image: Option<String>,
     /// Forward a host port to the guest: [ADDR:]HOST:GUEST[/tcp|/udp]; ADDR defaults to 127.0.0.1.
-    #[arg(long = "port", short = 'p', value_name = "SPEC")]
+    #[arg(
+        long = "port",
+        short = 'p',
+        value_name = "SPEC",
+        allow_hyphen_values = true
+    )]
     pub ports: Vec<PortForward>,
     #[arg(long, value_enum)]
     pub accel: Option<AccelChoice>,
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
     /// Seconds `stop` waits for the guest to power off (default 60).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_parser = parse_stop_timeout, value_name = "SECS", allow_negative_numbers = true)]
     pub stop_timeout: Option<u64>,
     /// Login user in the guest (default: your user name; "debian" for root).
     #[arg(long, value_name = "NAME")]
@@ -444,5 +468,35 @@ impl CreateArgs {
             after: self.after.iter().map(|n| n.to_string()).collect(),
             health: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts out of bounds, negative ones too, say the bound and the value given.
+    #[test]
+    fn counts_name_their_bound_and_value() {
+        assert_eq!(parse_cpus("2"), Ok(2));
+        assert_eq!(parse_cpus("0").unwrap_err(), "must be 1-255; got 0");
+        assert_eq!(parse_cpus("-1").unwrap_err(), "must be 1-255; got -1");
+        assert_eq!(parse_cpus("1e3").unwrap_err(), "\"1e3\" is not a number");
+        assert_eq!(
+            parse_stop_timeout("-5").unwrap_err(),
+            "must be 1-3600 seconds; got -5"
+        );
+        assert_eq!(
+            parse_stop_timeout("3601").unwrap_err(),
+            "must be 1-3600 seconds; got 3601"
+        );
+        let e = Cli::try_parse_from(["vmctl", "create", "v", "--cpus", "-1"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("'--cpus <N>': must be 1-255; got -1"),
+            "{e}"
+        );
+        let e = Cli::try_parse_from(["vmctl", "create", "v", "--mem", "-1G"]).unwrap_err();
+        assert!(e.to_string().contains("'--mem <SIZE>'"), "{e}");
     }
 }

@@ -1,15 +1,16 @@
 //! The lifecycle commands' handlers: create, start, stop, restart, kill, pause, resume, reset,
 //! rm and run; each calls its `vm` command and shows the result.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::args::{CreateArgs, NameArg, RestartArgs, RmArgs, RunArgs, StartArgs, StopArgs};
 use crate::cli::inspect::describe_exit;
 use crate::cli::output::{Show, print_lines, show};
-use crate::def::config::VmConfig;
+use crate::def::config::{FileProblem, VmConfig, read_text};
 use crate::def::spec::VmSpec;
 use crate::def::store::load;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::paths::Home;
 use crate::supervisor::{handshake, run::Mode};
 use crate::types::VmName;
@@ -20,21 +21,23 @@ use crate::vm::stop::{self as vm_stop, StopMode, Stopped};
 
 pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
     let (base, source) = match &a.from {
-        Some(f) => (VmConfig::load(f)?, f.display().to_string()),
+        Some(f) => (from_file(f)?, f.display().to_string()),
         None => (VmConfig::default(), "command line".to_string()),
     };
     let cfg = base.overlay(a.as_config());
     let (true, Some(file)) = (a.update, &a.from) else {
-        print!(
-            "{}",
-            created(&vm_create::create(home, &a.name, &cfg, &source)?)
-        );
+        let spec = vm_create::create(home, &a.name, &cfg, &source)?;
+        print!("{}", created(&spec));
+        note_missing_after(home, &spec);
         return Ok(0);
     };
     let (spec, applied) = vm_create::create_or_update(home, &a.name, &cfg, file)?;
     match applied {
         Applied::Created => print!("{}", created(&spec)),
-        Applied::Unchanged => println!("VM {} is up to date with {}", spec.name, file.display()),
+        Applied::Unchanged => {
+            println!("VM {} is up to date with {}", spec.name, file.display());
+            return Ok(0);
+        }
         Applied::Updated(changes) => println!(
             "Updated VM {} from {}: {}",
             spec.name,
@@ -42,7 +45,50 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
             changes.join("; ")
         ),
     }
+    note_missing_after(home, &spec);
     Ok(0)
+}
+
+/// `--from FILE`: a path with a control character (it would reach files vmctl writes), or a file
+/// that cannot be read or cannot be a definition, is a usage error naming it.
+fn from_file(f: &Path) -> Result<VmConfig> {
+    if f.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(u8::is_ascii_control)
+    {
+        return Err(Error::Usage(format!(
+            "--from: the path has a control character; got {f:?}; rename the file"
+        )));
+    }
+    let text = read_text(f).map_err(|e| {
+        Error::Usage(match e {
+            FileProblem::Io(e) => format!(
+                "--from: cannot read {}: {}",
+                f.display(),
+                match e.kind() {
+                    std::io::ErrorKind::NotFound => "no such file".to_string(),
+                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    _ => e.to_string(),
+                }
+            ),
+            FileProblem::Content(why) => format!("--from: {} {why}", f.display()),
+        })
+    })?;
+    VmConfig::parse(&text, &f.display().to_string())
+}
+
+/// A VM to start after that is not in this home is allowed (it may be created later), with a
+/// note: until it exists, this VM's unit cannot start.
+fn note_missing_after(home: &Home, spec: &VmSpec) {
+    for a in &spec.after {
+        if home.defined(a).is_err() {
+            eprintln!(
+                "Note: after: VM {a} does not exist in this home; the unit of VM {} will fail to start until it does",
+                spec.name
+            );
+        }
+    }
 }
 
 fn created(spec: &VmSpec) -> String {

@@ -2,14 +2,22 @@
 //! --from`) and what vmctl stores as `vms/NAME/vm.toml`.
 //!
 //! Fields are kept as the user wrote them (strings for sizes and ports) so that `spec::validate`
-//! can report every bad field at once, by name; unknown keys are refused by serde. Defaults live
-//! here and only here.
+//! can report every bad field at once, by name. Defaults live here and only here.
+//!
+//! Reading a file checks it before serde sees it: that it is a file of at most 1 MiB of UTF-8
+//! text, then the TOML's syntax, its keys and the type of each value, every problem named by key
+//! and line. No message quotes a line of the file, and only the values of the definition's own
+//! keys are shown: a file that is no definition (a secret that a symlink points to) stays
+//! unread in the error.
 
+use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, FieldError, Problems, Result};
 
 pub const DEFAULT_CPUS: u64 = 1;
 pub const DEFAULT_MEMORY: &str = "512M";
@@ -92,10 +100,13 @@ pub struct HealthConfig {
 }
 
 impl VmConfig {
+    /// The definition in `text`: its syntax, keys and value types checked first (every problem
+    /// at once, by key and line), then read by serde.
     pub fn parse(text: &str, source_name: &str) -> Result<VmConfig> {
+        shape(text).into_result(source_name)?;
         toml::from_str(text).map_err(|e| Error::Invalid {
             source_name: source_name.to_string(),
-            problems: vec![crate::error::FieldError {
+            problems: vec![FieldError {
                 field: e
                     .span()
                     .map(|s| format!("line {}", line_of(text, s.start)))
@@ -105,8 +116,16 @@ impl VmConfig {
         })
     }
 
+    /// A stored definition: a file that cannot be read is an I/O error, one that cannot be a
+    /// definition (a directory, too large, not UTF-8) a usage error naming it.
     pub fn load(path: &Path) -> Result<VmConfig> {
-        let text = std::fs::read_to_string(path).path_ctx("read", path)?;
+        let text = read_text(path).map_err(|e| match e {
+            FileProblem::Io(source) => Error::Io {
+                context: format!("Cannot read {}", path.display()),
+                source,
+            },
+            FileProblem::Content(why) => Error::Usage(format!("{} {why}", path.display())),
+        })?;
         VmConfig::parse(&text, &path.display().to_string())
     }
 
@@ -144,7 +163,243 @@ impl VmConfig {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    text.get(..offset.min(text.len()))
+        .unwrap_or(text)
+        .matches('\n')
+        .count()
+        + 1
+}
+
+/// The largest definition file read (a definition is a few lines).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Why a file cannot give a definition's text.
+#[derive(Debug)]
+pub enum FileProblem {
+    /// It could not be opened or read.
+    Io(std::io::Error),
+    /// It can be read but holds no definition: what it is, to follow its path ("is a directory").
+    Content(String),
+}
+
+/// The text of a definition file (symlinks followed): a regular file or a pipe, at most
+/// [`MAX_FILE_BYTES`], UTF-8.
+pub fn read_text(path: &Path) -> std::result::Result<String, FileProblem> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path)
+        .map_err(FileProblem::Io)?
+        .file_type();
+    let not = |what: &str| Err(FileProblem::Content(format!("is {what}, not a file")));
+    if kind.is_dir() {
+        return not("a directory");
+    }
+    if kind.is_char_device() || kind.is_block_device() {
+        return not("a device");
+    }
+    if kind.is_socket() {
+        return not("a socket");
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(FileProblem::Io)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(FileProblem::Content(format!(
+            "is larger than {}; a VM definition is a few lines of TOML",
+            crate::types::ByteSize(MAX_FILE_BYTES)
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = ok.iter().filter(|b| **b == b'\n').count() + 1;
+        FileProblem::Content(format!(
+            "is not UTF-8 text (line {line}); a VM definition is TOML"
+        ))
+    })
+}
+
+/// A value of the definition, as its key wants it.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A whole number in the range given ("1-255").
+    Int(&'static str),
+    /// A string, like the example.
+    Str(&'static str),
+    Bool,
+    /// An array of strings, each like the example.
+    Strings(&'static str),
+    /// The `[health]` table.
+    Health,
+}
+
+/// The definition's keys, as [`VmConfig`] has them (a test holds the two together).
+const KEYS: [(&str, Kind); 14] = [
+    ("cpus", Kind::Int("1-255")),
+    ("memory", Kind::Str("\"512M\"")),
+    ("disk", Kind::Str("\"10G\"")),
+    ("image", Kind::Str("\"tiny\"")),
+    ("arch", Kind::Str("\"x86_64\"")),
+    ("accel", Kind::Str("\"auto\"")),
+    ("ports", Kind::Strings("\"8080:80\"")),
+    ("stop_timeout", Kind::Int("1-3600 seconds")),
+    ("user", Kind::Str("\"alice\"")),
+    ("ssh_key", Kind::Str("\"/home/alice/.ssh/id_ed25519.pub\"")),
+    ("app", Kind::Str("\"gunicorn-hello\"")),
+    ("autostart", Kind::Bool),
+    ("after", Kind::Strings("\"db\"")),
+    ("health", Kind::Health),
+];
+
+/// The keys of `[health]`, as [`HealthConfig`] has them.
+const HEALTH_KEYS: [(&str, Kind); 5] = [
+    ("http", Kind::Str("\"8080/healthz\"")),
+    ("tcp", Kind::Int("a port 1-65535")),
+    ("interval", Kind::Str("\"10s\"")),
+    ("retries", Kind::Int("1-100")),
+    ("start_period", Kind::Str("\"5m\"")),
+];
+
+/// What is wrong with `text` as TOML for a definition before its values are judged: control
+/// characters, syntax, unknown keys and values of the wrong type, each by key (or line) and line.
+fn shape(text: &str) -> Problems {
+    let mut found: Vec<(usize, String, String)> = Vec::new();
+    let control = text
+        .char_indices()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+    if let Some((at, c)) = control {
+        let line = line_of(text, at);
+        let why = format!(
+            "has the control character U+{:04X}; a VM definition is plain text",
+            c as u32
+        );
+        found.push((line, format!("line {line}"), why));
+    } else {
+        match DeTable::parse(text) {
+            Ok(doc) => table(text, doc.get_ref(), "", &KEYS, &mut found),
+            Err(e) => {
+                let line = e.span().map_or(1, |s| line_of(text, s.start));
+                found.push((line, format!("line {line}"), e.message().trim().to_string()));
+            }
+        }
+    }
+    found.sort_by_key(|(line, _, _)| *line);
+    let mut p = Problems::default();
+    for (_, field, why) in found {
+        p.add(field, why);
+    }
+    p
+}
+
+/// The keys of one table (`prefix` names it: "" or "health.") against what `keys` allows.
+fn table(
+    text: &str,
+    t: &DeTable<'_>,
+    prefix: &str,
+    keys: &[(&str, Kind)],
+    found: &mut Vec<(usize, String, String)>,
+) {
+    for (k, v) in t.iter() {
+        let line = line_of(text, k.span().start);
+        let name = k.get_ref().as_ref();
+        let Some((_, kind)) = keys.iter().find(|(key, _)| *key == name) else {
+            let known: Vec<&str> = keys.iter().map(|(key, _)| *key).collect();
+            found.push((
+                line,
+                format!("{prefix}{}", shown_key(name)),
+                format!(
+                    "unknown key (line {line}); {} keys are {}",
+                    if prefix.is_empty() {
+                        "a definition's"
+                    } else {
+                        "[health]'s"
+                    },
+                    known.join(", ")
+                ),
+            ));
+            continue;
+        };
+        let field = format!("{prefix}{name}");
+        match (kind, v.get_ref()) {
+            (Kind::Health, DeValue::Table(h)) => table(text, h, "health.", &HEALTH_KEYS, found),
+            (Kind::Strings(example), DeValue::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if !matches!(item.get_ref(), DeValue::String(_)) {
+                        let line = line_of(text, item.span().start);
+                        let why = wrong(&format!("must be a string such as {example}"), item, line);
+                        found.push((line, format!("{field}[{i}]"), why));
+                    }
+                }
+            }
+            (kind, value) => {
+                if let Some(want) = mismatch(*kind, value) {
+                    found.push((line, field, wrong(&want, v, line)));
+                }
+            }
+        }
+    }
+}
+
+/// What `kind` wants when `value` is not it (None when it is).
+fn mismatch(kind: Kind, value: &DeValue<'_>) -> Option<String> {
+    let ok = match (kind, value) {
+        (Kind::Int(_), DeValue::Integer(i)) => u64::from_str_radix(i.as_str(), i.radix()).is_ok(),
+        (Kind::Str(_), DeValue::String(_)) | (Kind::Bool, DeValue::Boolean(_)) => true,
+        _ => false,
+    };
+    (!ok).then(|| match kind {
+        Kind::Int(range) => format!("must be {range}"),
+        Kind::Str(example) => format!("must be a string such as {example}"),
+        Kind::Bool => "must be true or false".to_string(),
+        Kind::Strings(example) => format!("must be an array of strings such as [{example}]"),
+        Kind::Health => "must be a table ([health] with http or tcp)".to_string(),
+    })
+}
+
+/// "must be ...; got the integer 3 (line 2)": the value is shown as the file has it, escaped and
+/// cut short, unless it is an array or a table.
+fn wrong(want: &str, v: &Spanned<DeValue<'_>>, line: usize) -> String {
+    let got = match v.get_ref() {
+        DeValue::String(s) => format!("the string {}", shown(s)),
+        DeValue::Integer(i) => format!("the integer {}", cut(&i.to_string())),
+        DeValue::Float(f) => format!("the float {}", cut(&f.to_string())),
+        DeValue::Boolean(b) => format!("{b}"),
+        DeValue::Datetime(d) => format!("the date-time {d}"),
+        DeValue::Array(_) => "an array".to_string(),
+        DeValue::Table(_) => "a table".to_string(),
+    };
+    format!("{want}; got {got} (line {line})")
+}
+
+/// How much of a value a message shows.
+const SHOWN_CHARS: usize = 64;
+
+/// `s` quoted with its escapes, cut after [`SHOWN_CHARS`] characters.
+fn shown(s: &str) -> String {
+    let head: String = s.chars().take(SHOWN_CHARS).collect();
+    if head.len() < s.len() {
+        format!("{head:?}…")
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// A number as the file writes it, cut after [`SHOWN_CHARS`] characters.
+fn cut(s: &str) -> String {
+    let head: String = s.chars().take(SHOWN_CHARS).collect();
+    if head.len() < s.len() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+/// A key as TOML would write it bare, else quoted with its escapes.
+fn shown_key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.chars().count() <= SHOWN_CHARS
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare { k.to_string() } else { shown(k) }
 }
 
 #[cfg(test)]
@@ -160,6 +415,110 @@ mod tests {
             "{msg}"
         );
         assert_eq!(e.code(), crate::error::exit::USAGE);
+    }
+
+    /// The keys the shape check knows are the fields serde reads, in [health] too.
+    #[test]
+    fn the_shape_check_knows_every_field() {
+        let full = VmConfig {
+            cpus: Some(1),
+            memory: Some("1G".into()),
+            disk: Some("1G".into()),
+            image: Some("tiny".into()),
+            arch: Some("x86_64".into()),
+            accel: Some("auto".into()),
+            ports: vec!["1:1".into()],
+            stop_timeout: Some(1),
+            user: Some("a".into()),
+            ssh_key: Some("/k".into()),
+            app: Some("x".into()),
+            autostart: Some(true),
+            after: vec!["db".into()],
+            health: Some(HealthConfig {
+                http: Some("1/".into()),
+                tcp: Some(1),
+                interval: Some("1s".into()),
+                retries: Some(1),
+                start_period: Some("1s".into()),
+            }),
+        };
+        let t: toml::Table = toml::from_str(&full.to_toml()).unwrap();
+        let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            t.keys().map(String::as_str).collect::<Vec<_>>().len(),
+            keys.len()
+        );
+        assert!(t.keys().all(|k| keys.contains(&k.as_str())), "{keys:?}");
+        let h = t["health"].as_table().unwrap();
+        let hkeys: Vec<&str> = HEALTH_KEYS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(h.len(), hkeys.len());
+        assert!(h.keys().all(|k| hkeys.contains(&k.as_str())), "{hkeys:?}");
+        assert!(shape(&full.to_toml()).is_empty());
+        // The ranges shown for integers of the wrong type are those of the bounds.
+        for (key, range, bound) in [
+            ("cpus", KEYS[0].1, crate::def::bounds::cpus(0).unwrap_err()),
+            (
+                "stop_timeout",
+                KEYS[7].1,
+                crate::def::bounds::stop_timeout(0).unwrap_err(),
+            ),
+            (
+                "retries",
+                HEALTH_KEYS[3].1,
+                crate::def::bounds::health_retries(0).unwrap_err(),
+            ),
+        ] {
+            let Kind::Int(range) = range else {
+                panic!("{key}")
+            };
+            assert_eq!(bound, format!("must be {range}; got 0"), "{key}");
+        }
+    }
+
+    /// Wrong types and unknown keys are named with the line, all at once, in the file's order;
+    /// the values of unknown keys are never shown.
+    #[test]
+    fn wrong_types_and_unknown_keys_are_named_by_key_and_line() {
+        let text = "cpus = \"two\"\ntoken = \"hunter2\"\nports = [8080, \"1:2\"]\n[health]\ntcp = 1.5\nretry = 3\n";
+        let e = VmConfig::parse(text, "web.toml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "web.toml: invalid VM definition:\n  \
+             cpus: must be 1-255; got the string \"two\" (line 1)\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, autostart, after, health\n  \
+             ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
+             health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
+             health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    /// Syntax errors say what and where, in toml's words, without the line itself.
+    #[test]
+    fn syntax_errors_do_not_quote_the_file() {
+        for text in [
+            "root:$y$j9T$secret:19000:0:99999:7:::\n",
+            "password = secret\n",
+            "[client]\npassword=secret\n",
+            "x = \"secret\n",
+        ] {
+            let e = VmConfig::parse(text, "f").unwrap_err().to_string();
+            assert!(!e.contains("secret"), "{e}");
+            assert!(e.contains("line "), "{e}");
+        }
+        let e = VmConfig::parse("cpus = 1\u{0}\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 1: has the control character U+0000"),
+            "{e}"
+        );
+        let deep = format!("ports = {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(VmConfig::parse(&deep, "f").is_err());
+        let long = format!("memory = {}\n", "9".repeat(1000));
+        let e = VmConfig::parse(&long, "f").unwrap_err().to_string();
+        assert!(e.contains("got the integer 9999") && e.len() < 300, "{e}");
+        assert_eq!(VmConfig::parse("", "f").unwrap(), VmConfig::default());
     }
 
     #[test]

@@ -200,6 +200,13 @@ fn login(
             p.add("ssh_key", "must be a path to a public key file");
             None
         }
+        Some(k) if k.chars().any(char::is_control) => {
+            p.add(
+                "ssh_key",
+                format!("the path has a control character; got {k:?}"),
+            );
+            None
+        }
         other => other.map(std::path::PathBuf::from),
     };
     let app = cfg
@@ -482,6 +489,17 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("ssh_key: must be a path"), "{msg}");
+        let cfg = VmConfig {
+            ssh_key: Some("/k\n.pub".into()),
+            ..Default::default()
+        };
+        let msg = validate(&name(), &cfg, LIMITS, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("ssh_key: the path has a control character; got \"/k\\n.pub\""),
+            "{msg}"
+        );
         let ok = VmConfig {
             user: Some("alice".into()),
             app: Some("gunicorn-hello".into()),

@@ -1,9 +1,11 @@
 //! Host facts, probed once and explicitly: architecture, kernel, CPUs and RAM (from sysinfo), the
-//! QEMU binaries and their versions, and what `/dev/kvm` answers to.
+//! QEMU binaries and their versions, what `/dev/kvm` answers to, and whether an address is one of
+//! this host's.
 //!
 //! Nothing here decides anything; `accel` turns these facts into a choice. The KVM ioctls are the
 //! crate's only `unsafe` code besides process setup, each with its SAFETY note.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -156,6 +158,16 @@ pub fn cpu_count() -> usize {
     }
 }
 
+/// Whether `addr` is an address of this host that a socket can bind (0.0.0.0 and loopback always
+/// are): binding it with port 0 fails with EADDRNOTAVAIL when no interface has it. Any other
+/// failure (no permission, no sockets at all) does not say no; QEMU is then the judge.
+pub fn has_address(addr: Ipv4Addr) -> bool {
+    match std::net::UdpSocket::bind((addr, 0)) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::EADDRNOTAVAIL),
+    }
+}
+
 pub fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -207,5 +219,14 @@ mod tests {
             Some("10.0.2".into())
         );
         assert_eq!(parse_qemu_version("nonsense"), None);
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_told_from_others() {
+        assert!(has_address(Ipv4Addr::UNSPECIFIED));
+        assert!(has_address(Ipv4Addr::LOCALHOST));
+        assert!(has_address(Ipv4Addr::new(127, 0, 0, 2)));
+        // TEST-NET-1 (RFC 5737): documentation only, never a host's address.
+        assert!(!has_address(Ipv4Addr::new(192, 0, 2, 1)));
     }
 }

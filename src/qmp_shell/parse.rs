@@ -23,6 +23,43 @@ pub enum Input {
     Leave,
 }
 
+impl Input {
+    /// Whether running this kills QEMU: QMP `quit`, or HMP's `quit`/`q` (also through
+    /// `human-monitor-command`).
+    pub fn quits(&self) -> bool {
+        let hmp_quits = |l: &str| matches!(l.split_whitespace().next(), Some("quit" | "q"));
+        match self {
+            Input::Qmp { name, .. } if name == "quit" => true,
+            Input::Qmp { name, args } if name == "human-monitor-command" => args
+                .as_ref()
+                .and_then(|a| a["command-line"].as_str())
+                .is_some_and(hmp_quits),
+            Input::Hmp(l) => hmp_quits(l),
+            _ => false,
+        }
+    }
+}
+
+/// How much of a line an error message shows.
+const EXCERPT_CHARS: usize = 80;
+
+/// `text` as an error message may show it: control characters as escapes, and cut after
+/// `max` characters with the size of the whole.
+pub fn excerpt(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if text.chars().nth(max).is_some() {
+        out.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    out
+}
+
 /// Split on blanks outside brackets and quotes. Double quotes stay (they are JSON); single quotes
 /// group and are removed.
 pub fn tokenize(line: &str) -> Result<Vec<String>> {
@@ -84,10 +121,16 @@ pub fn tokenize(line: &str) -> Result<Vec<String>> {
         }
     }
     if quote.is_some() {
-        return Err(Error::Usage(format!("Unterminated quote in: {line}")));
+        return Err(Error::Usage(format!(
+            "Unterminated quote in: {}",
+            excerpt(line, EXCERPT_CHARS)
+        )));
     }
     if depth > 0 {
-        return Err(Error::Usage(format!("Unclosed bracket in: {line}")));
+        return Err(Error::Usage(format!(
+            "Unclosed bracket in: {}",
+            excerpt(line, EXCERPT_CHARS)
+        )));
     }
     if started {
         out.push(cur);
@@ -103,11 +146,18 @@ pub fn parse_line(line: &str, schema: Option<&Schema>) -> Result<Input> {
         return Ok(Input::Empty);
     }
     if line.starts_with('{') {
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| Error::Usage(format!("Not valid JSON: {e}: {line}")))?;
-        let name = v["execute"]
-            .as_str()
-            .ok_or_else(|| Error::Usage(format!("JSON input needs \"execute\": {line}")))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| {
+            Error::Usage(format!(
+                "Not valid JSON: {e}: {}",
+                excerpt(line, EXCERPT_CHARS)
+            ))
+        })?;
+        let name = v["execute"].as_str().ok_or_else(|| {
+            Error::Usage(format!(
+                "JSON input needs \"execute\": {}",
+                excerpt(line, EXCERPT_CHARS)
+            ))
+        })?;
         return Ok(Input::Qmp {
             name: name.to_string(),
             args: v.get("arguments").cloned(),
@@ -199,5 +249,38 @@ mod tests {
         assert!(parse_line("x novalue", None).is_err());
         assert!(parse_line("x a={", None).is_err());
         assert!(parse_line(r#"{"arguments": {}}"#, None).is_err());
+    }
+
+    #[test]
+    fn every_way_to_quit_qemu_is_known() {
+        for line in [
+            "quit x=1",
+            r#"{"execute": "quit"}"#,
+            "hmp quit",
+            "hmp  q",
+            "human-monitor-command command-line=q",
+            r#"{"execute": "human-monitor-command", "arguments": {"command-line": "quit now"}}"#,
+        ] {
+            assert!(parse_line(line, None).unwrap().quits(), "{line}");
+        }
+        for line in [
+            "quit",
+            "exit",
+            "hmp info status",
+            "hmp quitx",
+            "query-status",
+        ] {
+            assert!(!parse_line(line, None).unwrap().quits(), "{line}");
+        }
+    }
+
+    #[test]
+    fn excerpts_escape_and_cut() {
+        assert_eq!(excerpt("a\u{1}\u{1b}[31m", 80), "a\\u{1}\\u{1b}[31m");
+        let long = "x".repeat(1000);
+        assert_eq!(excerpt(&long, 3), "xxx… (1000 bytes)");
+        assert_eq!(excerpt("abc", 3), "abc");
+        let e = parse_line(&format!("{{\"execute\": \"{long}"), None).unwrap_err();
+        assert!(e.to_string().len() < 300, "{e}");
     }
 }

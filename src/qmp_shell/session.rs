@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::paths::{Home, VmPaths};
 use crate::qmp_shell::conn::{Conn, format_error};
-use crate::qmp_shell::parse::{Input, parse_line};
+use crate::qmp_shell::parse::{Input, excerpt, parse_line};
 use crate::qmp_shell::schema::Schema;
 use crate::qmp_shell::verbs::BUILTINS;
 use crate::runstate;
@@ -40,17 +40,45 @@ pub fn run(home: &Home, name: &VmName, exec: Vec<String>) -> Result<()> {
         return Err(crate::error::Error::not_running(name));
     }
     if !exec.is_empty() {
+        for line in &exec {
+            check_text(line).map_err(|why| {
+                Error::Usage(format!("--exec: {why}; got \"{}\"", excerpt(line, 80)))
+            })?;
+        }
         return batch(home, name, exec.into_iter());
     }
     if !std::io::stdin().is_terminal() {
-        let lines: Vec<String> = std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::Other(format!("Cannot read commands from stdin: {e}")))?;
-        return batch(home, name, lines.into_iter());
+        return batch(home, name, stdin_lines()?.into_iter());
     }
     interactive(home, name, &paths)
+}
+
+/// Every line of stdin, read before any runs: one that is not text (not UTF-8, or with control
+/// characters) is a usage error naming its line, and nothing is sent to QEMU.
+fn stdin_lines() -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (i, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+        let line =
+            line.map_err(|e| Error::Other(format!("Cannot read commands from stdin: {e}")))?;
+        let bad = |why: String| Error::Usage(format!("stdin line {}: {why}", i + 1));
+        let line = String::from_utf8(line)
+            .map_err(|_| bad("is not UTF-8 text; QMP commands are text".into()))?;
+        let line = line.strip_suffix('\r').unwrap_or(&line).to_string();
+        check_text(&line).map_err(bad)?;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// A command line holds no control characters but tabs (JSON writes them as `\u0001`).
+fn check_text(line: &str) -> std::result::Result<(), String> {
+    match line.chars().find(|c| c.is_control() && *c != '\t') {
+        Some(c) => Err(format!(
+            "has the control character U+{:04X}; write it as \\u{:04x} in a JSON string",
+            c as u32, c as u32
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Where the connection comes from: the shell socket (interactive) or the control socket under
@@ -154,9 +182,10 @@ fn batch(home: &Home, name: &VmName, lines: impl Iterator<Item = String>) -> Res
         let reply = match parse_line(&line, schema.as_deref())? {
             Input::Empty => continue,
             Input::Leave => break,
-            Input::Qmp { name: cmd, .. } if cmd == "quit" => {
+            input if input.quits() => {
                 return Err(Error::Usage(format!(
-                    "QMP quit kills VM {name}'s QEMU at once; use `vmctl stop {name}` (or `vmctl kill {name}`)"
+                    "{}: quit kills VM {name}'s QEMU at once; use `vmctl stop {name}` (or `vmctl kill {name}`)",
+                    excerpt(line.trim(), 80)
                 )));
             }
             Input::Qmp { name: cmd, args } => s.conn()?.execute(&cmd, args)?,
@@ -168,7 +197,11 @@ fn batch(home: &Home, name: &VmName, lines: impl Iterator<Item = String>) -> Res
         let _ = writeln!(out, "{reply}");
         let _ = out.flush();
         if let Some(e) = format_error(&reply) {
-            return Err(Error::Qemu(format!("QMP: {e} (in: {})", line.trim())));
+            return Err(Error::Qemu(format!(
+                "QMP: {} (in: {})",
+                excerpt(&e, 200),
+                excerpt(line.trim(), 80)
+            )));
         }
     }
     Ok(())
@@ -252,7 +285,7 @@ fn step(s: &mut Session<'_>, rl: &mut Editor, line: &str, schema: &Schema) -> Re
             println!("{}", pretty(&v));
             return Ok(true);
         }
-        Input::Qmp { name, .. } if name == "quit" => {
+        input if input.quits() => {
             let answer = rl.read_line(&format!(
                 "QMP quit kills VM {}'s QEMU now, without a guest shutdown; type yes to go on: ",
                 s.name
@@ -296,4 +329,19 @@ fn step(s: &mut Session<'_>, rl: &mut Editor, line: &str, schema: &Schema) -> Re
 
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_text() {
+        assert_eq!(check_text("query-status\targ=1"), Ok(()));
+        assert_eq!(
+            check_text("hmp info status\nquit").unwrap_err(),
+            "has the control character U+000A; write it as \\u000a in a JSON string"
+        );
+        assert!(check_text("x\u{1b}[31m").unwrap_err().contains("U+001B"));
+    }
 }

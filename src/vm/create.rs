@@ -14,6 +14,7 @@ use crate::paths::{Home, VmPaths};
 use crate::runstate::{self, Liveness};
 use crate::sys::fsutil;
 use crate::types::VmName;
+use crate::vm::ports::foreign_address;
 
 pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> Result<VmSpec> {
     create_as(home, name, cfg, source_name, None)
@@ -54,7 +55,8 @@ fn create_as(
     Ok(spec)
 }
 
-/// Name free, sockets fit, image built, disk large enough, host ports not in another definition.
+/// Name free, sockets fit, image built, disk large enough, forwards from this host's addresses and
+/// host ports not in another definition.
 fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::store::Image> {
     let name = &spec.name;
     let paths = home.vm(name);
@@ -89,10 +91,13 @@ fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::stor
     Ok(img.expect("no problem, so the image was found"))
 }
 
-/// Host ports of `spec` that another VM's definition forwards.
+/// Forwards of `spec` from an address this host lacks, or from a host port that another VM's
+/// definition forwards.
 fn foreign_ports(home: &Home, spec: &VmSpec, problems: &mut Problems) {
     for (i, f) in spec.ports.iter().enumerate() {
-        if let Some((vm, p)) = port_owner(home, &spec.name, f) {
+        if let Some(why) = foreign_address(f) {
+            problems.add(format!("ports[{i}]"), why);
+        } else if let Some((vm, p)) = port_owner(home, &spec.name, f) {
             problems.add(
                 format!("ports[{i}]"),
                 format!("host port {} is already forwarded by VM {vm} ({p})", f.host),
@@ -101,6 +106,7 @@ fn foreign_ports(home: &Home, spec: &VmSpec, problems: &mut Problems) {
     }
 }
 
+/// `vm.toml`: a header comment saying who writes it, then the definition.
 fn definition_text(spec: &VmSpec, defined_by: Option<&Path>) -> String {
     let header = match defined_by {
         None => format!(
@@ -110,10 +116,25 @@ fn definition_text(spec: &VmSpec, defined_by: Option<&Path>) -> String {
         Some(f) => format!(
             "# VM {} — written by vmctl from {} (`vmctl create --update`, which each start of its\n# unit runs): edit that file, not this one.",
             spec.name,
-            f.display()
+            in_comment(&f.display().to_string())
         ),
     };
     format!("{header}\n{}", spec.to_config().to_toml())
+}
+
+/// A value as it may stand in a comment line: control characters (a newline would end the
+/// comment and start TOML) written as escapes.
+fn in_comment(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// What `create --update` did.
@@ -184,7 +205,8 @@ pub fn create_or_update(
 }
 
 /// What keeps `wanted` from replacing the stored definition `def`: changes to fields fixed at
-/// create, host ports another VM forwards, and (if those are fine) what provisioning needs.
+/// create, forwards from addresses this host lacks or of host ports another VM forwards, and (if
+/// those are fine) what provisioning needs.
 fn update_problems(
     home: &Home,
     wanted: &VmSpec,
@@ -292,5 +314,9 @@ mod tests {
         // What is written reads back to the same VM.
         let again = VmConfig::parse(&own, "t").unwrap();
         assert_eq!(again, spec.to_config());
+        // A value cannot end the header comment and add keys.
+        let forged = definition_text(&spec, Some(Path::new("/x\nafter = [\"web\"]\r\n.toml")));
+        assert!(forged.contains("from /x\\nafter"), "{forged}");
+        assert_eq!(VmConfig::parse(&forged, "t").unwrap(), spec.to_config());
     }
 }

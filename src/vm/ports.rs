@@ -1,14 +1,15 @@
 //! Port forwards changed while a VM runs: `vmctl port add|rm|list`.
 //!
-//! A forward is checked like `create` checks it (no other definition forwards the host port, and
-//! on a running VM nothing holds it now), added to or removed from the running QEMU's user-mode
-//! network with HMP `hostfwd_add`/`hostfwd_remove` (through `human-monitor-command` on the control
-//! socket; their plain-text replies become errors), and then saved to the VM's definition
-//! atomically so the next start has it. On a stopped VM only the definition changes. A VM that a
-//! drop-in file defines (its unit applies the file before each start) gets the change while it
-//! runs, with a note that it lasts until it stops; stopped, it is refused with where to make the
-//! change instead. The home's
-//! lock and the VM's lock are held throughout, as `create` and `start` take them.
+//! A forward is checked like `create` checks it (its address is one of this host's, no other
+//! definition forwards the host port, and on a running VM nothing holds it now), added to or
+//! removed from the running QEMU's user-mode network with HMP `hostfwd_add`/`hostfwd_remove`
+//! (through `human-monitor-command` on the control socket; their plain-text replies become
+//! errors), and then saved to the VM's definition atomically so the next start has it. On a
+//! stopped VM only the definition changes. A VM that a drop-in file defines (its unit applies the
+//! file before each start) gets the change while it runs, with a note that it lasts until it
+//! stops; stopped, it is refused with where to make the change instead. The home's lock and the
+//! VM's lock are held throughout, as `create` and `start` take them; what can be refused is
+//! checked before they are taken too, so a refused change leaves no lock file behind.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -125,28 +126,35 @@ fn drop_in_owner(
     }
 }
 
+/// Why `f` cannot be forwarded here, if it cannot: its address is none of this host's (QEMU
+/// would fail to bind it at start, as if another process held the port).
+pub fn foreign_address(f: &PortForward) -> Option<String> {
+    (!crate::host::facts::has_address(f.addr)).then(|| {
+        format!(
+            "{} is not an address of this host; forward from 127.0.0.1 (the default), 0.0.0.0 or one of its addresses",
+            f.addr
+        )
+    })
+}
+
+/// What a port change would make of the VM's definition, checked before the locks are taken (a
+/// refused request then leaves no lock file behind) and again under them.
+struct Plan {
+    cfg: VmConfig,
+    live: bool,
+    owner: Option<PathBuf>,
+}
+
 /// Forward `f` from now on (running VM) and at every start.
 pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let paths = home.defined(name)?;
+    if let Some(why) = foreign_address(&f) {
+        return Err(Error::Usage(format!("{f}: {why}")));
+    }
+    plan_add(home, name, &paths, f)?;
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
-    let mut cfg = load_config(&paths)?;
-    let stored = forwards(&cfg);
-    if let Some(p) = stored.iter().find(|p| spec::ports_overlap(p, &f)) {
-        return Err(Error::Usage(format!(
-            "VM {name} already forwards host port {} ({p})",
-            f.host
-        )));
-    }
-    if let Some((vm, p)) = crate::def::store::port_owner(home, name, &f) {
-        return Err(Error::Usage(format!(
-            "host port {} is already forwarded by VM {vm} ({p})",
-            f.host
-        )));
-    }
-    cfg.ports.push(f.to_string());
-    let live = runstate::liveness(&paths).is_running();
-    let owner = drop_in_owner(&paths, name, live, &format!("add \"{f}\" to"))?;
+    let Plan { cfg, live, owner } = plan_add(home, name, &paths, f)?;
     if live {
         crate::supervisor::plan::check_port_free(home, name, &f, &f.to_string())?;
         hmp(
@@ -170,12 +178,53 @@ pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     })
 }
 
+/// The definition with `f` added, unless the VM or another definition forwards its host port
+/// or a drop-in file has the last word on the stopped VM's forwards.
+fn plan_add(home: &Home, name: &VmName, paths: &VmPaths, f: PortForward) -> Result<Plan> {
+    let mut cfg = load_config(paths)?;
+    let stored = forwards(&cfg);
+    if let Some(p) = stored.iter().find(|p| spec::ports_overlap(p, &f)) {
+        return Err(Error::Usage(format!(
+            "VM {name} already forwards host port {} ({p})",
+            f.host
+        )));
+    }
+    if let Some((vm, p)) = crate::def::store::port_owner(home, name, &f) {
+        return Err(Error::Usage(format!(
+            "host port {} is already forwarded by VM {vm} ({p})",
+            f.host
+        )));
+    }
+    cfg.ports.push(f.to_string());
+    let live = runstate::liveness(paths).is_running();
+    let owner = drop_in_owner(paths, name, live, &format!("add \"{f}\" to"))?;
+    Ok(Plan { cfg, live, owner })
+}
+
 /// Stop forwarding `f` (running VM) and drop it from the definition.
 pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let paths = home.defined(name)?;
+    plan_rm(name, &paths, f)?;
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
-    let mut cfg = load_config(&paths)?;
+    let Plan { cfg, live, owner } = plan_rm(name, &paths, f)?;
+    if live {
+        // "host forwarding rule for tcp:127.0.0.1:8081 removed" on success.
+        hmp(&paths, &remove_line(&f), |out| out.ends_with("removed"))?;
+    }
+    save(&paths, name, &cfg)?;
+    Ok(Changed {
+        name: name.to_string(),
+        spec: f,
+        live,
+        defined_by: owner,
+    })
+}
+
+/// The definition without `f`, unless the VM does not forward it (not found, with the forwards
+/// it has) or a drop-in file has the last word on the stopped VM's forwards.
+fn plan_rm(name: &VmName, paths: &VmPaths, f: PortForward) -> Result<Plan> {
+    let mut cfg = load_config(paths)?;
     let stored = forwards(&cfg);
     let Some(i) = stored.iter().position(|p| *p == f) else {
         return Err(Error::NotFound {
@@ -196,19 +245,9 @@ pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
         });
     };
     cfg.ports.remove(i);
-    let live = runstate::liveness(&paths).is_running();
-    let owner = drop_in_owner(&paths, name, live, &format!("remove \"{f}\" from"))?;
-    if live {
-        // "host forwarding rule for tcp:127.0.0.1:8081 removed" on success.
-        hmp(&paths, &remove_line(&f), |out| out.ends_with("removed"))?;
-    }
-    save(&paths, name, &cfg)?;
-    Ok(Changed {
-        name: name.to_string(),
-        spec: f,
-        live,
-        defined_by: owner,
-    })
+    let live = runstate::liveness(paths).is_running();
+    let owner = drop_in_owner(paths, name, live, &format!("remove \"{f}\" from"))?;
+    Ok(Plan { cfg, live, owner })
 }
 
 fn load_config(paths: &VmPaths) -> Result<VmConfig> {

@@ -209,15 +209,20 @@ impl Action {
 
 /// Under the VM's lock: `check` the VM's snapshots (told whether the VM runs), then do `action`
 /// on `tag`, live through a QMP job if the VM runs, else with qemu-img. Returns what was done.
+/// A stopped VM's snapshots are checked before the lock is taken too, so that a refused request
+/// leaves no lock file behind.
 fn apply(
     paths: &VmPaths,
     name: &VmName,
     action: Action,
     tag: &str,
-    check: impl FnOnce(&[Snapshot], bool) -> Result<()>,
+    check: impl Fn(&[Snapshot], bool) -> Result<()>,
 ) -> Result<Done> {
     let t0 = std::time::Instant::now();
     let (command, hmp, flag) = action.commands();
+    if !runstate::liveness(paths).is_running() {
+        check(&offline_list(paths)?, false)?;
+    }
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
     let live = runstate::liveness(paths).is_running();
     if live {

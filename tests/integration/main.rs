@@ -3,6 +3,7 @@
 
 mod accel;
 mod bad_input;
+mod bad_input_suite;
 mod generator;
 mod harness;
 mod image_import;

@@ -498,9 +498,9 @@ pub(crate) mod tests {
         let m = &p.messages[0];
         assert_eq!(m.level, Level::Error);
         assert!(
-            m.text
-                .starts_with("/etc/vmctl/vms/web.toml: invalid VM definition: line 2:")
-                && m.text.contains("memroy")
+            m.text.starts_with(
+                "/etc/vmctl/vms/web.toml: invalid VM definition: memroy: unknown key (line 2);"
+            ) && m.text.contains("memroy")
                 && m.text.ends_with("; no unit for VM web")
                 && !m.text.contains('\n'),
             "{}",

@@ -332,7 +332,7 @@ mod tests {
             texts[0]
         );
         assert!(
-            texts[1].starts_with("TMP/drop-ins/broken.toml: invalid VM definition: line 1: "),
+            texts[1].starts_with("TMP/drop-ins/broken.toml: invalid VM definition: cpus: must be 1-255; got the string \"two\" (line 1)"),
             "{}",
             texts[1]
         );
