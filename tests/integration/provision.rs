@@ -136,7 +136,7 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
         "{ini}"
     );
     let yaml = t.ok(&["inventory", "--format", "yaml"]);
-    assert!(yaml.contains("    c1:\n"), "{yaml}");
+    assert!(yaml.contains("    \"c1\":\n"), "{yaml}");
 
     // Start (the blank disk just sits in the BIOS): the seed is built and attached.
     t.ok(&["start", "c1"]);
