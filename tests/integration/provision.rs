@@ -178,7 +178,7 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
         .args(["::meta-data", "-"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&meta.stdout).contains("local-hostname: c1"));
+    assert!(String::from_utf8_lossy(&meta.stdout).contains("\"local-hostname\": \"c1\""));
     t.ok(&["kill", "c1"]);
 }
 
