@@ -200,4 +200,21 @@ mod tests {
         assert!(parse_line("x a={", None).is_err());
         assert!(parse_line(r#"{"arguments": {}}"#, None).is_err());
     }
+
+    /// serde_json's default float parsing can be one unit off in the last place: the command
+    /// sent to QEMU then held another number than the one typed (found by a property test).
+    #[test]
+    fn a_float_argument_is_sent_as_typed() {
+        for (text, want) in [
+            ("902414.7490234375", 902414.7490234375_f64),
+            ("-1011059.7119140625", -1011059.7119140625),
+        ] {
+            let Input::Qmp { args: Some(a), .. } =
+                parse_line(&format!("x n={text}"), None).unwrap()
+            else {
+                panic!("not a command");
+            };
+            assert_eq!(a["n"].as_f64(), Some(want), "{text}");
+        }
+    }
 }
