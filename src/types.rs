@@ -540,7 +540,7 @@ pub fn memory_line(total: u64, avail: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -631,5 +631,230 @@ mod tests {
             assert!(bad.parse::<VmName>().is_err(), "{bad}");
         }
         assert!("x".repeat(64).parse::<VmName>().is_ok());
+    }
+
+    /// Every parser of user input: a value or an error naming the input, never a panic; what
+    /// parses prints back to text that parses to the same value. The generators here are shared
+    /// by the other parsers' property tests.
+    pub(crate) mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `cases` cases; a failure is not written to a file (it becomes a plain test).
+        pub(crate) fn config(cases: u32) -> ProptestConfig {
+            ProptestConfig {
+                cases,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Up to `max` characters from `alphabet` (much cheaper than a regex strategy).
+        pub(crate) fn text(alphabet: &str, max: usize) -> BoxedStrategy<String> {
+            let chars: Vec<char> = alphabet.chars().collect();
+            prop::collection::vec(prop::sample::select(chars), 0..=max)
+                .prop_map(String::from_iter)
+                .boxed()
+        }
+
+        /// Up to `max` arbitrary characters.
+        pub(crate) fn any_text(max: usize) -> BoxedStrategy<String> {
+            prop::collection::vec(any::<char>(), 0..=max)
+                .prop_map(String::from_iter)
+                .boxed()
+        }
+
+        /// Text near a syntax (`near`) three times in four, else anything.
+        pub(crate) fn or_any(near: BoxedStrategy<String>) -> BoxedStrategy<String> {
+            prop_oneof![3 => near, 1 => any_text(24)].boxed()
+        }
+
+        /// One of `words`.
+        pub(crate) fn one_of(words: &[&'static str]) -> BoxedStrategy<String> {
+            prop::sample::select(words.to_vec())
+                .prop_map(String::from)
+                .boxed()
+        }
+
+        /// A number as a user might write it: digits, sometimes signed, sometimes huge.
+        pub(crate) fn number() -> BoxedStrategy<String> {
+            let digits = prop_oneof![3 => text("0123456789", 5), 1 => text("0123456789", 22)];
+            (one_of(&["", "", "", "+", "-", " "]), digits)
+                .prop_map(|(sign, digits)| format!("{sign}{digits}"))
+                .boxed()
+        }
+
+        fn quantity(units: &[&'static str]) -> BoxedStrategy<String> {
+            or_any(
+                (
+                    number(),
+                    one_of(&["", "", " "]),
+                    one_of(units),
+                    one_of(&["", "", " "]),
+                )
+                    .prop_map(|(n, a, u, b)| format!("{n}{a}{u}{b}"))
+                    .boxed(),
+            )
+        }
+
+        fn port_forward_text() -> BoxedStrategy<String> {
+            let addr = prop_oneof![
+                4 => Just(String::new()),
+                1 => one_of(&["127.0.0.1:", "0.0.0.0:", "1.2.3:", "256.0.0.1:", "a:", ":"]),
+                1 => any::<[u8; 4]>().prop_map(|a| format!("{}:", Ipv4Addr::from(a))),
+            ];
+            let port = prop_oneof![
+                1 => number(),
+                3 => (0u32..70000).prop_map(|n| n.to_string()),
+            ];
+            let colon = prop_oneof![6 => one_of(&[":"]), 1 => one_of(&["::", ""])];
+            let proto = prop_oneof![
+                4 => Just(String::new()),
+                2 => one_of(&["/tcp", "/udp"]),
+                1 => one_of(&["/sctp", "/", "/tcp/udp", "/TCP"]),
+            ];
+            let near = prop_oneof![
+                4 => (addr, port.clone(), colon, port, proto)
+                    .prop_map(|(a, h, c, g, p)| format!("{a}{h}{c}{g}{p}")),
+                1 => text("0123456789:./tcpud+ ", 20),
+            ];
+            or_any(near.boxed())
+        }
+
+        proptest! {
+            #![proptest_config(config(5000))]
+
+            #[test]
+            fn byte_sizes(s in quantity(&["", "k", "K", "m", "M", "g", "G", "t", "T", "b", "B", "KB", "MiB", "gib", "TIB", "P", "x", "M M", "kb "])) {
+                match s.parse::<ByteSize>() {
+                    Ok(v) => prop_assert_eq!(v.to_string().parse::<ByteSize>(), Ok(v)),
+                    Err(e) => prop_assert!(e.contains(&format!("{s:?}")), "{}", e),
+                }
+            }
+
+            #[test]
+            fn byte_size_display_round_trips(n in any::<u64>(), shift in 0u32..41) {
+                for v in [n, n >> shift << shift] {
+                    prop_assert_eq!(ByteSize(v).to_string().parse::<ByteSize>(), Ok(ByteSize(v)));
+                }
+            }
+
+            #[test]
+            fn spans(s in quantity(&["", "ms", "s", "sec", "m", "min", "h", "d", "us", "S", "MS", "s s"])) {
+                match s.parse::<Span>() {
+                    Ok(v) => prop_assert_eq!(v.to_string().parse::<Span>(), Ok(v)),
+                    Err(e) => prop_assert!(e.contains(&format!("{s:?}")), "{}", e),
+                }
+            }
+
+            #[test]
+            fn span_display_round_trips(ms in any::<u64>(), unit in prop::sample::select(vec![1u64, 1000, 60_000, 3_600_000])) {
+                for ms in [ms, ms / unit * unit] {
+                    let v = Span(Duration::from_millis(ms));
+                    prop_assert_eq!(v.to_string().parse::<Span>(), Ok(v));
+                }
+            }
+
+            #[test]
+            fn port_forwards(s in port_forward_text()) {
+                match s.parse::<PortForward>() {
+                    Ok(v) => {
+                        prop_assert!(v.host > 0 && v.guest > 0);
+                        prop_assert_eq!(v.to_string().parse::<PortForward>(), Ok(v));
+                    }
+                    Err(e) => prop_assert!(e.contains(&format!("{s:?}")), "{}", e),
+                }
+            }
+
+            #[test]
+            fn port_forward_display_round_trips(
+                addr in any::<[u8; 4]>(),
+                host in 1u16..,
+                guest in 1u16..,
+                udp in any::<bool>(),
+            ) {
+                let v = PortForward {
+                    addr: Ipv4Addr::from(addr),
+                    host,
+                    guest,
+                    proto: if udp { Protocol::Udp } else { Protocol::Tcp },
+                };
+                prop_assert_eq!(v.to_string().parse::<PortForward>(), Ok(v));
+            }
+
+            #[test]
+            fn vm_names(s in or_any(prop_oneof![text("abz09._-", 8), text("aZ09._/ -é", 70)].boxed())) {
+                let rule = !s.is_empty()
+                    && s.len() <= VmName::MAX_LEN
+                    && !s.contains("..")
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    && s.starts_with(|c: char| c.is_ascii_alphanumeric());
+                match s.parse::<VmName>() {
+                    Ok(v) => {
+                        prop_assert!(rule, "{:?} accepted", s);
+                        prop_assert_eq!(v.to_string(), s.clone());
+                        prop_assert_eq!(v.to_string().parse::<VmName>(), Ok(v));
+                    }
+                    Err(e) => {
+                        prop_assert!(!rule, "{:?} refused: {}", s, e);
+                        prop_assert!(e.starts_with("VM name"), "{}", e);
+                    }
+                }
+            }
+
+            #[test]
+            fn login_names(s in or_any(prop_oneof![text("az09_-", 8), text("az09_-A. é", 34), one_of(&["root", "_", "-a"])].boxed())) {
+                let rule = !s.is_empty()
+                    && s.len() <= 32
+                    && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                    && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
+                    && s != "root";
+                match s.parse::<LoginName>() {
+                    Ok(v) => {
+                        prop_assert!(rule, "{:?} accepted", s);
+                        prop_assert_eq!(v.to_string().parse::<LoginName>(), Ok(v));
+                    }
+                    Err(e) => {
+                        prop_assert!(!rule, "{:?} refused: {}", s, e);
+                        prop_assert!(e.contains(&format!("{s:?}")), "{}", e);
+                    }
+                }
+            }
+
+            #[test]
+            fn apps_arches_and_accelerators(s in or_any(prop_oneof![
+                one_of(&["gunicorn-hello", "nginx-gunicorn", "x86_64", "amd64", "aarch64", "arm64", "auto", "kvm", "tcg", "KVM", "x86-64", " tcg"]),
+                text("abcdefghiklmnorstuvxyz0123456789_-", 16),
+            ].boxed())) {
+                match s.parse::<App>() {
+                    Ok(a) => prop_assert_eq!(a.as_str(), s.as_str()),
+                    Err(e) => prop_assert!(e.contains(&format!("{s:?}")), "{}", e),
+                }
+                match s.parse::<Arch>() {
+                    Ok(a) => prop_assert!(
+                        ["x86_64", "amd64", "aarch64", "arm64"].contains(&s.as_str())
+                            && a.to_string().parse::<Arch>() == Ok(a)
+                    ),
+                    Err(e) => prop_assert!(e.contains(&format!("{s:?}")), "{}", e),
+                }
+                match s.parse::<AccelChoice>() {
+                    Ok(a) => prop_assert_eq!(a.to_string(), s.clone()),
+                    Err(e) => prop_assert!(e.contains(&format!("{s:?}")), "{}", e),
+                }
+            }
+        }
+
+        #[test]
+        fn every_enum_value_prints_as_it_parses() {
+            for a in App::ALL {
+                assert_eq!(a.to_string().parse::<App>(), Ok(a));
+            }
+            for a in [Arch::X86_64, Arch::Aarch64] {
+                assert_eq!(a.to_string().parse::<Arch>(), Ok(a));
+            }
+            for a in [AccelChoice::Auto, AccelChoice::Kvm, AccelChoice::Tcg] {
+                assert_eq!(a.to_string().parse::<AccelChoice>(), Ok(a));
+            }
+        }
     }
 }

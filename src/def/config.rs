@@ -571,6 +571,353 @@ mod tests {
     }
 }
 
+/// The definition as vmctl reads it: generated TOML documents (fields near their syntax, wrong
+/// types, unknown keys, broken lines) and arbitrary text, through `VmConfig::parse` and
+/// `spec::validate`. A document is a definition or problems by field, never a panic; a valid one
+/// is stored (`to_config`, `to_toml`) as text that reads back to the same spec.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::def::spec::{Limits, validate};
+    use crate::types::tests::proptests::{any_text, config, number, one_of, or_any, text};
+    use proptest::prelude::*;
+
+    /// `s` as a TOML basic string.
+    fn toml_str(s: &str) -> String {
+        toml::Value::String(s.to_string()).to_string()
+    }
+
+    /// `key = value` two times in five, the value valid nine times in ten, else a bad one: near
+    /// the syntax, of another TOML type, or broken.
+    fn field(
+        key: &'static str,
+        good: BoxedStrategy<String>,
+        bad: BoxedStrategy<String>,
+    ) -> BoxedStrategy<String> {
+        field_p(0.4, key, good, bad)
+    }
+
+    /// `field`, present with probability `p`.
+    fn field_p(
+        p: f64,
+        key: &'static str,
+        good: BoxedStrategy<String>,
+        bad: BoxedStrategy<String>,
+    ) -> BoxedStrategy<String> {
+        let noise = prop_oneof![
+            2 => bad,
+            1 => any_text(12).prop_map(|s| toml_str(&s)),
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => one_of(&["true", "1.5", "[]", "{}", "[\"a\", 1]", "\"open", "'lit'", "0x10", "nan"]),
+        ];
+        let v = prop_oneof![9 => good, 1 => noise];
+        prop::option::weighted(p, v.prop_map(move |v| format!("{key} = {v}\n")))
+            .prop_map(Option::unwrap_or_default)
+            .boxed()
+    }
+
+    /// TOML strings from `s`.
+    fn strs(s: BoxedStrategy<String>) -> BoxedStrategy<String> {
+        s.prop_map(|s| toml_str(&s)).boxed()
+    }
+
+    fn int(r: std::ops::RangeInclusive<i64>) -> BoxedStrategy<String> {
+        r.prop_map(|n| n.to_string()).boxed()
+    }
+
+    fn list(items: BoxedStrategy<Vec<String>>) -> BoxedStrategy<String> {
+        items
+            .prop_map(|v| {
+                let v: Vec<String> = v.iter().map(|s| toml_str(s)).collect();
+                format!("[{}]", v.join(", "))
+            })
+            .boxed()
+    }
+
+    fn num_unit(n: std::ops::Range<u32>, units: &[&'static str]) -> BoxedStrategy<String> {
+        (n, one_of(units))
+            .prop_map(|(n, u)| format!("{n}{u}"))
+            .boxed()
+    }
+
+    fn noisy(units: &[&'static str]) -> BoxedStrategy<String> {
+        strs(
+            (number(), one_of(units))
+                .prop_map(|(n, u)| format!("{n}{u}"))
+                .boxed(),
+        )
+    }
+
+    fn forward() -> BoxedStrategy<String> {
+        (
+            one_of(&["", "", "", "0.0.0.0:", "127.0.0.2:"]),
+            1u32..65536,
+            prop_oneof![4 => one_of(&["22", "22", "8080"]), 1 => (1u32..65536).prop_map(|n| n.to_string())],
+            one_of(&["", "", "", "/udp", "/tcp"]),
+        )
+            .prop_map(|(a, h, g, p)| format!("{a}{h}:{g}{p}"))
+            .boxed()
+    }
+
+    fn bad_forward() -> BoxedStrategy<String> {
+        (
+            one_of(&["", "x:", "1.2.3:"]),
+            0u32..70000,
+            0u32..70000,
+            one_of(&["", "/sctp"]),
+        )
+            .prop_map(|(a, h, g, p)| format!("{a}{h}:{g}{p}"))
+            .boxed()
+    }
+
+    fn http_target(ports: &[&'static str]) -> BoxedStrategy<String> {
+        (one_of(ports), one_of(&["", "/", "/healthz", "/a?b=1"]))
+            .prop_map(|(p, path)| format!("{p}{path}"))
+            .boxed()
+    }
+
+    /// `[health]`: one target nearly always, mostly on guest port `port`.
+    fn health(port: &'static str) -> BoxedStrategy<String> {
+        let target = prop_oneof![
+            4 => field_p(0.95, "http", strs(http_target(&[port, port, "80"])), strs(or_any(
+                (prop_oneof![number(), (0u32..70000).prop_map(|n| n.to_string())], text("/az?= %é", 8))
+                    .prop_map(|(p, path)| format!("{p}{path}"))
+                    .boxed(),
+            ))),
+            4 => field_p(0.95, "tcp", one_of(&[port, port, "80"]), int(-1..=70000)),
+            1 => Just(String::new()),
+        ];
+        (
+            target,
+            prop::option::weighted(
+                0.1,
+                one_of(&["tcp = 22\n", "http = \"80\"\n", "retry = 3\n"]),
+            ),
+            field(
+                "interval",
+                strs(num_unit(1..3600, &["s"])),
+                noisy(&["", "ms", "m", "h", "d"]),
+            ),
+            field("retries", int(1..=100), int(-1..=200)),
+            field(
+                "start_period",
+                strs(num_unit(0..60, &["s", "m"])),
+                noisy(&["", "h", "min"]),
+            ),
+        )
+            .prop_map(|(t, extra, i, r, sp)| {
+                format!("[health]\n{t}{}{i}{r}{sp}", extra.unwrap_or_default())
+            })
+            .boxed()
+    }
+
+    /// Each field at most once, valid or not; now and then a line that is not one (an unknown
+    /// key, a repeated one, any text); a `[health]` table one time in three.
+    fn document() -> BoxedStrategy<String> {
+        prop::sample::select(vec!["22", "8080"])
+            .prop_flat_map(document_on)
+            .boxed()
+    }
+
+    /// A document whose ports and health check mostly name guest port `port`.
+    fn document_on(port: &'static str) -> BoxedStrategy<String> {
+        let shape = (
+            field("cpus", int(1..=255), int(-1..=300)),
+            field(
+                "memory",
+                strs(num_unit(16..4096, &["M", "m", "MiB"])),
+                noisy(&["", "K", "G", "X"]),
+            ),
+            field(
+                "disk",
+                strs(num_unit(1..200, &["G", "g", "T"])),
+                noisy(&["", "M", "B"]),
+            ),
+            field(
+                "image",
+                strs(one_of(&["tiny", "debian-12"])),
+                strs(one_of(&["", "a/b", "..", ".x"])),
+            ),
+            field(
+                "arch",
+                strs(one_of(&["x86_64", "aarch64", "amd64", "arm64"])),
+                strs(one_of(&["sparc", "X86_64"])),
+            ),
+            field(
+                "accel",
+                strs(one_of(&["auto", "kvm", "tcg"])),
+                strs(one_of(&["KVM", "hvf"])),
+            ),
+        );
+        let rest = (
+            field_p(
+                0.85,
+                "ports",
+                list(
+                    (
+                        prop::collection::vec(forward(), 0..3),
+                        prop::option::weighted(0.8, 1u32..65536),
+                    )
+                        .prop_map(move |(mut v, h)| {
+                            v.extend(h.map(|h| format!("{h}:{port}")));
+                            v
+                        })
+                        .boxed(),
+                ),
+                list(prop::collection::vec(bad_forward(), 1..3).boxed()),
+            ),
+            field("stop_timeout", int(1..=3600), int(-1..=4000)),
+            field(
+                "user",
+                strs(one_of(&["alice", "_x", "a-1"])),
+                strs(one_of(&["root", "Bob", ""])),
+            ),
+            field(
+                "ssh_key",
+                strs(one_of(&["/k.pub", "keys/web.pub"])),
+                strs(one_of(&[""])),
+            ),
+            field(
+                "app",
+                strs(one_of(&["gunicorn-hello", "nginx-gunicorn"])),
+                strs(one_of(&["wordpress"])),
+            ),
+            field(
+                "autostart",
+                one_of(&["true", "false"]),
+                one_of(&["1", "\"yes\""]),
+            ),
+            field(
+                "after",
+                list(
+                    prop::sample::subsequence(
+                        vec!["db".to_string(), "cache".into(), "api".into()],
+                        0..3,
+                    )
+                    .boxed(),
+                ),
+                list(prop::collection::vec(or_any(one_of(&["web", "db", "a/b"])), 1..3).boxed()),
+            ),
+        );
+        let extra = prop::option::weighted(
+            0.1,
+            prop_oneof![
+                one_of(&["memroy = \"1G\"\n", "cpus = 2\n", "[x]\n"]),
+                any_text(30)
+            ],
+        );
+        (
+            shape,
+            rest,
+            extra,
+            prop::option::weighted(0.35, health(port)),
+        )
+            .prop_map(
+                |((a, b, c, d, e, f), (g, h, i, j, k, l, m), extra, health)| {
+                    let mut doc = [a, b, c, d, e, f, g, h, i, j, k, l, m].concat();
+                    doc.push_str(&extra.unwrap_or_default());
+                    doc.push_str(&health.unwrap_or_default());
+                    doc
+                },
+            )
+            .boxed()
+    }
+
+    const KNOWN: [&str; 13] = [
+        "cpus",
+        "memory",
+        "disk",
+        "image",
+        "arch",
+        "accel",
+        "ports[",
+        "stop_timeout",
+        "user",
+        "ssh_key",
+        "app",
+        "after[",
+        "health",
+    ];
+
+    /// Read `text` as vmctl does; on success, check the stored forms read back the same.
+    fn check(text: &str, vm: &str, host_memory: u64) -> std::result::Result<(), TestCaseError> {
+        let cfg = match VmConfig::parse(text, "t.toml") {
+            Ok(cfg) => cfg,
+            Err(Error::Invalid { problems, .. }) => {
+                // Every problem at once: each names the file, a line, or the key it is about.
+                prop_assert!(!problems.is_empty());
+                for p in &problems {
+                    let f = &p.field;
+                    let known = KNOWN
+                        .iter()
+                        .chain(&["autostart"])
+                        .any(|k| f.starts_with(k) || f == k.trim_end_matches('['));
+                    let unknown = p.message.starts_with("unknown key");
+                    prop_assert!(
+                        f == "file" || f.starts_with("line ") || known || unknown,
+                        "{}",
+                        p
+                    );
+                    if let Some(n) = f.strip_prefix("line ") {
+                        let n: usize = n.parse().unwrap();
+                        prop_assert!(
+                            n >= 1 && n <= text.lines().count() + 1,
+                            "{} of {:?}",
+                            f,
+                            text
+                        );
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("not Invalid: {e}"))),
+        };
+        prop_assert_eq!(
+            VmConfig::parse(&cfg.to_toml(), "again").unwrap(),
+            cfg.clone()
+        );
+        let name = vm.parse().unwrap();
+        let limits = Limits { host_memory };
+        match validate(&name, &cfg, limits, "t.toml") {
+            Ok(spec) => {
+                let stored = VmConfig::parse(&spec.to_config().to_toml(), "vm.toml").unwrap();
+                prop_assert_eq!(validate(&name, &stored, limits, "vm.toml").unwrap(), spec);
+            }
+            Err(Error::Invalid { problems, .. }) => {
+                prop_assert!(!problems.is_empty());
+                for p in &problems {
+                    prop_assert!(KNOWN.iter().any(|k| p.field.starts_with(k)), "{}", p);
+                }
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("not Invalid: {e}"))),
+        }
+        Ok(())
+    }
+
+    fn limits() -> BoxedStrategy<u64> {
+        prop_oneof![Just(u64::MAX), Just(8 << 30), 0u64..(1 << 34)].boxed()
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn generated_definitions(doc in document(), vm in one_of(&["web", "db"]), mem in limits()) {
+            check(&doc, &vm, mem)?;
+        }
+
+        #[test]
+        fn arbitrary_text(text in prop_oneof![any_text(80), text("a=\"'[]{}.\n#\\ 1", 60)]) {
+            check(&text, "web", u64::MAX)?;
+        }
+
+        #[test]
+        fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+            check(&String::from_utf8_lossy(&bytes), "web", u64::MAX)?;
+        }
+    }
+}
+
 #[cfg(test)]
 mod example_files {
     use super::*;

@@ -680,4 +680,46 @@ mod tests {
         let again = validate(&name(), &s.to_config(), LIMITS, "t").unwrap();
         assert_eq!(s, again);
     }
+
+    mod proptests {
+        use super::*;
+        use crate::types::tests::proptests::{config, number, one_of, or_any, text};
+        use proptest::prelude::*;
+
+        fn target() -> BoxedStrategy<String> {
+            let port = prop_oneof![
+                3 => (0u32..70000).prop_map(|n| n.to_string()),
+                1 => number(),
+            ];
+            let path = prop_oneof![
+                3 => one_of(&["", "/", "/healthz", "/a?b=1&c=%20", "//x"]),
+                2 => text("/az09?=&%#~. \t\u{7f}é", 12),
+            ];
+            or_any(
+                (port, path)
+                    .prop_map(|(p, path)| format!("{p}{path}"))
+                    .boxed(),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(config(5000))]
+
+            /// `health.http`: a port and a request path that fits a request line, or an error
+            /// naming the value; what parses prints (as `to_config` stores it) back to itself.
+            #[test]
+            fn http_targets(s in target()) {
+                match parse_http_target(&s) {
+                    Ok((port, path)) => {
+                        prop_assert!(port > 0);
+                        prop_assert!(path.starts_with('/'), "{:?}", path);
+                        prop_assert!(path.chars().all(|c| c.is_ascii_graphic()), "{:?}", path);
+                        let stored = format!("{port}{path}");
+                        prop_assert_eq!(parse_http_target(&stored), Ok((port, path)));
+                    }
+                    Err(e) => prop_assert!(e.contains(&format!("{s:?}")), "{}", e),
+                }
+            }
+        }
+    }
 }

@@ -93,9 +93,14 @@ fn add_app(doc: &mut Value, app: App) {
 }
 
 /// `instance-id` changes when the VM is created again (its definition's time), so cloud-init
-/// provisions a new VM of the same name afresh.
+/// provisions a new VM of the same name afresh. JSON (which is YAML) like the user-data: as a
+/// plain YAML value, a VM named `yes`, `null` or `1.10` was a boolean, nothing or a number.
 pub fn meta_data(hostname: &str, created: u64) -> String {
-    format!("instance-id: vmctl-{hostname}-{created}\nlocal-hostname: {hostname}\n")
+    let doc = json!({
+        "instance-id": format!("vmctl-{hostname}-{created}"),
+        "local-hostname": hostname,
+    });
+    format!("{}\n", serde_json::to_string_pretty(&doc).expect("json"))
 }
 
 /// Write the VM's seed: user-data and meta-data on a 1 MiB vfat disk labelled CIDATA, built
@@ -203,5 +208,32 @@ mod tests {
         let plain = doc(None);
         assert_eq!(plain["users"].as_array().unwrap().len(), 1);
         assert!(plain.get("packages").is_none());
+    }
+
+    #[test]
+    fn the_meta_data_keeps_every_vm_name_a_string() {
+        for name in ["web", "yes", "null", "1.10", "0x1f", "1_0"] {
+            let v: Value = serde_json::from_str(&meta_data(name, 7)).unwrap();
+            assert_eq!(
+                v,
+                json!({"instance-id": format!("vmctl-{name}-7"), "local-hostname": name})
+            );
+        }
+    }
+
+    #[test]
+    fn key_comments_stay_strings_of_the_user_data() {
+        let hostile = "ssh-ed25519 AAAA x\"}], \"runcmd\": [\"touch /pwned\"], \"x\": [{\"a\": \"\\n#cloud-config";
+        let mut c = cred(None);
+        c.authorized_keys = vec![hostile.into()];
+        let text = user_data(&c);
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with('#')).count(),
+            1,
+            "{text}"
+        );
+        let d: Value = serde_json::from_str(text.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+        assert_eq!(d["users"][0]["ssh_authorized_keys"], json!([hostile]));
+        assert_eq!(d["runcmd"], json!([["systemctl", "restart", "ssh"]]));
     }
 }

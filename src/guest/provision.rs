@@ -26,7 +26,8 @@ pub fn host_alias(spec: &VmSpec) -> String {
 }
 
 /// Check what `setup` will need before anything is written: the image supports provisioning
-/// and the app, and the key file is a readable public key. Problems are reported by field.
+/// and the app, and the key file is a readable public key at a path the SSH outputs can carry.
+/// Problems are reported by field.
 pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Problems) {
     let mut bad = |field: &str, message: String| problems.add(field, message);
     let m = &image.manifest;
@@ -66,10 +67,41 @@ pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Problems) {
         }
     }
     if let Some(key) = &spec.ssh_key {
-        if let Err(e) = read_public_key(key) {
+        if let Err(e) = check_key_path(key).and_then(|()| read_public_key(key).map(|_| ())) {
             bad("ssh_key", e);
         }
     }
+}
+
+/// The key's path, made absolute as `setup` records it (its private half is the identity that
+/// `vmctl ssh-config` and `vmctl inventory` print), must not hold what ssh_config, Ansible's INI
+/// lines or Jinja read as syntax: control characters (a newline starts an ssh_config line),
+/// quotes and `\` (Ansible passes the key as `IdentityFile="..."`), `#` (a comment in an INI line),
+/// `%` and `${` (ssh expands them), `{{`/`{%` (templates).
+fn check_key_path(key: &Path) -> std::result::Result<(), String> {
+    let given = key.display().to_string();
+    let abs = std::path::absolute(key)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| given.clone());
+    let bad = |s: &str| -> Option<String> {
+        if let Some(c) = s.chars().find(|c| {
+            c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || "\"'\\#%".contains(*c)
+        }) {
+            return Some(format!("{c:?}"));
+        }
+        ["${", "{{", "{%"]
+            .into_iter()
+            .find(|m| s.contains(m))
+            .map(|m| format!("{m:?}"))
+    };
+    let what = match (bad(&given), bad(&abs)) {
+        (Some(c), _) => format!("{given:?} contains {c}"),
+        (None, Some(c)) => format!("{given:?} is {abs:?} from here, which contains {c}"),
+        (None, None) => return Ok(()),
+    };
+    Err(format!(
+        "{what}; a key path must not hold control characters, quotes, '\\', '#', '%', \"${{\" or \"{{{{\"/\"{{%\" (ssh and Ansible read them as syntax)"
+    ))
 }
 
 /// Read and check a public key file: one or more `ssh-*`/`ecdsa-*`/`sk-*` lines.
@@ -247,6 +279,65 @@ mod tests {
         assert!(
             e.contains("missing.pub") && e.contains("No such file"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn key_paths_ssh_or_ansible_would_misread_are_refused() {
+        for (path, shown) in [
+            ("/tmp/k\n  ProxyCommand touch /tmp/pwned\n#/id.pub", "'\\n'"),
+            ("/tmp/it's/id.pub", "'\\''"),
+            ("/tmp/q\"/id.pub", "'\"'"),
+            ("/tmp/a#b/id.pub", "'#'"),
+            ("/tmp/a\\b/id.pub", "'\\\\'"),
+            ("/tmp/100%/id.pub", "'%'"),
+            ("/tmp/${HOME}/id.pub", "\"${\""),
+            ("/tmp/{{ lookup('pipe', 'id') }}/id.pub", "'\\''"),
+            ("/tmp/{{x}}/id.pub", "\"{{\""),
+            ("/tmp/{%x%}/id.pub", "'%'"),
+            ("/tmp/a\u{2028}b/id.pub", "'\\u{2028}'"),
+        ] {
+            let e = check_key_path(Path::new(path)).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "{path:?} contains {shown}; a key path must not hold"
+                )),
+                "{path:?}: {e}"
+            );
+        }
+        assert!(check_key_path(Path::new("/home/me/My Keys/id_ed25519.pub")).is_ok());
+        assert!(check_key_path(Path::new("keys/web.pub")).is_ok());
+    }
+
+    #[test]
+    fn the_precheck_names_the_field_and_the_value() {
+        let cfg = crate::def::config::VmConfig {
+            image: Some("cloudy".into()),
+            ..Default::default()
+        };
+        let limits = crate::def::spec::Limits {
+            host_memory: u64::MAX,
+        };
+        let mut spec =
+            crate::def::spec::validate(&"web".parse().unwrap(), &cfg, limits, "t").unwrap();
+        // Validation refuses control characters already; the precheck holds on its own too.
+        spec.ssh_key = Some("/tmp/k\n  ProxyCommand x\n#/id.pub".into());
+        let image = Image {
+            dir: "/nonexistent".into(),
+            manifest: serde_json::from_value(serde_json::json!({
+                "name": "cloudy", "arch": "x86_64", "description": "", "disk": "disk.qcow2",
+                "virtual_size": 1, "built_at": 0, "provision": "cloud-init",
+            }))
+            .unwrap(),
+        };
+        let mut problems = Problems::default();
+        precheck(&spec, &image, &mut problems);
+        let e = problems.into_result("web.toml").unwrap_err();
+        assert_eq!(e.code(), crate::error::exit::USAGE);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ssh_key: \"/tmp/k\\n  ProxyCommand x\\n#/id.pub\" contains '\\n'"),
+            "{msg}"
         );
     }
 }

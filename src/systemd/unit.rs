@@ -179,14 +179,34 @@ fn seconds(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-/// Replace each `@KEY@`; a line that held only placeholders and became empty is dropped.
+/// Replace each `@KEY@` in one pass over the template: a value is copied as it is and never
+/// scanned again, so a value holding `@KEY@` (a home path may) stays that text. A line that held
+/// only placeholders and became empty is dropped.
 fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len() + 256);
     for line in template.lines() {
-        let mut l = line.to_string();
-        for (k, v) in vars {
-            l = l.replace(&format!("@{k}@"), v);
+        let mut l = String::with_capacity(line.len());
+        let mut rest = line;
+        while let Some(at) = rest.find('@') {
+            l.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let value = after.find('@').and_then(|end| {
+                let key = &after[..end];
+                vars.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v, end))
+            });
+            match value {
+                Some((v, end)) => {
+                    l.push_str(v);
+                    rest = &after[end + 1..];
+                }
+                None => {
+                    // Not a placeholder: keep the `@`, and let the next one start another.
+                    l.push('@');
+                    rest = after;
+                }
+            }
         }
+        l.push_str(rest);
         if l.is_empty() && !line.is_empty() {
             continue;
         }
@@ -198,6 +218,9 @@ fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
 
 /// A path as a unit file carries it: absolute, and free of what systemd would interpret
 /// (whitespace and quotes split or quote words, `\` escapes, `%` specifiers, `$` variables).
+/// `@` is allowed: systemd reads it only as the first character of a command (never a path's),
+/// [`substitute`] never reads a value as a placeholder, and real homes have it
+/// (`/home/alice@example.com` under SSSD).
 fn unit_path(p: &Path, what: &str) -> Result<String> {
     let s = p.to_str().ok_or_else(|| {
         Error::Usage(format!(
@@ -367,5 +390,45 @@ mod tests {
         let u = render_for(&s, Scope::User, "/srv/vmctl");
         assert_eq!(unit_home(&u), Some(PathBuf::from("/srv/vmctl")));
         assert_eq!(unit_home("[Service]\nExecStart=/bin/true\n"), None);
+    }
+
+    #[test]
+    fn placeholders_in_a_value_stay_text() {
+        let s = spec("api", "ports = [\"5080:8080\"]\nafter = [\"db\"]\n");
+        let home = "/srv/@DEPENDENCIES@/@EXEC_START_PRE@/alice@example.com@HOME@";
+        let u = render(&UnitContext {
+            spec: &s,
+            origin: Origin::Generated(Path::new(
+                "/srv/@DEPENDENCIES@/@EXEC_START_PRE@/alice@example.com@HOME@/vms/api/vm.toml",
+            )),
+            scope: Scope::System,
+            vmctl: Path::new("/usr/local/bin/vmctl"),
+            home: Path::new(home),
+            cache: Path::new("/var/cache/vmctl"),
+        })
+        .unwrap();
+        assert_eq!(
+            u.lines().filter(|l| l.starts_with("Requires=")).count(),
+            1,
+            "{u}"
+        );
+        assert!(
+            u.contains(&format!("\nEnvironment=VMCTL_HOME={home}\n")),
+            "{u}"
+        );
+        assert!(
+            u.contains(&format!("\nReadWritePaths={home} -/var/cache/vmctl\n")),
+            "{u}"
+        );
+        assert!(
+            u.contains(&format!("\nSourcePath={home}/vms/api/vm.toml\n")),
+            "{u}"
+        );
+        assert!(!u.contains("ExecStartPre="), "{u}");
+        assert_eq!(unit_home(&u), Some(PathBuf::from(home)));
+        assert_eq!(
+            substitute("a@X@b@@c@Y@ @X\n@Y@\n", &[("X", "@Y@"), ("Y", "")]),
+            "a@Y@b@@c @X\n"
+        );
     }
 }

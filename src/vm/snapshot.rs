@@ -573,4 +573,38 @@ mod tests {
         let e = require_tag(&name, &[], "c").unwrap_err();
         assert!(e.to_string().contains("has no snapshots"), "{e}");
     }
+
+    mod proptests {
+        use super::*;
+        use crate::types::tests::proptests::{config, or_any, text};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(config(5000))]
+
+            /// A tag is accepted exactly when the documented rule holds; a refusal is a usage
+            /// error (exit 2) naming the tag.
+            #[test]
+            fn tags(tag in or_any(prop_oneof![
+                text("a0._:-", 10),
+                text("aZ09._:- /é", 70),
+                text("0123456789", 5),
+                (0u64..4_000_000_000).prop_map(default_tag),
+            ].boxed())) {
+                let rule = !tag.is_empty()
+                    && tag.len() <= MAX_TAG
+                    && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+                    && tag.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && !tag.chars().all(|c| c.is_ascii_digit());
+                match check_tag(&tag) {
+                    Ok(()) => prop_assert!(rule, "{:?} accepted", tag),
+                    Err(e) => {
+                        prop_assert!(!rule, "{:?} refused: {}", tag, e);
+                        prop_assert_eq!(e.code(), crate::error::exit::USAGE);
+                        prop_assert!(e.to_string().ends_with(&format!("; got {tag:?}")), "{}", e);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -136,7 +136,7 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
         "{ini}"
     );
     let yaml = t.ok(&["inventory", "--format", "yaml"]);
-    assert!(yaml.contains("    c1:\n"), "{yaml}");
+    assert!(yaml.contains("    \"c1\":\n"), "{yaml}");
 
     // Start (the blank disk just sits in the BIOS): the seed is built and attached.
     t.ok(&["start", "c1"]);
@@ -178,7 +178,7 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
         .args(["::meta-data", "-"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&meta.stdout).contains("local-hostname: c1"));
+    assert!(String::from_utf8_lossy(&meta.stdout).contains("\"local-hostname\": \"c1\""));
     t.ok(&["kill", "c1"]);
 }
 
@@ -220,4 +220,218 @@ fn an_explicit_key_is_authorized_and_used() {
         !t.home().join("vms/k/ssh/id_ed25519").exists(),
         "no key pair made when one is given"
     );
+}
+
+/// `ansible-core` in the suite's venv (scripts/test.sh installs it).
+fn ansible(tool: &str) -> Command {
+    let p = work_dir().join("venv/bin").join(tool);
+    assert!(
+        p.exists(),
+        "{} missing: scripts/test.sh installs ansible-core there",
+        p.display()
+    );
+    let mut c = Command::new(p);
+    c.env("ANSIBLE_NOCOLOR", "1");
+    c
+}
+
+/// A host's variables as `ansible-inventory --list` reads them (`!unsafe` strings unwrapped).
+fn ansible_hostvars(inventory: &str, host: &str) -> Option<serde_json::Value> {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), inventory).unwrap();
+    let out = ansible("ansible-inventory")
+        .arg("-i")
+        .arg(f.path())
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{inventory}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vars = all["_meta"]["hostvars"].get_mut(host)?.as_object_mut()?;
+    for v in vars.values_mut() {
+        if let Some(s) = v.get("__ansible_unsafe").cloned() {
+            *v = s;
+        }
+    }
+    Some(serde_json::Value::Object(vars.clone()))
+}
+
+/// `ssh -G -F FILE ALIAS`: OpenSSH's own reading of a config block, as `key value` lines.
+fn ssh_g(config: &str, alias: &str) -> String {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), config).unwrap();
+    let out = Command::new("ssh")
+        .arg("-G")
+        .arg("-F")
+        .arg(f.path())
+        .arg(alias)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn key_paths_are_refused_or_printed_as_data_for_ssh_and_ansible() {
+    let t = TestHome::new();
+    import_cloudy(&t);
+    let keys = tempfile::tempdir().unwrap();
+    let evil = keys.path().join("k\n  ProxyCommand touch /tmp/pwned\n#");
+    std::fs::create_dir_all(&evil).unwrap();
+    let key = evil.join("id");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    t.refused(
+        &[
+            "create",
+            "h",
+            "--image",
+            "cloudy",
+            "--ssh-key",
+            key.with_extension("pub").to_str().unwrap(),
+            "--port",
+            &format!("{}:22", free_port()),
+        ],
+        &[
+            "ssh_key: \"",
+            "/k\\n  ProxyCommand touch /tmp/pwned\\n#/id.pub\" contains '\\n'",
+        ],
+    );
+
+    // A VM an older vmctl made with such a key, its identity recorded as given.
+    t.ok(&[
+        "create",
+        "h",
+        "--image",
+        "cloudy",
+        "--port",
+        &format!("{}:22", free_port()),
+    ]);
+    let record = t.home().join("vms/h/ssh/identity");
+    let marker = keys.path().join("templated");
+    let tmpl = format!(
+        "{}/it's #1/{{{{ lookup('pipe', 'touch {}') }}}}/id",
+        keys.path().display(),
+        marker.display()
+    );
+    std::fs::write(&record, &tmpl).unwrap();
+    let g = ssh_g(&t.ok(&["ssh-config", "h"]), "vmctl-h");
+    assert!(g.contains(&format!("\nidentityfile {tmpl}\n")), "{g}");
+    assert!(
+        g.contains("\nstricthostkeychecking true\n") && !g.contains("proxycommand"),
+        "{g}"
+    );
+    // YAML: the template is data (`!unsafe`), even where Ansible templates variables.
+    let yaml = t.ok(&["inventory", "--format", "yaml"]);
+    let vars = ansible_hostvars(&yaml, "h").expect("host h in the YAML inventory");
+    assert_eq!(vars["ansible_ssh_private_key_file"], tmpl.as_str());
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &yaml).unwrap();
+    let out = ansible("ansible")
+        .arg("-i")
+        .arg(f.path())
+        .args(["h", "-m", "debug", "-a", "var=ansible_ssh_private_key_file"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!marker.exists(), "Ansible ran the template in the key path");
+    // INI has no way to mark data: the host is left out, saying why.
+    let ini = t.ok(&["inventory"]);
+    assert!(
+        ini.contains("# VM \"h\" left out: ansible_ssh_private_key_file"),
+        "{ini}"
+    );
+    assert_eq!(ansible_hostvars(&ini, "h"), None);
+
+    // Quotes and `#` stay inside the INI value; the host-key pinning stays.
+    let quoted = format!("{}/it's #1/id", keys.path().display());
+    std::fs::write(&record, &quoted).unwrap();
+    let vars = ansible_hostvars(&t.ok(&["inventory"]), "h").expect("host h in the INI inventory");
+    assert_eq!(vars["ansible_ssh_private_key_file"], quoted.as_str());
+    let args = vars["ansible_ssh_common_args"].as_str().unwrap();
+    assert!(
+        args.ends_with("-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"),
+        "{args}"
+    );
+
+    // PyYAML (Ansible's reader) reads every recorded path back from the YAML form exactly.
+    let mut pairs = Vec::new();
+    for tail in [
+        "a\"b\\c",
+        "it's: #1",
+        " lead",
+        "u2028\u{2028}x",
+        "é😀",
+        "!unsafe x",
+        "{{ x }}",
+        "a\tb",
+        "%d ${HOME}",
+    ] {
+        let path = format!("{}/{tail}/id", keys.path().display());
+        std::fs::write(&record, &path).unwrap();
+        pairs.push((path, t.ok(&["inventory", "--format", "yaml"])));
+    }
+    let script = r#"
+import json, sys, yaml
+yaml.SafeLoader.add_constructor("!unsafe", lambda l, n: l.construct_scalar(n))
+for want, text in json.load(sys.stdin):
+    hosts = yaml.safe_load(text)["vmctl"]["hosts"] or {}
+    got = hosts.get("h", {}).get("ansible_ssh_private_key_file")
+    print(json.dumps([want, got]))
+"#;
+    let mut py = Command::new(work_dir().join("venv/bin/python"))
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    py.stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&pairs).unwrap())
+        .unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success());
+    for l in String::from_utf8(out.stdout).unwrap().lines() {
+        let (want, got): (String, Option<String>) = serde_json::from_str(l).unwrap();
+        // Left out: a control character (ssh_config cannot carry it), and `"`, `\` or `%`
+        // (Ansible's IdentityFile="..." cannot).
+        if want.contains(['"', '\\', '%']) || want.contains(char::is_control) {
+            assert_eq!(got, None, "{want:?}");
+        } else {
+            assert_eq!(got.as_deref(), Some(want.as_str()));
+        }
+    }
+
+    // A newline in a recorded path: `ssh-config h` refuses it, the lists leave the VM out.
+    std::fs::write(&record, key.display().to_string()).unwrap();
+    let err = t.fails(&["ssh-config", "h"], 2);
+    assert!(
+        err.contains("VM h: the identity file \"") && err.contains("contains '\\n'"),
+        "{err}"
+    );
+    for out in [
+        t.ok(&["ssh-config"]),
+        t.ok(&["inventory"]),
+        t.ok(&["inventory", "--format", "yaml"]),
+    ] {
+        assert!(!out.contains("ProxyCommand"), "{out}");
+    }
 }

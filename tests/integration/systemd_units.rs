@@ -86,6 +86,44 @@ fn every_rendered_unit_passes_systemd_analyze_verify_silently() {
     }
 }
 
+/// A home whose path holds `@` and placeholder names (as an SSSD home does `@`): the unit
+/// carries it as it is, with no line of its own added, and systemd reads it silently.
+#[test]
+fn a_home_with_placeholder_text_is_carried_as_it_is() {
+    let t = TestHome::bare();
+    let home = t
+        .user_home
+        .path()
+        .join("u@DEPENDENCIES@/alice@example.com@HOME@");
+    for (name, toml) in [
+        ("db", "ports = [\"15432:5432\"]\n"),
+        ("api", "ports = [\"15081:8080\"]\nafter = [\"db\"]\n"),
+    ] {
+        let dir = home.join("vms").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("vm.toml"), toml).unwrap();
+    }
+    let units = tempfile::tempdir().unwrap();
+    for name in ["db", "api"] {
+        let unit = t.ok(&[
+            "--home",
+            home.to_str().unwrap(),
+            "systemd",
+            "generate",
+            name,
+        ]);
+        std::fs::write(units.path().join(format!("vmctl-{name}.service")), unit).unwrap();
+    }
+    let api = std::fs::read_to_string(units.path().join("vmctl-api.service")).unwrap();
+    assert!(
+        api.contains(&format!("\nEnvironment=VMCTL_HOME={}\n", home.display())),
+        "{api}"
+    );
+    assert_eq!(api.matches("Requires=").count(), 1, "{api}");
+    let (ok, out) = verify(units.path(), "vmctl-api.service", false);
+    assert!(ok && out.is_empty(), "ok={ok}, output:\n{out}");
+}
+
 #[test]
 fn generate_needs_a_known_vm() {
     let t = TestHome::bare();

@@ -166,4 +166,54 @@ pub(super) mod tests {
         // A stray continuation byte is skipped, not fatal.
         assert_eq!(decode(b"\x82a"), Some((Key::Ignored, 1)));
     }
+
+    mod proptests {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes a terminal might send: escape sequences, UTF-8, control bytes, and any byte.
+        fn input() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                4 => any::<u8>().prop_map(|b| vec![b]),
+                2 => any::<char>().prop_map(|c| c.to_string().into_bytes()),
+                2 => prop::sample::select(vec![
+                    &b"\x1b"[..], b"\x1b[", b"\x1bO", b"\x1b[1;5", b"\x1b[3~", b"\x1b[200~",
+                    b"\r\n", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98", b";", b"0",
+                ])
+                .prop_map(<[u8]>::to_vec),
+            ];
+            prop::collection::vec(piece, 1..12).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(crate::types::tests::proptests::config(10000))]
+
+            /// Never a panic on input that is not empty; a key takes between one byte and all of
+            /// them; only a short start of a sequence waits for more, so the editor never waits
+            /// on a longer buffer.
+            #[test]
+            fn any_bytes_decode(b in input()) {
+                match decode(&b) {
+                    Some((_, n)) => prop_assert!(n >= 1 && n <= b.len(), "{} of {}", n, b.len()),
+                    None => prop_assert!(b.len() <= 16, "{} bytes wait", b.len()),
+                }
+                // The editor's loop: key after key until the rest waits for more.
+                let mut rest = &b[..];
+                while !rest.is_empty() {
+                    let Some((_, n)) = decode(rest) else { break };
+                    rest = &rest[n..];
+                }
+            }
+
+            /// Typed text comes back as the characters it is, whatever the script.
+            #[test]
+            fn text_decodes_to_its_characters(s in prop::collection::vec(
+                any::<char>().prop_filter("printable", |c| !c.is_ascii_control()),
+                0..16,
+            )) {
+                let bytes: String = s.iter().collect();
+                prop_assert_eq!(keys(bytes.as_bytes()), s.into_iter().map(Key::Char).collect::<Vec<_>>());
+            }
+        }
+    }
 }
