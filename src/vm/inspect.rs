@@ -177,7 +177,13 @@ pub fn logs(home: &Home, name: &VmName, follow: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut pos = 0u64;
     loop {
-        if let Ok(mut f) = std::fs::File::open(&path) {
+        let file = match fsutil::open_read(&path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            // A link in place of the log is refused, not followed (its target is not printed).
+            Err(e) => return Err(e).path_ctx("read", &path),
+        };
+        if let Some(mut f) = file {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             if len < pos {
                 pos = 0; // a new boot rotated the log

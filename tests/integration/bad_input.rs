@@ -206,11 +206,13 @@ fn a_from_file_that_cannot_be_read_is_a_usage_error_naming_it() {
     std::fs::write(p("secret.toml"), "cpus = 1\n").unwrap();
     std::fs::set_permissions(p("secret.toml"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let before = t.snapshot();
+    // (In a home nobody can own: vmctl refuses to act in another user's home.)
+    let nobodys_home = dir.path().join("no-home-yet");
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(vmctl_bin())
         .arg("--home")
-        .arg(t.home())
+        .arg(&nobodys_home)
         .args(["create", "x", "--from", &p("secret.toml")])
         .output()
         .unwrap();

@@ -12,6 +12,7 @@ mod nspawn;
 mod ports;
 mod provision;
 mod qmp_shell;
+mod security;
 mod snapshot;
 mod systemd_e2e;
 mod systemd_units;

@@ -304,9 +304,10 @@ fn key_paths_are_refused_or_printed_as_data_for_ssh_and_ansible() {
             "--port",
             &format!("{}:22", free_port()),
         ],
+        // Validation refuses the control character before provisioning's own check would.
         &[
-            "ssh_key: \"",
-            "/k\\n  ProxyCommand touch /tmp/pwned\\n#/id.pub\" contains '\\n'",
+            "ssh_key: the path has a control character",
+            "/k\\n  ProxyCommand touch /tmp/pwned\\n#/id.pub\"",
         ],
     );
 
