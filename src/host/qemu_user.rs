@@ -113,6 +113,7 @@ fn share(path: &Path, user: &QemuUser, mode: u32) -> Result<()> {
         return Ok(());
     }
     if m.gid() != user.identity.gid {
+        join_group(user.identity.gid)?;
         nix::unistd::chown(
             path,
             None,
@@ -126,6 +127,24 @@ fn share(path: &Path, user: &QemuUser, mode: u32) -> Result<()> {
             .path_ctx("set the mode of", path)?;
     }
     Ok(())
+}
+
+/// Put this process in group `gid` (beside its own groups), if it is not yet: the owner of a
+/// file may give it to any group it is in, so sharing needs CAP_SETGID, which the privilege drop
+/// needs anyway, and not CAP_CHOWN, which the system unit's bounding set leaves out.
+fn join_group(gid: u32) -> Result<()> {
+    let gid = nix::unistd::Gid::from_raw(gid);
+    let mut groups = nix::unistd::getgroups()
+        .map_err(|e| Error::Host(format!("Cannot read this process's groups: {e}")))?;
+    if groups.contains(&gid) || nix::unistd::getegid() == gid {
+        return Ok(());
+    }
+    groups.push(gid);
+    nix::unistd::setgroups(&groups).map_err(|e| {
+        Error::Host(format!(
+            "Cannot join group {gid} to share files with {USER}: {e}"
+        ))
+    })
 }
 
 /// Why `who` cannot read `file` by its path (a directory on the way it may not pass, or the

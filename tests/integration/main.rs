@@ -15,5 +15,6 @@ mod qmp_shell;
 mod security;
 mod snapshot;
 mod systemd_e2e;
+mod systemd_hardened;
 mod systemd_units;
 mod vps;

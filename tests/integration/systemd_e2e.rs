@@ -17,42 +17,42 @@ use crate::harness::*;
 use crate::nspawn::{Container, create_tiny, tiny_create_args};
 
 /// The system home inside the container (`vmctl` runs there as root).
-const VMS: &str = "/var/lib/vmctl/vms";
+pub(crate) const VMS: &str = "/var/lib/vmctl/vms";
 /// A tiny guest answers ~3 s after QEMU starts under TCG; with two tests (and others' builds)
 /// sharing the host's two cores it can take several times that.
-const GUEST_UP: Duration = Duration::from_secs(90);
+pub(crate) const GUEST_UP: Duration = Duration::from_secs(90);
 /// `vmctl systemd install --now` and `systemctl stop` are bounded by the unit's own timeouts
 /// (300 s / 75 s); the tests give up sooner.
-const COMMAND_TIMEOUT: &str = "120";
+pub(crate) const COMMAND_TIMEOUT: &str = "120";
 /// QEMU's process name (`comm`, truncated to 15 characters) in `pgrep -x`.
-const QEMU_COMM: &str = "qemu-system-x86";
+pub(crate) const QEMU_COMM: &str = "qemu-system-x86";
 /// Shell: `vm_qemu` prints the pids of VMs' QEMU processes (not vmctl's short-lived
 /// `qemu-system-x86_64 --version`).
-const VM_QEMU: &str = r#"vm_qemu() {
+pub(crate) const VM_QEMU: &str = r#"vm_qemu() {
 	for p in $(pgrep -x qemu-system-x86); do
 		grep -q "guest=" "/proc/$p/cmdline" 2>/dev/null && echo "$p"
 	done
 }"#;
 
-fn unit(vm: &str) -> String {
+pub(crate) fn unit(vm: &str) -> String {
     format!("vmctl-{vm}.service")
 }
 
 /// `systemctl show -p PROP --value UNIT` of the system manager, trimmed.
-fn show(c: &Container, unit: &str, prop: &str) -> String {
+pub(crate) fn show(c: &Container, unit: &str, prop: &str) -> String {
     show_in(c, &["systemctl"], unit, prop)
 }
 
 /// The same through `systemctl`, the command that selects the manager (`["systemctl"]`, or a
 /// user's `systemctl --user` under runuser).
-fn show_in(c: &Container, systemctl: &[&str], unit: &str, prop: &str) -> String {
+pub(crate) fn show_in(c: &Container, systemctl: &[&str], unit: &str, prop: &str) -> String {
     let mut args = systemctl.to_vec();
     args.extend(["show", "-p", prop, "--value", unit]);
     c.ok(&args).trim().to_string()
 }
 
 /// Wait until the unit is active: its `vmctl run` said READY=1.
-fn wait_active(c: &Container, systemctl: &[&str], unit: &str) {
+pub(crate) fn wait_active(c: &Container, systemctl: &[&str], unit: &str) {
     let what = format!("{unit} active (READY=1)");
     wait_for(c, &what, GUEST_UP, || {
         (show_in(c, systemctl, unit, "ActiveState") == "active").then_some(())
@@ -60,14 +60,14 @@ fn wait_active(c: &Container, systemctl: &[&str], unit: &str) {
 }
 
 /// A numeric property such as `NRestarts` or `ActiveEnterTimestampMonotonic`.
-fn show_u64(c: &Container, unit: &str, prop: &str) -> u64 {
+pub(crate) fn show_u64(c: &Container, unit: &str, prop: &str) -> u64 {
     let v = show(c, unit, prop);
     v.parse()
         .unwrap_or_else(|_| panic!("{unit}: {prop}={v:?} is not a number"))
 }
 
 /// The VM units' state and the end of their journal, for failure messages.
-fn units_report(c: &Container) -> String {
+pub(crate) fn units_report(c: &Container) -> String {
     let status = c.exec(&[
         "systemctl",
         "status",
@@ -95,7 +95,7 @@ fn units_report(c: &Container) -> String {
 }
 
 /// Call `probe` every 50 ms until it gives a value; panic after `timeout`, naming `what`.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     c: &Container,
     what: &str,
     timeout: Duration,
@@ -117,7 +117,7 @@ fn wait_for<T>(
 }
 
 /// Wait until the guest's page comes through the forwarded port; how long that took.
-fn wait_port(c: &Container, vm: &str, port: u16) -> Duration {
+pub(crate) fn wait_port(c: &Container, vm: &str, port: u16) -> Duration {
     let want = format!("vmctl tiny guest: {vm}");
     let what = format!("VM {vm} answering on its forwarded port 127.0.0.1:{port}");
     wait_for(c, &what, GUEST_UP, || {
@@ -128,7 +128,7 @@ fn wait_port(c: &Container, vm: &str, port: u16) -> Duration {
 
 /// A container whose VM "web" (tiny guest) runs under its unit (`systemd install web --now`)
 /// and answers on the returned port.
-fn container_running_web(name: &str) -> (Container, u16) {
+pub(crate) fn container_running_web(name: &str) -> (Container, u16) {
     let c = Container::boot(name);
     let port = free_port();
     create_tiny(&c, "web", port);
@@ -146,13 +146,13 @@ fn container_running_web(name: &str) -> (Container, u16) {
 }
 
 /// A JSON file of the container's.
-fn json(c: &Container, path: &str) -> Value {
+pub(crate) fn json(c: &Container, path: &str) -> Value {
     let text = c.read(path);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
 }
 
 /// The pid (in the container) of the QEMU that VM `vm`'s supervisor started, from state.json.
-fn qemu_pid(c: &Container, vm: &str) -> u64 {
+pub(crate) fn qemu_pid(c: &Container, vm: &str) -> u64 {
     let state = json(c, &format!("{VMS}/{vm}/run/state.json"));
     state["qemu_pid"]
         .as_u64()
@@ -166,7 +166,7 @@ fn write_file(c: &Container, path: &str, text: &str) {
 
 /// The VM's last exit was the graceful stop: ACPI, QEMU's status 0, no signal, and QEMU's log
 /// has no "terminating on signal" (QEMU's own line when SIGTERM/SIGINT ends it).
-fn assert_acpi_exit(c: &Container, dir: &str, context: &str) {
+pub(crate) fn assert_acpi_exit(c: &Container, dir: &str, context: &str) {
     let last = json(c, &format!("{dir}/last-exit.json"));
     assert!(
         last["stopped_by"] == "acpi" && last["code"] == 0 && last["signal"].is_null(),
@@ -186,7 +186,7 @@ fn assert_acpi_exit(c: &Container, dir: &str, context: &str) {
 }
 
 /// No QEMU left running in the container.
-fn assert_no_qemu(c: &Container, context: &str) {
+pub(crate) fn assert_no_qemu(c: &Container, context: &str) {
     let left = c.exec(&["pgrep", "-a", "-x", QEMU_COMM]);
     assert!(
         left.stdout.is_empty(),

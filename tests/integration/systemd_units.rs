@@ -86,6 +86,47 @@ fn every_rendered_unit_passes_systemd_analyze_verify_silently() {
     }
 }
 
+/// `systemd-analyze security --offline=true` of both units rates them as SECURITY.md says:
+/// the system unit OK (at most 3.5), a user unit at most 4.5. (The score systemd gives the loaded
+/// unit: systemd_hardened.rs.)
+#[test]
+fn systemd_analyze_security_rates_the_units_within_their_targets() {
+    let t = TestHome::bare();
+    define(&t, "web", "ports = [\"15080:8080\"]\n");
+    for (user, target) in [(false, 3.5), (true, 4.5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tempfile::tempdir().unwrap();
+        let mut args = vec!["systemd", "generate", "web"];
+        if user {
+            args.push("--user");
+        }
+        std::fs::write(dir.path().join("vmctl-web.service"), t.ok(&args)).unwrap();
+        let mut cmd = Command::new("systemd-analyze");
+        if user {
+            cmd.arg("--user");
+        }
+        let out = cmd
+            .args([
+                "security",
+                "--offline=true",
+                "--no-pager",
+                "vmctl-web.service",
+            ])
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env("HOME", runtime.path())
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        let score = crate::systemd_hardened::exposure(&report, "vmctl-web.service");
+        eprintln!(
+            "systemd-analyze{} security: {score}",
+            if user { " --user" } else { "" }
+        );
+        assert!(score <= target, "exposure {score} > {target}:\n{report}");
+    }
+}
+
 /// A home whose path holds `@` and placeholder names (as an SSSD home does `@`): the unit
 /// carries it as it is, with no line of its own added, and systemd reads it silently.
 #[test]
