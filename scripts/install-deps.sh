@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install every system package vmctl and its tests need on a Debian 12 machine, idempotently.
 #
-#   scripts/install-deps.sh          # QEMU for x86_64 and aarch64 guests, qemu-img, image build tools
+#   scripts/install-deps.sh          # QEMU for x86_64 and aarch64 guests, qemu-img, passt (the guest
+#                                    # network), image build tools
 #   scripts/install-deps.sh --test   # also what the tests use: cloud-init (schema checks), python3-venv,
 #                                    # systemd-container + mmdebstrap (scripts/nspawn-rootfs.sh)
 #
@@ -10,7 +11,7 @@
 # qemu-utils and qemu-block-extra are pinned to qemu-system-x86's candidate version.
 set -euo pipefail
 
-need=(qemu-system-x86 qemu-system-arm qemu-utils cpio curl ca-certificates openssh-client dosfstools mtools)
+need=(qemu-system-x86 qemu-system-arm qemu-utils passt cpio curl ca-certificates openssh-client dosfstools mtools)
 extra=()
 [[ ${1:-} == --test ]] && extra=(cloud-init python3-venv systemd-container mmdebstrap)
 need+=("${extra[@]}")
@@ -38,7 +39,7 @@ else
 	[[ -n $v && $v != "(none)" ]] || { echo "install-deps: no qemu-system-x86 package in the apt sources" >&2; exit 1; }
 	apt-get install -y -q --allow-downgrades --no-install-recommends \
 		"qemu-system-x86=$v" "qemu-utils=$v" "qemu-block-extra=$v" \
-		qemu-system-arm ipxe-qemu seabios cpio curl ca-certificates \
+		qemu-system-arm ipxe-qemu seabios passt cpio curl ca-certificates \
 		openssh-client dosfstools mtools "${extra[@]}"
 fi
 

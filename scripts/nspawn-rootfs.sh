@@ -74,6 +74,7 @@ PACKAGES=(
 	systemd systemd-sysv dbus # init, the system bus (systemctl, logind)
 	libpam-systemd            # user@UID.service for lingering users (user units at boot)
 	"qemu-system-x86=$QEMU_VERSION" "qemu-utils=$QEMU_VERSION"
+	passt # the guests' network
 	curl python3 iproute2 procps # what the tests' probes use inside
 )
 DIGEST=$({

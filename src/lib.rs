@@ -19,6 +19,7 @@ pub mod guest;
 pub mod host;
 pub mod image;
 pub mod logging;
+pub mod net;
 pub mod paths;
 pub mod qemu;
 pub mod qmp_shell;

@@ -175,6 +175,15 @@ impl VmPaths {
     pub fn run_dir(&self) -> PathBuf {
         self.dir.join("run")
     }
+    /// The guest's network link: QEMU listens here (on a descriptor it is given) and passt is
+    /// connected to it; a new passt connects again when the forwards change.
+    pub fn net_socket(&self) -> PathBuf {
+        self.run_dir().join("net.sock")
+    }
+    /// What the running passt forwards (`net::state`), written by the supervisor.
+    pub fn net_state(&self) -> PathBuf {
+        self.run_dir().join("net.json")
+    }
     /// The supervisor's own QMP connection (events, graceful stop on SIGTERM).
     pub fn qmp_socket(&self) -> PathBuf {
         self.run_dir().join("qmp.sock")
@@ -254,6 +263,7 @@ impl VmPaths {
             self.qmp_socket(),
             self.qmp_ctl_socket(),
             self.qmp_shell_socket(),
+            self.net_socket(),
         ] {
             check_socket_path(&p)?;
         }

@@ -63,7 +63,7 @@ pub enum Cmd {
     Status(NameJsonArgs),
     /// Print the guest's serial console log.
     Logs(LogsArgs),
-    /// Print the exact QEMU command line `start` runs.
+    /// Print the exact command lines `start` runs: QEMU's, then passt's (the guest's network)
     ShowCmd(NameArg),
     /// Show host facts: QEMU binaries, KVM and the accelerator decision with its reason.
     Doctor(JsonArg),
@@ -442,6 +442,11 @@ pub struct CreateArgs {
     /// Enable the VM's systemd unit when it is installed (start at boot).
     #[arg(long)]
     pub autostart: bool,
+    /// Let the guest reach the host's own services on 127.0.0.1 (as 10.0.2.2), through QEMU's
+    /// user networking; by default the guest reaches out to the network but not the host's
+    /// loopback (passt).
+    #[arg(long)]
+    pub host_access: bool,
     /// With --from: if the VM exists, bring its definition in line with FILE instead of
     /// refusing (the VM must be stopped; image, arch, disk, user and ssh_key cannot change).
     /// What the units vmctl-generator makes from drop-ins run before each start.
@@ -465,6 +470,7 @@ impl CreateArgs {
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
             app: self.app.map(|a| a.to_string()),
             autostart: self.autostart.then_some(true),
+            host_access: self.host_access.then_some(true),
             after: self.after.iter().map(|n| n.to_string()).collect(),
             health: None,
         }

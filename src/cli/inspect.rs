@@ -108,8 +108,9 @@ pub fn logs(home: &Home, a: LogsArgs) -> Result<u8> {
 }
 
 pub fn show_cmd(home: &Home, a: NameArg) -> Result<u8> {
-    let argv = vm_inspect::show_cmd(home, &a.name)?;
-    println!("{}", crate::sys::quote::argv(&argv));
+    for argv in vm_inspect::show_cmd(home, &a.name)? {
+        println!("{}", crate::sys::quote::argv(&argv));
+    }
     Ok(0)
 }
 

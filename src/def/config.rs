@@ -70,6 +70,11 @@ pub struct VmConfig {
     /// Start at boot: `vmctl systemd install` enables the VM's unit (default false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
+    /// Let the guest reach the host's own services (127.0.0.1 as 10.0.2.2) through QEMU's user
+    /// networking; by default (false) passt networks the guest and the host's loopback is closed
+    /// to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_access: Option<bool>,
     /// VMs whose units this one's unit starts after and requires (`vmctl systemd`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
@@ -150,6 +155,7 @@ impl VmConfig {
             ssh_key,
             app,
             autostart,
+            host_access,
             health
         );
         if !over.ports.is_empty() {
@@ -233,7 +239,7 @@ enum Kind {
 }
 
 /// The definition's keys, as [`VmConfig`] has them (a test holds the two together).
-const KEYS: [(&str, Kind); 14] = [
+const KEYS: [(&str, Kind); 15] = [
     ("cpus", Kind::Int("1-255")),
     ("memory", Kind::Str("\"512M\"")),
     ("disk", Kind::Str("\"10G\"")),
@@ -246,6 +252,7 @@ const KEYS: [(&str, Kind); 14] = [
     ("ssh_key", Kind::Str("\"/home/alice/.ssh/id_ed25519.pub\"")),
     ("app", Kind::Str("\"gunicorn-hello\"")),
     ("autostart", Kind::Bool),
+    ("host_access", Kind::Bool),
     ("after", Kind::Strings("\"db\"")),
     ("health", Kind::Health),
 ];
@@ -433,6 +440,7 @@ mod tests {
             ssh_key: Some("/k".into()),
             app: Some("x".into()),
             autostart: Some(true),
+            host_access: Some(true),
             after: vec!["db".into()],
             health: Some(HealthConfig {
                 http: Some("1/".into()),
@@ -485,7 +493,7 @@ mod tests {
             e,
             "web.toml: invalid VM definition:\n  \
              cpus: must be 1-255; got the string \"two\" (line 1)\n  \
-             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, autostart, after, health\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, autostart, host_access, after, health\n  \
              ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
              health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
              health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"
@@ -788,6 +796,11 @@ mod proptests {
                 one_of(&["1", "\"yes\""]),
             ),
             field(
+                "host_access",
+                one_of(&["true", "false"]),
+                one_of(&["0", "\"no\""]),
+            ),
+            field(
                 "after",
                 list(
                     prop::sample::subsequence(
@@ -813,8 +826,8 @@ mod proptests {
             prop::option::weighted(0.35, health(port)),
         )
             .prop_map(
-                |((a, b, c, d, e, f), (g, h, i, j, k, l, m), extra, health)| {
-                    let mut doc = [a, b, c, d, e, f, g, h, i, j, k, l, m].concat();
+                |((a, b, c, d, e, f), (g, h, i, j, k, l, m, n), extra, health)| {
+                    let mut doc = [a, b, c, d, e, f, g, h, i, j, k, l, m, n].concat();
                     doc.push_str(&extra.unwrap_or_default());
                     doc.push_str(&health.unwrap_or_default());
                     doc
@@ -850,7 +863,7 @@ mod proptests {
                     let f = &p.field;
                     let known = KNOWN
                         .iter()
-                        .chain(&["autostart"])
+                        .chain(&["autostart", "host_access"])
                         .any(|k| f.starts_with(k) || f == k.trim_end_matches('['));
                     let unknown = p.message.starts_with("unknown key");
                     prop_assert!(

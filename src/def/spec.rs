@@ -30,6 +30,8 @@ pub struct VmSpec {
     pub app: Option<App>,
     /// Enable the VM's systemd unit at install (start at boot).
     pub autostart: bool,
+    /// The guest may reach the host's loopback (QEMU's user networking instead of passt).
+    pub host_access: bool,
     /// VMs whose units this VM's unit is ordered after and requires.
     pub after: Vec<VmName>,
     pub health: Option<HealthSpec>,
@@ -115,6 +117,7 @@ pub fn validate(
         ssh_key,
         app,
         autostart: cfg.autostart.unwrap_or(false),
+        host_access: cfg.host_access.unwrap_or(false),
         after,
         health,
     })
@@ -359,6 +362,7 @@ impl VmSpec {
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
             app: self.app.map(|a| a.to_string()),
             autostart: Some(self.autostart),
+            host_access: Some(self.host_access),
             after: self.after.iter().map(|n| n.to_string()).collect(),
             health: self.health.as_ref().map(|h| HealthConfig {
                 http: match &h.check {

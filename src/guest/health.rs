@@ -135,6 +135,7 @@ pub async fn probe(
             }
         }
         HealthCheck::Tcp { port: 22 } => {
+            say_ssh_hello(&mut s).await?;
             let banner = read_some(&mut s, timeout).await?;
             if banner.starts_with(b"SSH-") {
                 Ok(())
@@ -172,6 +173,16 @@ async fn connect(f: &PortForward, timeout: Duration) -> Result<tokio::net::TcpSt
     }
 }
 
+/// Send an SSH client's identification first, as OpenSSH does (RFC 4253 lets either side
+/// speak first). Needed through passt up to at least 2023-03 (Debian 12's), which completes a
+/// forwarded connection's handshake with the guest only once the host side sends something, so a
+/// server that speaks first would wait forever for a silent prober.
+async fn say_ssh_hello(s: &mut tokio::net::TcpStream) -> Result<(), String> {
+    s.write_all(b"SSH-2.0-vmctl-probe\r\n")
+        .await
+        .map_err(|e| format!("cannot send the SSH identification: {e}"))
+}
+
 /// The first bytes of the reply (empty when the peer closed without sending).
 async fn read_some(s: &mut tokio::net::TcpStream, timeout: Duration) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; 256];
@@ -207,7 +218,8 @@ pub async fn port_answers(f: &PortForward) -> bool {
         return false;
     };
     if f.guest == 22 {
-        return matches!(read_some(&mut s, t).await, Ok(b) if b.starts_with(b"SSH-"));
+        return say_ssh_hello(&mut s).await.is_ok()
+            && matches!(read_some(&mut s, t).await, Ok(b) if b.starts_with(b"SSH-"));
     }
     if s.write_all(b"HEAD / HTTP/1.0\r\n\r\n").await.is_err() {
         return false;

@@ -58,6 +58,9 @@ pub mod fd {
     pub const SEED: i32 = 9;
     /// A pipe holding the provisioning credential.
     pub const CREDENTIAL: i32 = 10;
+    /// The guest network's socket (listening; passt connects to it), unless the VM has
+    /// `host_access`.
+    pub const NET: i32 = 11;
 }
 
 /// TCG's translation cache defaults to 1 GiB and dominates QEMU's RSS; a quarter of guest RAM,
@@ -129,8 +132,14 @@ pub fn argv(l: &Launch) -> Vec<String> {
         "-device",
         "virtio-blk-pci,drive=disk0",
     ]);
-    let mut netdev = "user,id=net0".to_string();
-    for f in &s.ports {
+    // passt networks the guest (it connects to the socket QEMU listens on), unless the guest
+    // may reach the host: then QEMU's user networking, with its forwards.
+    let mut netdev = if s.host_access {
+        "user,id=net0".to_string()
+    } else {
+        format!("stream,id=net0,server=on,addr.type=fd,addr.str={}", fd::NET)
+    };
+    for f in s.ports.iter().filter(|_| s.host_access) {
         let proto = match f.proto {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -302,11 +311,28 @@ mod tests {
     }
 
     #[test]
-    fn forwards_bind_loopback_unless_told() {
-        let s = spec("ports = [\"8080:80\", \"0.0.0.0:2222:22\"]\narch = \"x86_64\"\n");
+    fn with_host_access_forwards_bind_loopback_unless_told() {
+        let s = spec(
+            "ports = [\"8080:80\", \"0.0.0.0:2222:22\"]\narch = \"x86_64\"\nhost_access = true\n",
+        );
         let a = render(&s, Accel::Tcg);
-        assert!(a.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{a}");
-        assert!(a.contains("hostfwd=tcp:0.0.0.0:2222-:22"), "{a}");
+        assert!(
+            a.contains(
+                "-netdev\nuser,id=net0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:0.0.0.0:2222-:22\n"
+            ),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn by_default_passt_networks_the_guest_and_qemu_binds_no_port() {
+        let s = spec("ports = [\"8080:80\"]\narch = \"x86_64\"\n");
+        let a = render(&s, Accel::Tcg);
+        assert!(
+            a.contains("-netdev\nstream,id=net0,server=on,addr.type=fd,addr.str=11\n"),
+            "{a}"
+        );
+        assert!(!a.contains("hostfwd"), "{a}");
     }
 
     #[test]

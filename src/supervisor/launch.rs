@@ -1,5 +1,6 @@
 //! What QEMU is handed at exec, prepared by the supervisor so that QEMU opens none of its VM's
-//! files itself: the three QMP sockets, bound here and passed listening; the console log, the
+//! files itself: the three QMP sockets and the guest network's, bound here and passed
+//! listening; the console log, the
 //! disk (read-write and read-only) and the cloud-init seed, opened here (never through a
 //! symbolic link); the provisioning credential in a pipe; and the user it runs as, who may read
 //! the image it boots from, and nothing else of the home.
@@ -26,6 +27,12 @@ pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Chi
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock).path_ctx("create the socket", &sock)?;
         child.pass(listener, n)?;
+    }
+    if plan.net.is_some() {
+        let sock = paths.net_socket();
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).path_ctx("create the socket", &sock)?;
+        child.pass(listener, fd::NET)?;
     }
     child.pass(fsutil::create_new_file(&paths.serial_log())?, fd::SERIAL)?;
     let disk = paths.disk();

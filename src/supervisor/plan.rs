@@ -1,6 +1,7 @@
 //! The launch plan: everything QEMU is started with, decided before anything is started — the
-//! image, the accelerator with its reason, the binary and its version, and the exact argv
-//! (which `vmctl show-cmd` prints) — and the check that the VM's host ports are free.
+//! image, the accelerator with its reason, the binary and its version, the exact argv (which
+//! `vmctl show-cmd` prints) and the guest's network (passt, unless the VM has `host_access`)
+//! — and the check that the VM's host ports are free.
 
 use crate::def::spec::VmSpec;
 use crate::error::{Error, Result};
@@ -19,6 +20,8 @@ pub struct LaunchPlan {
     pub qemu_version: String,
     /// Who QEMU runs as, when not as us (vmctl is root: `vmctl-qemu`).
     pub user: Option<QemuUser>,
+    /// The passt that networks the guest (`None`: QEMU's user networking, `host_access`).
+    pub net: Option<crate::net::link::Setup>,
 }
 
 /// Resolve image, accelerator and binary into the exact argv. Also used by `show-cmd`.
@@ -53,12 +56,29 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         set_hostname: img.manifest.provision == image::recipe::Provision::Vmctl,
         boot_files: crate::guest::provision::planned(&paths, &img),
     });
+    let net = match spec.host_access {
+        true => None,
+        false => Some(crate::net::link::Setup {
+            binary: passt_binary()?,
+            identity: user.as_ref().map(|u| u.identity.clone()),
+        }),
+    };
     Ok(LaunchPlan {
         argv,
         image: img,
         decision,
         qemu_version,
         user,
+        net,
+    })
+}
+
+/// passt, which networks guests without the host's loopback; `Error::Host` when it is missing.
+pub fn passt_binary() -> Result<std::path::PathBuf> {
+    crate::host::facts::find_in_path("passt").ok_or_else(|| {
+        Error::Host(
+            "passt is not installed (apt-get install passt): it networks guests without letting them reach the host's own services; `host_access = true` in a definition uses QEMU's user networking instead, which does".into(),
+        )
     })
 }
 

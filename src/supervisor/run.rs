@@ -61,6 +61,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     let mut signals = Signals {
         term: signal(SignalKind::terminate()).ctx(|| "Cannot handle SIGTERM".into())?,
         int: signal(SignalKind::interrupt()).ctx(|| "Cannot handle SIGINT".into())?,
+        hup: signal(SignalKind::hangup()).ctx(|| "Cannot handle SIGHUP".into())?,
     };
     let (notifier, unit) = match mode {
         Mode::Foreground => (
@@ -77,12 +78,30 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     let plan = prepare(home, spec, &paths)?;
     starting(spec, &plan, notifier.as_ref());
     let mut qemu = spawn(spec, &paths, &plan)?;
+    let link = match &plan.net {
+        Some(setup) => Some(qemu.link(setup, spec, &paths).await?),
+        None => None,
+    };
     let mut qmp = qemu.connect(spec, &paths).await?;
+    if link.is_some() {
+        crate::net::link::announce(&mut qmp).await;
+    }
     check_accel(&mut qmp, plan.decision.accel).await;
     let state = announce(spec, &paths, &plan, &qemu, unit, mode)?;
     drop(lock);
-    let mut vm = Running::new(spec, &paths, notifier.as_ref(), state, qemu.started);
+    let mut vm = Running::new(
+        spec,
+        home,
+        &paths,
+        notifier.as_ref(),
+        state,
+        qemu.started,
+        link,
+    );
     let (status, ending) = vm.watch(&mut qmp, &mut qemu.exit_rx, &mut signals).await;
+    if let Some(link) = vm.link.as_mut() {
+        link.stop().await;
+    }
     finish(spec, &paths, &qemu, status, ending)
 }
 
@@ -178,6 +197,28 @@ fn spawn(spec: &VmSpec, paths: &VmPaths, plan: &LaunchPlan) -> Result<Qemu> {
 }
 
 impl Qemu {
+    /// Start the passt that networks the guest. If it cannot start, QEMU is killed and reaped,
+    /// and the error says why.
+    async fn link(
+        &mut self,
+        setup: &crate::net::link::Setup,
+        spec: &VmSpec,
+        paths: &VmPaths,
+    ) -> Result<crate::net::link::Link> {
+        match crate::net::link::Link::start(setup.clone(), paths, &spec.ports).await {
+            Ok(link) => Ok(link),
+            Err(e) => {
+                process::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = (&mut self.exit_rx).await;
+                runstate::clean(paths);
+                Err(Error::Host(format!(
+                    "The network of VM {} did not come up: {e}",
+                    spec.name
+                )))
+            }
+        }
+    }
+
     /// Connect to the primary QMP socket while QEMU starts. A QEMU that does not answer in time
     /// is killed and reaped, and the error quotes what it logged.
     async fn connect(&mut self, spec: &VmSpec, paths: &VmPaths) -> Result<Qmp> {
@@ -194,7 +235,7 @@ impl Qemu {
         process::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
         let status = (&mut self.exit_rx).await.ok().and_then(|s| s.ok());
         runstate::clean(paths);
-        let log = log_since(&paths.qemu_log(), self.log_offset);
+        let log = fsutil::tail_since(&paths.qemu_log(), self.log_offset, 15);
         Err(Error::Qemu(format!(
             "QEMU for VM {} did not come up ({}): {e}{}",
             spec.name,
@@ -316,16 +357,6 @@ fn rotate(log: &std::path::Path) -> Result<()> {
     old.push(".1");
     let _ = std::fs::rename(log, old);
     Ok(())
-}
-
-fn log_since(path: &std::path::Path, offset: u64) -> String {
-    let Ok(bytes) = std::fs::read(path) else {
-        return String::new();
-    };
-    let start = (offset as usize).min(bytes.len());
-    let text = String::from_utf8_lossy(&bytes[start..]);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// After `READY`, nobody reads our stdout any more: point it at /dev/null so a later write does

@@ -1,5 +1,6 @@
 //! A started VM, watched until QEMU exits: guest events (`STOP`/`RESUME` pause the health
-//! check), readiness, the `[health]` check's probes and its verdict, and stop signals. Every
+//! check), readiness, the `[health]` check's probes and its verdict, stop signals, and the
+//! guest's passt (SIGHUP: new forwards from the definition; restarted should it die). Every
 //! change goes to `state.json` (what `vmctl status` and `list` read) and, under systemd, to the
 //! service manager (`READY=1`, `STATUS=`, `STOPPING=1`). An unhealthy guest under a service
 //! manager gets `quit`, then SIGKILL, so that `Restart=` brings it back.
@@ -10,7 +11,8 @@ use tokio::time::Instant;
 
 use crate::def::spec::{HealthSpec, VmSpec};
 use crate::guest::health::{self, HealthStatus, Monitor, Readiness};
-use crate::paths::VmPaths;
+use crate::net::link::Link;
+use crate::paths::{Home, VmPaths};
 use crate::qemu::qmp::{Qmp, QmpEvent};
 use crate::qemu::shutdown;
 use crate::runstate::{self, RunState};
@@ -22,8 +24,19 @@ use crate::types::PortForward;
 /// How long an unhealthy guest's QEMU gets to `quit` before SIGKILL.
 const UNHEALTHY_QUIT: Duration = Duration::from_secs(2);
 
+/// How long after passt exits QEMU's own exit is waited for (passt ends when QEMU does).
+const LINK_GRACE: Duration = Duration::from_secs(1);
+
 /// QEMU's exit status, from the thread that reaps it.
 pub type ExitReceiver = tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>;
+
+/// Resolves when the guest's passt exits; never without one.
+async fn link_exit(link: &mut Option<Link>) -> Option<std::process::ExitStatus> {
+    match link {
+        Some(l) => l.exited().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// A health probe's verdict: why it failed, if it did.
 type ProbeResult = std::result::Result<(), String>;
@@ -33,6 +46,8 @@ type ProbeResult = std::result::Result<(), String>;
 pub struct Signals {
     pub term: tokio::signal::unix::Signal,
     pub int: tokio::signal::unix::Signal,
+    /// `vmctl port` changed the definition's forwards: passt should have them.
+    pub hup: tokio::signal::unix::Signal,
 }
 
 /// Why QEMU ended.
@@ -49,7 +64,10 @@ pub enum Ending {
 /// signals; `state.json` and systemd hear of each change.
 pub struct Running<'a> {
     spec: &'a VmSpec,
+    home: &'a Home,
     paths: &'a VmPaths,
+    /// The guest's passt (none with `host_access`).
+    pub link: Option<Link>,
     pid: i32,
     /// Run by a service manager (`NOTIFY_SOCKET`, or the VM's own unit), which restarts us.
     supervised: bool,
@@ -66,10 +84,12 @@ impl<'a> Running<'a> {
     /// `state` is what `state.json` says now; `started` is when QEMU was spawned.
     pub fn new(
         spec: &'a VmSpec,
+        home: &'a Home,
         paths: &'a VmPaths,
         notifier: Option<&'a Notifier>,
         state: RunState,
         started: Instant,
+        link: Option<Link>,
     ) -> Running<'a> {
         let health = spec.health.as_ref().and_then(|h| {
             let via = *spec.forward_to(h.check.guest_port())?;
@@ -77,7 +97,9 @@ impl<'a> Running<'a> {
         });
         Running {
             spec,
+            home,
             paths,
+            link,
             pid: state.qemu_pid,
             supervised: notifier.is_some() || state.unit.is_some(),
             notifier,
@@ -122,6 +144,14 @@ impl<'a> Running<'a> {
                 },
                 _ = signals.term.recv() => ending = Ending::Requested(self.stop_on_signal(qmp, "SIGTERM").await),
                 _ = signals.int.recv() => ending = Ending::Requested(self.stop_on_signal(qmp, "SIGINT").await),
+                _ = signals.hup.recv(), if !stopping => self.reload_forwards(qmp).await,
+                status = link_exit(&mut self.link), if !stopping => {
+                    // QEMU closing the link ends passt too: if QEMU is exiting, that is the news.
+                    if let Ok(s) = tokio::time::timeout(LINK_GRACE, &mut *exit_rx).await {
+                        break s.ok().and_then(|s| s.ok());
+                    }
+                    self.on_link_exit(status, qmp).await
+                }
                 _ = &mut ready, if !up && !stopping => self.on_ready(),
                 _ = tokio::time::sleep_until(give_up_at.unwrap_or(far)), if give_up_at.is_some() && !up && !stopping => {
                     if self.on_give_up(qmp).await {
@@ -139,6 +169,42 @@ impl<'a> Running<'a> {
             }
         };
         (status, ending)
+    }
+
+    /// SIGHUP: give the guest's passt the forwards the definition has now (`vmctl port`, which
+    /// reads the outcome from `net.json`).
+    async fn reload_forwards(&mut self, qmp: &mut Qmp) {
+        let Some(link) = self.link.as_mut() else {
+            tracing::info!(vm = %self.spec.name, "SIGHUP: QEMU's user networking changes its forwards itself");
+            return;
+        };
+        let ports = match crate::def::store::load(self.home, &self.spec.name) {
+            Ok(spec) => spec.ports,
+            Err(e) => {
+                tracing::warn!(vm = %self.spec.name, "SIGHUP: cannot read the definition: {e}");
+                return;
+            }
+        };
+        match link.replace(&ports, qmp).await {
+            Ok(()) => {
+                tracing::info!(vm = %self.spec.name, pid = link.pid(), "passt has the new forwards")
+            }
+            Err(e) => {
+                tracing::warn!(vm = %self.spec.name, "new forwards refused, the old kept: {e}")
+            }
+        }
+    }
+
+    /// The guest's passt died while QEMU runs: start another with the same forwards.
+    async fn on_link_exit(&mut self, status: Option<std::process::ExitStatus>, qmp: &mut Qmp) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        tracing::warn!(vm = %self.spec.name, status = ?status, "passt exited; starting it again");
+        if let Err(e) = link.restart(qmp).await {
+            tracing::error!(vm = %self.spec.name, "the guest has no network: {e}");
+            self.link = None;
+        }
     }
 
     /// A guest event: logged; `STOP` and `RESUME` pause and resume the health check.

@@ -204,12 +204,26 @@ pub fn logs(home: &Home, name: &VmName, follow: bool) -> Result<()> {
     }
 }
 
-/// The exact argv `start` runs (the recorded one while the VM runs).
-pub fn show_cmd(home: &Home, name: &VmName) -> Result<Vec<String>> {
+/// The exact command lines `start` runs: QEMU's (the recorded one while the VM runs) and, unless
+/// the VM has `host_access`, passt's (with the forwards it has while the VM runs).
+pub fn show_cmd(home: &Home, name: &VmName) -> Result<Vec<Vec<String>>> {
     let spec = load(home, name)?;
     let paths = home.vm(name);
+    let passt = |ports: &[crate::types::PortForward]| -> Result<Vec<String>> {
+        let binary = crate::supervisor::plan::passt_binary()?;
+        Ok(crate::net::passt::argv(&binary, ports))
+    };
     if let Liveness::Running { state: Some(s), .. } = runstate::liveness(&paths) {
-        return Ok(s.argv);
+        let mut lines = vec![s.argv];
+        if let Some(net) = crate::net::state::read(&paths) {
+            lines.push(passt(&net.forwards())?);
+        }
+        return Ok(lines);
     }
-    Ok(crate::supervisor::plan::plan(home, &spec)?.argv)
+    let plan = crate::supervisor::plan::plan(home, &spec)?;
+    let mut lines = vec![plan.argv];
+    if plan.net.is_some() {
+        lines.push(passt(&spec.ports)?);
+    }
+    Ok(lines)
 }

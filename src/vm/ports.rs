@@ -1,10 +1,14 @@
 //! Port forwards changed while a VM runs: `vmctl port add|rm|list`.
 //!
 //! A forward is checked like `create` checks it (its address is one of this host's, no other
-//! definition forwards the host port, and on a running VM nothing holds it now), added to or
-//! removed from the running QEMU's user-mode network with HMP `hostfwd_add`/`hostfwd_remove`
-//! (through `human-monitor-command` on the control socket; their plain-text replies become
-//! errors), and then saved to the VM's definition atomically so the next start has it. On a
+//! definition forwards the host port, and on a running VM nothing holds it now). A running VM
+//! networked by passt (the default) gets it from its saved definition: the supervisor, sent
+//! SIGHUP, replaces passt with one that has the new forwards (`net::link`; connections through
+//! the old one are cut) and `net.json` says whether it took, else the old definition is put
+//! back. A running VM with `host_access` (QEMU's user networking) gets it with HMP
+//! `hostfwd_add`/`hostfwd_remove` (through `human-monitor-command` on the control socket; their
+//! plain-text replies become errors), and then it is saved to the VM's definition atomically so
+//! the next start has it. On a
 //! stopped VM only the definition changes. A VM that a drop-in file defines (its unit applies the
 //! file before each start) gets the change while it runs, with a note that it lasts until it
 //! stops; stopped, it is refused with where to make the change instead. The home's lock and the
@@ -46,7 +50,15 @@ pub struct PortState {
 pub fn list(home: &Home, name: &VmName) -> Result<Vec<PortState>> {
     let spec = crate::def::store::load(home, name)?;
     let paths = home.vm(name);
-    let active = if runstate::liveness(&paths).is_running() {
+    let passt = crate::net::state::read(&paths).filter(|_| runstate::liveness(&paths).is_running());
+    let active = if let Some(net) = passt {
+        Some(
+            net.forwards()
+                .into_iter()
+                .map(|f| (f.proto, f.addr, f.host))
+                .collect(),
+        )
+    } else if runstate::liveness(&paths).is_running() {
         Some(block_on(async {
             let (mut q, _ctl) = ctl_connect(&paths).await?;
             Ok(parse_usernet(&q.hmp("info usernet").await?))
@@ -157,6 +169,15 @@ pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let Plan { cfg, live, owner } = plan_add(home, name, &paths, f)?;
     if live {
         crate::supervisor::plan::check_port_free(home, name, &f, &f.to_string())?;
+        if by_passt(&paths) {
+            through_passt(&paths, name, &cfg)?;
+            return Ok(Changed {
+                name: name.to_string(),
+                spec: f,
+                live,
+                defined_by: owner,
+            });
+        }
         hmp(
             &paths,
             &format!("hostfwd_add {NETDEV} {}", rule(&f, true)),
@@ -208,11 +229,15 @@ pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
     let Plan { cfg, live, owner } = plan_rm(name, &paths, f)?;
-    if live {
-        // "host forwarding rule for tcp:127.0.0.1:8081 removed" on success.
-        hmp(&paths, &remove_line(&f), |out| out.ends_with("removed"))?;
+    if live && by_passt(&paths) {
+        through_passt(&paths, name, &cfg)?;
+    } else {
+        if live {
+            // "host forwarding rule for tcp:127.0.0.1:8081 removed" on success.
+            hmp(&paths, &remove_line(&f), |out| out.ends_with("removed"))?;
+        }
+        save(&paths, name, &cfg)?;
     }
-    save(&paths, name, &cfg)?;
     Ok(Changed {
         name: name.to_string(),
         spec: f,
@@ -248,6 +273,24 @@ fn plan_rm(name: &VmName, paths: &VmPaths, f: PortForward) -> Result<Plan> {
     let live = runstate::liveness(paths).is_running();
     let owner = drop_in_owner(paths, name, live, &format!("remove \"{f}\" from"))?;
     Ok(Plan { cfg, live, owner })
+}
+
+/// Whether the running VM is networked by passt (its supervisor recorded one).
+fn by_passt(paths: &VmPaths) -> bool {
+    crate::net::state::read(paths).is_some()
+}
+
+/// Save `cfg` and have the supervisor give passt its forwards; if it cannot, the definition that
+/// was there is put back.
+fn through_passt(paths: &VmPaths, name: &VmName, cfg: &VmConfig) -> Result<()> {
+    let before = load_config(paths)?;
+    save(paths, name, cfg)?;
+    let supervisor = runstate::read_state(paths).map_or(0, |s| s.supervisor_pid);
+    if let Err(e) = crate::net::state::reload(paths, &name.to_string(), supervisor) {
+        save(paths, name, &before)?;
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn load_config(paths: &VmPaths) -> Result<VmConfig> {

@@ -170,11 +170,13 @@ pub fn list(home: &Home, name: &VmName) -> Result<Vec<Snapshot>> {
             Ok(disk_node(&mut q).await?.1)
         });
     }
-    offline_list(&paths)
+    offline_list(&paths, false)
 }
 
-fn offline_list(paths: &VmPaths) -> Result<Vec<Snapshot>> {
-    let info = crate::qemu::img::info(&paths.disk(), false)?;
+/// The stopped VM's snapshots. `share` reads the disk even while another vmctl writes it
+/// (`qemu-img -U`): for the early check before the lock, which is made again under it.
+fn offline_list(paths: &VmPaths, share: bool) -> Result<Vec<Snapshot>> {
+    let info = crate::qemu::img::info(&paths.disk(), share)?;
     Ok(parse_list(&info["snapshots"]))
 }
 
@@ -221,7 +223,7 @@ fn apply(
     let t0 = std::time::Instant::now();
     let (command, hmp, flag) = action.commands();
     if !runstate::liveness(paths).is_running() {
-        check(&offline_list(paths)?, false)?;
+        check(&offline_list(paths, true)?, false)?;
     }
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
     let live = runstate::liveness(paths).is_running();
@@ -237,7 +239,7 @@ fn apply(
             run_job(&mut q, command, args, &format!("{hmp} {tag}")).await
         })?;
     } else {
-        check(&offline_list(paths)?, false)?;
+        check(&offline_list(paths, false)?, false)?;
         let disk = paths.disk();
         crate::qemu::img::qemu_img(
             &[

@@ -118,6 +118,20 @@ impl TestHome {
         c
     }
 
+    /// `vmctl ssh NAME -- CMD` in batch mode (no prompt), with a bounded connect.
+    pub fn ssh(&self, name: &str, cmd: &str) -> Output {
+        self.run(&[
+            "ssh",
+            name,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=30",
+            "--",
+            cmd,
+        ])
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }

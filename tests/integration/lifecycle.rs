@@ -257,7 +257,11 @@ fn show_cmd_and_thin_disks() {
     for needle in [
         "qemu-system-x86_64",
         "-nodefaults",
-        "hostfwd=tcp:127.0.0.1:18022-:22",
+        // passt networks the guest and binds the forwards (QEMU listens for it on fd 11).
+        "stream,id=net0,server=on,addr.type=fd,addr.str=11",
+        "\n/usr/bin/passt --foreground",
+        "--no-map-gw",
+        "--tcp-ports 127.0.0.1/18022:22",
         // QEMU gets its sockets and files as descriptors, and runs sandboxed.
         "socket,id=qmp-ctl,fd=4,server=on,wait=off",
         "file=/dev/fdset/2,if=none,id=disk0",

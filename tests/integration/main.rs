@@ -8,6 +8,7 @@ mod generator;
 mod harness;
 mod image_import;
 mod lifecycle;
+mod network;
 mod nspawn;
 mod ports;
 mod provision;

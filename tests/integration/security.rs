@@ -306,7 +306,13 @@ fn concurrent_commands_lose_nothing_and_leave_nothing_half_made() {
             })
             .collect(),
     );
-    assert!(adds.iter().all(|o| o.status.success()));
+    for o in &adds {
+        assert!(
+            o.status.success(),
+            "port add: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let ports = t.json(&["port", "list", "race", "--json"]);
     assert_eq!(
         ports.as_array().unwrap().len(),
@@ -326,7 +332,13 @@ fn concurrent_commands_lose_nothing_and_leave_nothing_half_made() {
             })
             .collect(),
     );
-    assert!(snaps.iter().all(|o| o.status.success()));
+    for o in &snaps {
+        assert!(
+            o.status.success(),
+            "snapshot create: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let list = t.json(&["snapshot", "list", "race", "--json"]);
     let mut tags: Vec<String> = list
         .as_array()

@@ -32,23 +32,8 @@ fn create_web(t: &TestHome, name: &str, extra: &[&str]) -> (u16, u16) {
     (ssh, http)
 }
 
-fn vmctl_ssh(t: &TestHome, name: &str, cmd: &str) -> Output {
-    t.cmd(&[
-        "ssh",
-        name,
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=30",
-        "--",
-        cmd,
-    ])
-    .output()
-    .unwrap()
-}
-
 fn ssh_ok(t: &TestHome, name: &str, cmd: &str) -> String {
-    let out = vmctl_ssh(t, name, cmd);
+    let out = t.ssh(name, cmd);
     assert!(
         out.status.success(),
         "vmctl ssh {name} -- {cmd}: {}\n{}",
