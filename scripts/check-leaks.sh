@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# After a test run: fail if a process started from one of its test homes (a QEMU, a `vmctl run`
-# supervisor) is still alive. The homes of a run are named after its VMCTL_TEST_RUN id
+# After a test run: fail if a process started from one of its test homes (a QEMU, a passt, a
+# `vmctl run` supervisor) is still alive. The homes of a run are named after its VMCTL_TEST_RUN id
 # (tests/integration/harness.rs), which appears in the argv of every process started there;
 # other runs and other people's processes do not carry it. This only reports: the test
 # harness is what stops the VMs its tests start.
@@ -13,8 +13,10 @@ left=()
 for d in /proc/[0-9]*; do
 	pid=${d#/proc/}
 	[[ $pid == "$$" ]] && continue
-	cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
-	[[ $cmd == *"$needle"* ]] && left+=("$pid: ${cmd:0:200}")
+	cmd=$({ tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null) || continue
+	# passt's argv names no path: its environment (VMCTL_HOME, inherited) does.
+	env=$({ tr '\0' ' ' <"$d/environ"; } 2>/dev/null) || env=
+	[[ $cmd == *"$needle"* || $env == *"$needle"* ]] && left+=("$pid: ${cmd:0:200}")
 done
 if ((${#left[@]})); then
 	echo "check-leaks: ${#left[@]} process(es) of test run $run outlived it:" >&2

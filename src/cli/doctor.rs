@@ -21,14 +21,15 @@ impl Show for Doctor {
     fn text(&self) -> String {
         let h = &self.host;
         let mut out = format!(
-            "Host:     {} , kernel {}\nCPUs:     {}\nMemory:   {}\nHome:     {}\nCache:    {}\nQEMU as:  {}\n",
+            "Host:     {} , kernel {}\nCPUs:     {}\nMemory:   {}\nHome:     {}\nCache:    {}\nQEMU as:  {}\nNetwork:  {}\n",
             h.arch.map(|a| a.as_str()).unwrap_or("unknown"),
             h.kernel,
             h.cpus,
             crate::types::memory_line(h.memory_total, h.memory_available),
             self.home,
             self.cache,
-            self.qemu_runs_as
+            self.qemu_runs_as,
+            self.network
         );
         let _ = writeln!(
             out,
@@ -102,6 +103,7 @@ mod tests {
             home: "/var/lib/vmctl".into(),
             cache: "/var/cache/vmctl".into(),
             qemu_runs_as: "vmctl-qemu (uid 999, groups 995)".into(),
+            network: "passt /usr/bin/passt".into(),
             host: crate::host::doctor::tests::host(),
             arches: vec![
                 ArchReport {
@@ -135,6 +137,7 @@ Memory:   24.0 GiB total, 20.0 GiB available
 Home:     /var/lib/vmctl
 Cache:    /var/cache/vmctl
 QEMU as:  vmctl-qemu (uid 999, groups 995)
+Network:  passt /usr/bin/passt
 qemu-img: 7.2.22
 KVM:      /dev/kvm opens, API version 12, KVM_CREATE_VM works
 

@@ -28,6 +28,8 @@ pub struct Doctor {
     /// Who QEMU runs as: `vmctl-qemu (uid 999, groups 995 109)` when vmctl is root, else the
     /// invoking user.
     pub qemu_runs_as: String,
+    /// The guests' network: passt's path (the default), or that it is missing.
+    pub network: String,
     pub host: HostFacts,
     pub arches: Vec<ArchReport>,
 }
@@ -66,10 +68,20 @@ pub fn run(home: &Home, probe_kernel: accel::ProbeKernel) -> Doctor {
         Ok(None) => format!("you (uid {me})"),
         Err(e) => format!("cannot tell: {e}"),
     };
+    let network = match crate::host::facts::find_in_path("passt") {
+        Some(p) => format!(
+            "passt {} (guests reach out, not the host's loopback; host_access = true: QEMU's user networking)",
+            p.display()
+        ),
+        None => {
+            "passt missing (apt-get install passt): only VMs with host_access = true start".into()
+        }
+    };
     Doctor {
         home: home.root.display().to_string(),
         cache: crate::paths::cache_dir().display().to_string(),
         qemu_runs_as,
+        network,
         host,
         arches,
     }
