@@ -66,14 +66,18 @@ fn open(path: &Path, write: bool) -> Result<std::fs::File> {
 }
 
 /// Make the way to the VM's image open to the QEMU user's group (the home and the image
-/// folders it passes: 0710, as vmctl's own), then check it can read every file of the image it
-/// opens by path (the base disk, the kernel, the initrd). `Error::Host` naming what blocks it.
+/// folders it passes: 0710, as vmctl's own) and the image readable to it (0750/0640, where it
+/// is ours), then check it can read every file of the image it opens by path (the base disk,
+/// the kernel, the initrd). `Error::Host` naming what blocks it.
 pub fn open_image_to(home: &Home, plan: &LaunchPlan, user: &QemuUser) -> Result<()> {
     let image_parent = home.images_dir().join(&plan.image.manifest.name);
     for dir in [&home.root, &home.images_dir(), &image_parent] {
         qemu_user::let_pass(dir, user)?;
     }
     let img = &plan.image;
+    // An image that came in some other way than `vmctl image build|import` (copied in, restored
+    // from a backup) is shared as they share it, where it is ours.
+    qemu_user::let_read(&img.dir, user)?;
     let files = [Some(img.disk()), img.kernel(), img.initrd()];
     for file in files.into_iter().flatten() {
         if let Some(why) = qemu_user::blocked(&file, &user.identity) {

@@ -143,8 +143,9 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
         };
         let console = fsutil::tail(&paths.serial_log(), 15);
         Err(if stopped {
+            let said = fsutil::tail(&paths.qemu_log(), 8);
             Error::Qemu(format!(
-                "VM {} stopped while waiting for it; console log ends with:\n{console}",
+                "VM {} stopped while waiting for it; console log ends with:\n{console}\nqemu.log ends with:\n{said}",
                 spec.name
             ))
         } else {
