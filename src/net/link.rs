@@ -1,12 +1,16 @@
 //! passt beside QEMU. QEMU listens on the VM's `net.sock` (on a descriptor the supervisor
 //! bound); the supervisor connects to it and hands that connection to passt, which runs as
 //! QEMU's user, in its own process group, killed with the supervisor and reaped by it, its
-//! complaints in `qemu.log`. passt is up once each forward is bound by its user. New forwards
-//! (`vmctl port` on a running VM) take a new passt, since passt reads its forwards only when it
-//! starts: the old one is stopped, QEMU accepts the new one's connection, and QEMU announces the
-//! guest (`announce-self`, also right after the first start) so that passt learns the guest's
-//! address at once. Connections through
-//! the old passt are cut.
+//! complaints in `qemu.log`. passt is up once each forward is bound by its user and QEMU has
+//! accepted its connection (QMP's `NETDEV_STREAM_CONNECTED`). New forwards (`vmctl port` on a
+//! running VM) take a new passt, since passt reads its forwards only when it starts: the old
+//! one is stopped, QEMU accepts the new one's connection, and QEMU announces the guest
+//! (`announce-self`, also right after the first start) so that passt learns the guest's address
+//! at once. Connections through the old passt are cut.
+//!
+//! The announcement waits for QEMU's accept: QEMU 7.2 sets up a listening stream netdev after
+//! its main loop starts, and a frame sent to it before then is written to a connection it does
+//! not have yet (a NULL channel: QEMU dies of SIGSEGV in `announce-self`).
 
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -19,13 +23,16 @@ use tokio::time::Instant;
 use crate::error::{Error, IoContext, Result};
 use crate::net::{passt, sockets, state};
 use crate::paths::VmPaths;
-use crate::qemu::qmp::Qmp;
+use crate::qemu::argv::NETDEV;
+use crate::qemu::qmp::{Qmp, QmpEvent};
 use crate::sys::child::{Child, Identity};
 use crate::sys::{fsutil, process};
 use crate::types::PortForward;
 
-/// How long passt may take to bind its forwards, and to exit when asked.
+/// How long passt may take to bind its forwards, QEMU to accept its connection, and passt to
+/// exit when asked.
 const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 type ExitReceiver = tokio::sync::oneshot::Receiver<std::io::Result<ExitStatus>>;
@@ -50,11 +57,17 @@ pub struct Link {
 }
 
 impl Link {
-    /// Start passt for `ports`, connected to QEMU's `net.sock`, and wait until it has bound
-    /// every forward; record it in `net.json`.
-    pub async fn start(setup: Setup, paths: &VmPaths, ports: &[PortForward]) -> Result<Link> {
+    /// Start passt for `ports`, connected to QEMU's `net.sock`, wait until it has bound every
+    /// forward and QEMU has accepted it, and announce the guest; record it in `net.json`.
+    /// `qmp` must be connected before: the accept is learnt from its event.
+    pub async fn start(
+        setup: Setup,
+        paths: &VmPaths,
+        ports: &[PortForward],
+        qmp: &mut Qmp,
+    ) -> Result<Link> {
         let (pid, exit_rx) = spawn(&setup, paths, ports).await?;
-        let link = Link {
+        let mut link = Link {
             setup,
             paths: paths.clone(),
             pid,
@@ -62,6 +75,11 @@ impl Link {
             ports: ports.to_vec(),
             generation: 1,
         };
+        if let Err(e) = accepted(qmp).await {
+            link.stop().await;
+            return Err(e);
+        }
+        announce(qmp).await;
         link.record(None)?;
         Ok(link)
     }
@@ -102,7 +120,10 @@ impl Link {
                 Err(e)
             }
         };
-        announce(qmp).await;
+        match accepted(qmp).await {
+            Ok(()) => announce(qmp).await,
+            Err(e) => tracing::warn!("{e}; the guest is not announced to passt"),
+        }
         self.record(result.as_ref().err().map(|e| e.to_string()))?;
         result
     }
@@ -132,11 +153,29 @@ impl Link {
     }
 }
 
+/// Wait until QEMU has accepted passt's connection (its `NETDEV_STREAM_CONNECTED` event for
+/// the guest's netdev); other events stay queued for the watch loop.
+async fn accepted(qmp: &mut Qmp) -> Result<()> {
+    let deadline = Instant::now() + ACCEPT_TIMEOUT;
+    let is_ours = |e: &QmpEvent| {
+        e.event == "NETDEV_STREAM_CONNECTED" && e.data["netdev-id"].as_str() == Some(NETDEV)
+    };
+    match qmp.wait_for_event(is_ours, deadline).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Error::Host(format!(
+            "QEMU did not accept passt's connection within {ACCEPT_TIMEOUT:?}"
+        ))),
+        Err(e) => Err(Error::Qemu(format!(
+            "QEMU went away before it accepted passt's connection: {e}"
+        ))),
+    }
+}
+
 /// Have QEMU announce the guest's NIC (RARP frames from its MAC, and the guest's own gratuitous
 /// ARP where its driver can): passt learns where to send only from a frame of the guest's, and a
 /// quiet guest (a static address, no IPv6) might send none before a forward's first connection.
 /// (QEMU's migration defaults: 5 rounds, 50 ms apart at first.)
-pub async fn announce(qmp: &mut Qmp) {
+async fn announce(qmp: &mut Qmp) {
     let rounds = serde_json::json!({"initial": 50, "max": 550, "rounds": 5, "step": 50});
     if let Err(e) = qmp.execute_raw("announce-self", Some(rounds)).await {
         tracing::warn!("announce-self for passt: {e}");

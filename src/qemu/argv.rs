@@ -40,6 +40,10 @@ pub struct BootFiles {
     pub seed: Option<PathBuf>,
 }
 
+/// The `-netdev id=` of the guest's network: passt's stream, or QEMU's user networking (whose
+/// forwards `vmctl port` changes through HMP), and the name QMP's `NETDEV_STREAM_*` events carry.
+pub const NETDEV: &str = "net0";
+
 /// The descriptor numbers QEMU is given its files and sockets at (see `supervisor::run`).
 pub mod fd {
     /// The supervisor's QMP socket (listening).
@@ -135,9 +139,12 @@ pub fn argv(l: &Launch) -> Vec<String> {
     // passt networks the guest (it connects to the socket QEMU listens on), unless the guest
     // may reach the host: then QEMU's user networking, with its forwards.
     let mut netdev = if s.host_access {
-        "user,id=net0".to_string()
+        format!("user,id={NETDEV}")
     } else {
-        format!("stream,id=net0,server=on,addr.type=fd,addr.str={}", fd::NET)
+        format!(
+            "stream,id={NETDEV},server=on,addr.type=fd,addr.str={}",
+            fd::NET
+        )
     };
     for f in s.ports.iter().filter(|_| s.host_access) {
         let proto = match f.proto {
@@ -149,7 +156,12 @@ pub fn argv(l: &Launch) -> Vec<String> {
             f.addr, f.host, f.guest
         ));
     }
-    push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
+    push(&[
+        "-netdev",
+        &netdev,
+        "-device",
+        &format!("virtio-net-pci,netdev={NETDEV}"),
+    ]);
     if l.boot_files.credential.is_some() {
         push(&[
             "-fw_cfg",

@@ -72,6 +72,9 @@ pub struct Qmp {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     events: VecDeque<QmpEvent>,
+    /// The line being read: kept across a cancelled read (a `select!` branch that lost), so
+    /// that no message is ever cut in two.
+    partial: Vec<u8>,
     next_id: u64,
     /// QEMU's version as announced in the greeting, e.g. (7, 2, 22).
     pub version: (u64, u64, u64),
@@ -84,11 +87,17 @@ impl Qmp {
         let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
             .await
             .map_err(|_| QmpError::Timeout(timeout))??;
+        Qmp::handshake(stream, timeout).await
+    }
+
+    /// Read the greeting on a connected stream and leave capability negotiation mode.
+    async fn handshake(stream: UnixStream, timeout: Duration) -> Result<Qmp, QmpError> {
         let (r, w) = stream.into_split();
         let mut qmp = Qmp {
             reader: BufReader::new(r),
             writer: w,
             events: VecDeque::new(),
+            partial: Vec::new(),
             next_id: 1,
             version: (0, 0, 0),
             timeout,
@@ -156,6 +165,30 @@ impl Qmp {
         }
     }
 
+    /// Wait until an event that `wanted` accepts arrives, until `deadline`; every other event
+    /// stays queued for [`Qmp::next_event`]. `Ok(None)` when the deadline passes first.
+    pub async fn wait_for_event(
+        &mut self,
+        wanted: impl Fn(&QmpEvent) -> bool,
+        deadline: Instant,
+    ) -> Result<Option<QmpEvent>, QmpError> {
+        if let Some(i) = self.events.iter().position(&wanted) {
+            return Ok(self.events.remove(i));
+        }
+        loop {
+            let msg = match self.read_message(deadline).await {
+                Ok(m) => m,
+                Err(QmpError::Timeout(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match parse_event(&msg) {
+                Some(ev) if wanted(&ev) => return Ok(Some(ev)),
+                Some(ev) => self.events.push_back(ev),
+                None => tracing::debug!(%msg, "QMP: ignoring a reply nobody waits for"),
+            }
+        }
+    }
+
     fn take_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -195,17 +228,19 @@ impl Qmp {
         }
     }
 
+    /// The next JSON message. Cancel-safe: what a cancelled call read of a line waits in
+    /// `partial` for the next call (`read_until` keeps what it read; `read_line` would not).
     async fn read_message(&mut self, deadline: Instant) -> Result<Value, QmpError> {
-        let mut line = String::new();
         loop {
-            line.clear();
-            let n = timeout_at(deadline, self.reader.read_line(&mut line))
+            let n = timeout_at(deadline, self.reader.read_until(b'\n', &mut self.partial))
                 .await
                 .map_err(|_| QmpError::Timeout(self.timeout))?
                 .map_err(QmpError::from_io)?;
             if n == 0 {
                 return Err(QmpError::Eof);
             }
+            let bytes = std::mem::take(&mut self.partial);
+            let line = String::from_utf8_lossy(&bytes);
             if line.trim().is_empty() {
                 continue;
             }
@@ -249,6 +284,104 @@ mod tests {
         assert_eq!(e.timestamp, 10.5);
         assert_eq!(e.data["reason"], "guest-shutdown");
         assert!(parse_event(&json!({"return": {}})).is_none());
+    }
+
+    /// A QMP peer on the other end of a socket pair: it greets, acknowledges
+    /// `qmp_capabilities`, then writes each part of `script` as it is (a message may be split
+    /// anywhere), `None` being a pause of 100 ms.
+    async fn peer(script: Vec<Option<String>>) -> (Qmp, tokio::task::JoinHandle<()>) {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let task = tokio::spawn(async move {
+            let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}}, "capabilities": []}}"#;
+            let greeting = format!("{greeting}\n");
+            theirs.write_all(greeting.as_bytes()).await.unwrap();
+            let mut line = String::new();
+            BufReader::new(&mut theirs)
+                .read_line(&mut line)
+                .await
+                .unwrap();
+            theirs
+                .write_all(b"{\"return\": {}, \"id\": 1}\n")
+                .await
+                .unwrap();
+            for part in script {
+                match part {
+                    Some(text) => theirs.write_all(text.as_bytes()).await.unwrap(),
+                    None => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            // Hold the connection open while the test reads.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let qmp = Qmp::handshake(ours, Duration::from_secs(5)).await.unwrap();
+        (qmp, task)
+    }
+
+    fn event_line(name: &str, netdev: &str) -> Option<String> {
+        Some(
+            format!(
+                r#"{{"timestamp": {{"seconds": 1, "microseconds": 0}}, "event": "{name}", "data": {{"netdev-id": "{netdev}"}}}}"#
+            ) + "\n",
+        )
+    }
+
+    #[test]
+    fn waiting_for_one_event_keeps_the_others_in_order() {
+        crate::sys::rt::block_on(async {
+            let (mut qmp, _task) = peer(vec![
+                event_line("STOP", ""),
+                event_line("NETDEV_STREAM_CONNECTED", "net1"),
+                event_line("NETDEV_STREAM_CONNECTED", "net0"),
+                event_line("RESUME", ""),
+            ])
+            .await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let got = qmp
+                .wait_for_event(|e| e.data["netdev-id"] == "net0", deadline)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.event, "NETDEV_STREAM_CONNECTED");
+            let mut rest = Vec::new();
+            for _ in 0..3 {
+                let e = qmp.next_event(deadline).await.unwrap().unwrap();
+                rest.push(format!(
+                    "{} {}",
+                    e.event,
+                    e.data["netdev-id"].as_str().unwrap()
+                ));
+            }
+            assert_eq!(rest, ["STOP ", "NETDEV_STREAM_CONNECTED net1", "RESUME "]);
+            // An event that never comes is None at the deadline, not an error.
+            let soon = Instant::now() + Duration::from_millis(50);
+            assert!(qmp.wait_for_event(|_| true, soon).await.unwrap().is_none());
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_read_cut_off_mid_line_loses_nothing() {
+        crate::sys::rt::block_on(async {
+            // The event comes in two writes 200 ms apart: a read that gives up between them
+            // leaves the first half for the next read.
+            let (mut qmp, _task) = peer(vec![
+                Some(r#"{"timestamp": {"seconds": 1, "microseconds": 0}, "ev"#.to_string()),
+                None,
+                None,
+                Some("ent\": \"SHUTDOWN\"}\n".to_string()),
+            ])
+            .await;
+            let early = Instant::now() + Duration::from_millis(50);
+            assert!(qmp.next_event(early).await.unwrap().is_none());
+            let later = Instant::now() + Duration::from_secs(5);
+            assert_eq!(
+                qmp.next_event(later).await.unwrap().unwrap().event,
+                "SHUTDOWN"
+            );
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]

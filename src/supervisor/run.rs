@@ -78,14 +78,12 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     let plan = prepare(home, spec, &paths)?;
     starting(spec, &plan, notifier.as_ref());
     let mut qemu = spawn(spec, &paths, &plan)?;
+    // QMP first: the guest's network is up when QEMU says it accepted passt (an event).
+    let mut qmp = qemu.connect(spec, &paths).await?;
     let link = match &plan.net {
-        Some(setup) => Some(qemu.link(setup, spec, &paths).await?),
+        Some(setup) => Some(qemu.link(setup, spec, &paths, &mut qmp).await?),
         None => None,
     };
-    let mut qmp = qemu.connect(spec, &paths).await?;
-    if link.is_some() {
-        crate::net::link::announce(&mut qmp).await;
-    }
     check_accel(&mut qmp, plan.decision.accel).await;
     let state = announce(spec, &paths, &plan, &qemu, unit, mode)?;
     drop(lock);
@@ -204,8 +202,9 @@ impl Qemu {
         setup: &crate::net::link::Setup,
         spec: &VmSpec,
         paths: &VmPaths,
+        qmp: &mut Qmp,
     ) -> Result<crate::net::link::Link> {
-        match crate::net::link::Link::start(setup.clone(), paths, &spec.ports).await {
+        match crate::net::link::Link::start(setup.clone(), paths, &spec.ports, qmp).await {
             Ok(link) => Ok(link),
             Err(e) => {
                 process::signal(self.pid, nix::sys::signal::Signal::SIGKILL);

@@ -24,15 +24,13 @@ use crate::def::config::VmConfig;
 use crate::def::spec;
 use crate::error::{Error, Result};
 use crate::paths::{Home, VmPaths};
+use crate::qemu::argv::NETDEV;
 use crate::qemu::control::ctl_connect;
 use crate::qemu::qmp::Qmp;
 use crate::runstate;
 use crate::sys::fsutil;
 use crate::sys::rt::block_on;
 use crate::types::{PortForward, Protocol, VmName};
-
-/// The `-netdev id=` of the VM's user-mode network (see `qemu::argv`).
-const NETDEV: &str = "net0";
 
 /// One forward of `port list`.
 #[derive(Debug, Serialize)]
