@@ -10,6 +10,7 @@
 //! `term` are file names, OS primitives and the line editor; `types` and `error` are the value
 //! types and the errors with their exit codes.
 
+pub mod addr;
 pub mod cli;
 pub mod def;
 pub mod error;

@@ -19,6 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::addr::NetName;
 use crate::error::{Error, Result};
 use crate::types::{Arch, VmName};
 
@@ -72,6 +73,18 @@ impl Home {
     }
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
+    }
+    pub fn networks_dir(&self) -> PathBuf {
+        self.root.join("networks")
+    }
+    /// Serialises network creation and removal, and address assignment.
+    pub fn networks_lock(&self) -> PathBuf {
+        self.networks_dir().join(".lock")
+    }
+    pub fn network(&self, name: &NetName) -> NetPaths {
+        NetPaths {
+            dir: self.networks_dir().join(name.as_str()),
+        }
     }
     /// Serialises builds and imports of images.
     pub fn images_lock(&self) -> PathBuf {
@@ -180,6 +193,11 @@ impl VmPaths {
     pub fn net_socket(&self) -> PathBuf {
         self.run_dir().join("net.sock")
     }
+    /// The guest's NIC on its `index`-th network (1-based, in the order of the definition's
+    /// `networks`): QEMU listens here and the network's switch is handed a connection to it.
+    pub fn nic_socket(&self, index: usize) -> PathBuf {
+        self.run_dir().join(format!("nic{index}.sock"))
+    }
     /// What the running passt forwards (`net::state`), written by the supervisor.
     pub fn net_state(&self) -> PathBuf {
         self.run_dir().join("net.json")
@@ -268,6 +286,40 @@ impl VmPaths {
             check_socket_path(&p)?;
         }
         Ok(())
+    }
+}
+
+/// The files of one network, under `networks/NAME/`: its definition, and its switch's socket,
+/// locks and log while one runs.
+#[derive(Debug, Clone)]
+pub struct NetPaths {
+    pub dir: PathBuf,
+}
+
+impl NetPaths {
+    pub fn definition(&self) -> PathBuf {
+        self.dir.join("network.toml")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    /// Where the switch takes VMs' NICs (the supervisors connect here).
+    pub fn switch_socket(&self) -> PathBuf {
+        self.run_dir().join("switch.sock")
+    }
+    /// Held by the running switch for its whole life: whoever can take it knows none runs.
+    pub fn switch_lock(&self) -> PathBuf {
+        self.run_dir().join("switch.lock")
+    }
+    /// Serialises starting a switch (and a switch deciding to end) between supervisors.
+    pub fn start_lock(&self) -> PathBuf {
+        self.run_dir().join("start.lock")
+    }
+    pub fn switch_pid(&self) -> PathBuf {
+        self.run_dir().join("switch.pid")
+    }
+    pub fn switch_log(&self) -> PathBuf {
+        self.dir.join("switch.log")
     }
 }
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::def::config::VmConfig;
+use crate::addr::{NetName, Subnet};
+use crate::def::config::{NetworkEntry, NetworkRef, VmConfig};
 use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName};
 
 #[derive(Debug, Parser)]
@@ -76,6 +77,9 @@ pub enum Cmd {
     /// Build, import and list base images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Private networks between VMs: create, list and remove them (VMs join with --network).
+    #[command(subcommand, alias = "net")]
+    Network(NetworkCmd),
     /// Run VMs as systemd services: print, install or remove a VM's unit (vmctl-NAME.service).
     #[command(subcommand)]
     Systemd(SystemdCmd),
@@ -134,6 +138,23 @@ pub enum SystemdCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a private network: an Ethernet segment that only its VMs share (no root, no
+    /// bridge or tap on the host); VMs get stable addresses in its subnet.
+    Create(NetworkCreateArgs),
+    /// List networks: subnet, VMs and their addresses, whether its switch runs.
+    #[command(alias = "list")]
+    Ls(JsonArg),
+    /// Remove a network no VM joins.
+    #[command(alias = "remove")]
+    Rm(NetNameArg),
+    /// Run a network's switch in the foreground (what VMs start on their own, and what its
+    /// systemd unit runs).
+    #[command(hide = true)]
+    Switch(SwitchArgs),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ImageCmd {
     /// Build a built-in image (`tiny`) from Debian packages.
     Build(BuildArgs),
@@ -151,6 +172,29 @@ pub enum ImageCmd {
 #[derive(Debug, Args)]
 pub struct NameArg {
     pub name: VmName,
+}
+
+#[derive(Debug, Args)]
+pub struct NetNameArg {
+    pub name: NetName,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    pub name: NetName,
+    /// The network's IPv4 subnet, e.g. 10.89.5.0/24 (default: a free /24 of 10.89.0.0/16).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<Subnet>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    pub name: NetName,
+    /// Keep running when the last VM leaves (a systemd unit, which systemd stops).
+    #[arg(long)]
+    pub persist: bool,
 }
 
 #[derive(Debug, Args)]
@@ -447,6 +491,10 @@ pub struct CreateArgs {
     /// loopback (passt).
     #[arg(long)]
     pub host_access: bool,
+    /// Join a private network (`vmctl network create`): NAME, or NAME=ADDRESS to choose the
+    /// VM's address on it (default: the lowest free one); repeatable, one NIC each.
+    #[arg(long = "network", value_name = "NAME[=ADDRESS]", value_parser = parse_network)]
+    pub networks: Vec<NetworkRef>,
     /// With --from: if the VM exists, bring its definition in line with FILE instead of
     /// refusing (the VM must be stopped; image, arch, disk, user and ssh_key cannot change).
     /// What the units vmctl-generator makes from drop-ins run before each start.
@@ -472,9 +520,30 @@ impl CreateArgs {
             autostart: self.autostart.then_some(true),
             host_access: self.host_access.then_some(true),
             after: self.after.iter().map(|n| n.to_string()).collect(),
+            networks: self.networks.clone(),
             health: None,
         }
     }
+}
+
+/// `--network NAME[=ADDRESS]`, the name and address checked as the definition checks them.
+fn parse_network(s: &str) -> std::result::Result<NetworkRef, String> {
+    let (name, address) = match s.split_once('=') {
+        Some((n, a)) => (n, Some(a)),
+        None => (s, None),
+    };
+    name.parse::<NetName>()?;
+    Ok(match address {
+        None => NetworkRef::Name(name.to_string()),
+        Some(a) => {
+            a.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| format!("{a:?} is not an IPv4 address such as 10.89.0.10"))?;
+            NetworkRef::Entry(NetworkEntry {
+                name: name.to_string(),
+                address: Some(a.to_string()),
+            })
+        }
+    })
 }
 
 #[cfg(test)]

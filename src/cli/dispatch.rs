@@ -2,8 +2,8 @@
 //! parsed command with its handler and the handler's name, so a test can hold the table
 //! against clap's own list of subcommands.
 
-use crate::cli::args::{Cli, Cmd, ImageCmd, PortCmd, SnapshotCmd, SystemdCmd};
-use crate::cli::{connect, doctor, image, inspect, lifecycle, port, snapshot, systemd};
+use crate::cli::args::{Cli, Cmd, ImageCmd, NetworkCmd, PortCmd, SnapshotCmd, SystemdCmd};
+use crate::cli::{connect, doctor, image, inspect, lifecycle, network, port, snapshot, systemd};
 use crate::error::Result;
 use crate::paths::Home;
 
@@ -64,6 +64,10 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Image(ImageCmd::Build(a)) => to!(image::build, a),
         Cmd::Image(ImageCmd::Import(a)) => to!(image::import, a),
         Cmd::Image(ImageCmd::List(a)) => to!(image::list, a),
+        Cmd::Network(NetworkCmd::Create(a)) => to!(network::create, a),
+        Cmd::Network(NetworkCmd::Ls(a)) => to!(network::ls, a),
+        Cmd::Network(NetworkCmd::Rm(a)) => to!(network::rm, a),
+        Cmd::Network(NetworkCmd::Switch(a)) => to!(network::switch, a),
         Cmd::Systemd(SystemdCmd::Generate(a)) => to!(systemd::generate, a),
         Cmd::Systemd(SystemdCmd::Install(a)) => to!(systemd::install, a),
         Cmd::Systemd(SystemdCmd::Uninstall(a)) => to!(systemd::uninstall, a),

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod image;
 pub mod inspect;
 pub mod lifecycle;
+pub mod network;
 pub mod output;
 pub mod port;
 pub mod snapshot;

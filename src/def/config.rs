@@ -78,9 +78,44 @@ pub struct VmConfig {
     /// VMs whose units this one's unit starts after and requires (`vmctl systemd`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// Private networks the VM joins (`vmctl network create`): a name, or a table with the
+    /// name and the VM's address on it; vmctl gives one where none is set and keeps it here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkRef>,
     /// A check of a guest service, for readiness and for restarting an unhealthy guest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
+}
+
+/// One entry of `networks`: `"backend"` or `{ name = "backend", address = "10.89.0.10" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetworkRef {
+    Name(String),
+    Entry(NetworkEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkEntry {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl NetworkRef {
+    pub fn name(&self) -> &str {
+        match self {
+            NetworkRef::Name(n) => n,
+            NetworkRef::Entry(e) => &e.name,
+        }
+    }
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            NetworkRef::Name(_) => None,
+            NetworkRef::Entry(e) => e.address.as_deref(),
+        }
+    }
 }
 
 /// `[health]`: one target (`http` or `tcp`, a forwarded guest port) and its timing.
@@ -164,6 +199,9 @@ impl VmConfig {
         if !over.after.is_empty() {
             self.after = over.after;
         }
+        if !over.networks.is_empty() {
+            self.networks = over.networks;
+        }
         self
     }
 }
@@ -236,10 +274,12 @@ enum Kind {
     Strings(&'static str),
     /// The `[health]` table.
     Health,
+    /// `networks`: an array of names or `{ name, address }` tables.
+    Networks,
 }
 
 /// The definition's keys, as [`VmConfig`] has them (a test holds the two together).
-const KEYS: [(&str, Kind); 15] = [
+const KEYS: [(&str, Kind); 16] = [
     ("cpus", Kind::Int("1-255")),
     ("memory", Kind::Str("\"512M\"")),
     ("disk", Kind::Str("\"10G\"")),
@@ -254,7 +294,14 @@ const KEYS: [(&str, Kind); 15] = [
     ("autostart", Kind::Bool),
     ("host_access", Kind::Bool),
     ("after", Kind::Strings("\"db\"")),
+    ("networks", Kind::Networks),
     ("health", Kind::Health),
+];
+
+/// The keys of a `networks` entry written as a table.
+const NETWORK_KEYS: [(&str, Kind); 2] = [
+    ("name", Kind::Str("\"backend\"")),
+    ("address", Kind::Str("\"10.89.0.10\"")),
 ];
 
 /// The keys of `[health]`, as [`HealthConfig`] has them.
@@ -315,10 +362,10 @@ fn table(
                 format!("{prefix}{}", shown_key(name)),
                 format!(
                     "unknown key (line {line}); {} keys are {}",
-                    if prefix.is_empty() {
-                        "a definition's"
-                    } else {
-                        "[health]'s"
+                    match prefix {
+                        "" => "a definition's",
+                        "health." => "[health]'s",
+                        _ => "a network entry's",
                     },
                     known.join(", ")
                 ),
@@ -328,6 +375,7 @@ fn table(
         let field = format!("{prefix}{name}");
         match (kind, v.get_ref()) {
             (Kind::Health, DeValue::Table(h)) => table(text, h, "health.", &HEALTH_KEYS, found),
+            (Kind::Networks, DeValue::Array(items)) => networks(text, items, found),
             (Kind::Strings(example), DeValue::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     if !matches!(item.get_ref(), DeValue::String(_)) {
@@ -359,7 +407,31 @@ fn mismatch(kind: Kind, value: &DeValue<'_>) -> Option<String> {
         Kind::Bool => "must be true or false".to_string(),
         Kind::Strings(example) => format!("must be an array of strings such as [{example}]"),
         Kind::Health => "must be a table ([health] with http or tcp)".to_string(),
+        Kind::Networks => {
+            "must be an array of network names or { name, address } tables".to_string()
+        }
     })
+}
+
+/// Each entry of `networks`: a name, or a table of `name` (required) and `address`.
+fn networks(text: &str, items: &[Spanned<DeValue<'_>>], found: &mut Vec<(usize, String, String)>) {
+    for (i, item) in items.iter().enumerate() {
+        let line = line_of(text, item.span().start);
+        let field = format!("networks[{i}]");
+        match item.get_ref() {
+            DeValue::String(_) => {}
+            DeValue::Table(t) => {
+                table(text, t, &format!("{field}."), &NETWORK_KEYS, found);
+                if !t.iter().any(|(k, _)| k.get_ref().as_ref() == "name") {
+                    found.push((line, field, format!("needs a name (line {line})")));
+                }
+            }
+            _ => {
+                let want = "must be a network name such as \"backend\" or a table { name = \"backend\", address = \"10.89.0.10\" }";
+                found.push((line, field, wrong(want, item, line)));
+            }
+        }
+    }
 }
 
 /// "must be ...; got the integer 3 (line 2)": the value is shown as the file has it, escaped and
@@ -442,6 +514,13 @@ mod tests {
             autostart: Some(true),
             host_access: Some(true),
             after: vec!["db".into()],
+            networks: vec![
+                NetworkRef::Name("a".into()),
+                NetworkRef::Entry(NetworkEntry {
+                    name: "b".into(),
+                    address: Some("10.89.0.2".into()),
+                }),
+            ],
             health: Some(HealthConfig {
                 http: Some("1/".into()),
                 tcp: Some(1),
@@ -461,7 +540,12 @@ mod tests {
         let hkeys: Vec<&str> = HEALTH_KEYS.iter().map(|(k, _)| *k).collect();
         assert_eq!(h.len(), hkeys.len());
         assert!(h.keys().all(|k| hkeys.contains(&k.as_str())), "{hkeys:?}");
+        let n = t["networks"].as_array().unwrap()[1].as_table().unwrap();
+        let nkeys: Vec<&str> = NETWORK_KEYS.iter().map(|(k, _)| *k).collect();
+        assert_eq!(n.len(), nkeys.len());
+        assert!(n.keys().all(|k| nkeys.contains(&k.as_str())), "{nkeys:?}");
         assert!(shape(&full.to_toml()).is_empty());
+        assert_eq!(VmConfig::parse(&full.to_toml(), "x").unwrap(), full);
         // The ranges shown for integers of the wrong type are those of the bounds.
         for (key, range, bound) in [
             ("cpus", KEYS[0].1, crate::def::bounds::cpus(0).unwrap_err()),
@@ -493,7 +577,7 @@ mod tests {
             e,
             "web.toml: invalid VM definition:\n  \
              cpus: must be 1-255; got the string \"two\" (line 1)\n  \
-             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, autostart, host_access, after, health\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, autostart, host_access, after, networks, health\n  \
              ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
              health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
              health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"

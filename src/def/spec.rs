@@ -2,10 +2,12 @@
 //! builder and the lifecycle code accept. Every invalid field is reported at once, by name and
 //! value; host limits (RAM) come in as plain numbers so this stays a pure function.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use crate::addr::{MacAddr, NetName};
 use crate::def::bounds;
-use crate::def::config::{self, HealthConfig, VmConfig};
+use crate::def::config::{self, HealthConfig, NetworkEntry, NetworkRef, VmConfig};
 use crate::error::{Problems, Result};
 use crate::types::{
     AccelChoice, App, Arch, ByteSize, LoginName, PortForward, Protocol, Span, VmName,
@@ -35,6 +37,17 @@ pub struct VmSpec {
     /// VMs whose units this VM's unit is ordered after and requires.
     pub after: Vec<VmName>,
     pub health: Option<HealthSpec>,
+    /// The private networks it joins, in order (its second NIC is on the first).
+    pub networks: Vec<NetAttach>,
+}
+
+/// A VM's NIC on a private network: the network, the VM's address there (vmctl gives one at
+/// create when the definition has none) and the NIC's MAC (derived from both names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetAttach {
+    pub network: NetName,
+    pub address: Option<Ipv4Addr>,
+    pub mac: MacAddr,
 }
 
 /// A validated `[health]` table.
@@ -102,6 +115,7 @@ pub fn validate(
     let (user, ssh_key, app) = login(cfg, &mut p);
     let after = after(name, &cfg.after, &mut p);
     let health = cfg.health.as_ref().and_then(|h| health(h, &ports, &mut p));
+    let networks = networks(name, &cfg.networks, &mut p);
     p.into_result(source_name)?;
     Ok(VmSpec {
         name: name.clone(),
@@ -120,6 +134,7 @@ pub fn validate(
         host_access: cfg.host_access.unwrap_or(false),
         after,
         health,
+        networks,
     })
 }
 
@@ -233,6 +248,36 @@ fn after(name: &VmName, after: &[String], p: &mut Problems) -> Vec<VmName> {
             Some(n) => out.push(n),
             None => {}
         }
+    }
+    out
+}
+
+/// `networks`: each a network name, at most once, with an IPv4 address if one is given.
+fn networks(vm: &VmName, refs: &[NetworkRef], p: &mut Problems) -> Vec<NetAttach> {
+    let mut out: Vec<NetAttach> = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let Some(network) = p.check(&format!("networks[{i}]"), r.name().parse::<NetName>()) else {
+            continue;
+        };
+        if out.iter().any(|a| a.network == network) {
+            p.add(
+                format!("networks[{i}]"),
+                format!("network {network} is listed twice"),
+            );
+            continue;
+        }
+        let address = r.address().and_then(|a| {
+            p.check(
+                &format!("networks[{i}].address"),
+                a.parse::<Ipv4Addr>()
+                    .map_err(|_| format!("{a:?} is not an IPv4 address such as \"10.89.0.10\"")),
+            )
+        });
+        out.push(NetAttach {
+            mac: MacAddr::derive(vm.as_str(), network.as_str()),
+            network,
+            address,
+        });
     }
     out
 }
@@ -364,6 +409,16 @@ impl VmSpec {
             autostart: Some(self.autostart),
             host_access: Some(self.host_access),
             after: self.after.iter().map(|n| n.to_string()).collect(),
+            networks: self
+                .networks
+                .iter()
+                .map(|a| {
+                    NetworkRef::Entry(NetworkEntry {
+                        name: a.network.to_string(),
+                        address: a.address.map(|ip| ip.to_string()),
+                    })
+                })
+                .collect(),
             health: self.health.as_ref().map(|h| HealthConfig {
                 http: match &h.check {
                     HealthCheck::Http { port, path } => Some(format!("{port}{path}")),

@@ -157,7 +157,9 @@ mod tests {
         Credential {
             app,
             authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
+            hosts: vec![],
             hostname: "web".into(),
+            networks: vec![],
             ssh_host_key: HostKey {
                 private: "PRIVATE".into(),
                 public: "ssh-ed25519 BBBB web".into(),

@@ -6,9 +6,11 @@
 
 use serde::Serialize;
 
+use crate::def::network::Peer;
 use crate::def::spec::VmSpec;
 use crate::error::{IoContext, Result};
 use crate::paths::VmPaths;
+use crate::qemu::argv::Lan;
 use crate::types::{App, LoginName};
 
 /// The credential's JSON (`images/debian-12/provision.py` reads it). Fields are in the order
@@ -17,9 +19,29 @@ use crate::types::{App, LoginName};
 pub struct Credential {
     pub app: Option<App>,
     pub authorized_keys: Vec<String>,
+    /// The other VMs of the guest's private networks, for /etc/hosts (absent without any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<Peer>,
     pub hostname: String,
+    /// The NICs on private networks: each by MAC, with its static address (absent without).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NicAddress>,
     pub ssh_host_key: HostKey,
     pub user: String,
+}
+
+/// What the guest learns of its private networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestNet {
+    pub lans: Vec<Lan>,
+    pub peers: Vec<Peer>,
+}
+
+/// One private NIC in the credential: `{"address": "10.89.0.2/24", "mac": "52:54:00:…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NicAddress {
+    pub address: String,
+    pub mac: String,
 }
 
 /// The VM's own ed25519 host key, pinned by `vmctl ssh`.
@@ -34,7 +56,7 @@ pub struct HostKey {
 
 impl Credential {
     /// The credential of a created VM, from its SSH files (written at create).
-    pub fn read(paths: &VmPaths, spec: &VmSpec) -> Result<Credential> {
+    pub fn read(paths: &VmPaths, spec: &VmSpec, net: &GuestNet) -> Result<Credential> {
         let ssh = paths.ssh();
         let keys = std::fs::read_to_string(ssh.authorized_keys())
             .path_ctx("read", &ssh.authorized_keys())?;
@@ -48,7 +70,16 @@ impl Credential {
                 .filter(|l| !l.trim().is_empty())
                 .map(str::to_string)
                 .collect(),
+            hosts: net.peers.clone(),
             hostname: spec.name.to_string(),
+            networks: net
+                .lans
+                .iter()
+                .map(|l| NicAddress {
+                    address: format!("{}/{}", l.address, l.prefix),
+                    mac: l.mac.to_string(),
+                })
+                .collect(),
             ssh_host_key: HostKey {
                 private,
                 public: public.trim().to_string(),
@@ -87,7 +118,9 @@ mod tests {
         let c = Credential {
             app: Some(App::NginxGunicorn),
             authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
+            hosts: vec![],
             hostname: "web".into(),
+            networks: vec![],
             ssh_host_key: HostKey {
                 private: "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),
                 public: "ssh-ed25519 BBBB web".into(),

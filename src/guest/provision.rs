@@ -13,7 +13,7 @@ use std::process::Command;
 
 use crate::def::spec::VmSpec;
 use crate::error::{Error, IoContext, Problems, Result};
-use crate::guest::credential::{Credential, default_user};
+use crate::guest::credential::{Credential, GuestNet, default_user};
 use crate::image::recipe::Provision;
 use crate::image::store::Image;
 use crate::paths::VmPaths;
@@ -214,15 +214,20 @@ pub fn setup(spec: &VmSpec, image: &Image, staging: &VmPaths, created: &VmPaths)
 
 /// Render what the guest's provisioning reads at this boot. Returns the fw_cfg credential file
 /// (vmctl images) or the NoCloud seed disk (cloud-init images).
-pub fn boot_files(paths: &VmPaths, spec: &VmSpec, image: &Image) -> Result<BootFiles> {
+pub fn boot_files(
+    paths: &VmPaths,
+    spec: &VmSpec,
+    image: &Image,
+    net: &GuestNet,
+) -> Result<BootFiles> {
     match image.manifest.provision {
         Provision::None => {}
         Provision::Vmctl => write_private(
             &paths.provision_credential(),
-            Credential::read(paths, spec)?.to_json().as_bytes(),
+            Credential::read(paths, spec, net)?.to_json().as_bytes(),
         )?,
         Provision::CloudInit => {
-            crate::guest::cloudinit::write_seed(paths, &Credential::read(paths, spec)?)?
+            crate::guest::cloudinit::write_seed(paths, &Credential::read(paths, spec, net)?)?
         }
     }
     Ok(planned(paths, image))

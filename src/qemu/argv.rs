@@ -9,8 +9,11 @@
 //! image: the backing file, kernel and initrd. It runs under QEMU's seccomp sandbox with every
 //! optional restriction on (`host::qemu_user::SANDBOX`).
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use crate::addr::MacAddr;
+use crate::def::network::Peer;
 use crate::def::spec::VmSpec;
 use crate::paths::VmPaths;
 use crate::types::Accel;
@@ -30,6 +33,24 @@ pub struct Launch<'a> {
     /// (`systemd.hostname=`), from its first instruction on.
     pub set_hostname: bool,
     pub boot_files: BootFiles,
+    /// The NICs on private networks, in the order of the definition's `networks`.
+    pub lans: Vec<Lan>,
+    /// Images without provisioning (tiny): the private NICs' addresses and the other VMs'
+    /// names go on the kernel command line (`vmctl.nic=`, `vmctl.host=`).
+    pub lans_on_cmdline: Option<Vec<Peer>>,
+}
+
+/// A NIC on a private network: its MAC, and the guest's address and prefix there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lan {
+    pub mac: MacAddr,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+/// The netdev id of the `index`-th private NIC (1-based).
+pub fn lan_netdev(index: usize) -> String {
+    format!("nic{index}")
 }
 
 /// What QEMU hands the guest's provisioning (see `guest::provision`): the credential file,
@@ -65,6 +86,11 @@ pub mod fd {
     /// The guest network's socket (listening; passt connects to it), unless the VM has
     /// `host_access`.
     pub const NET: i32 = 11;
+    /// The sockets of the NICs on private networks (listening; their switch is handed a
+    /// connection): the `index`-th (1-based) is at `NET + index`.
+    pub fn lan(index: usize) -> i32 {
+        NET + index as i32
+    }
 }
 
 /// TCG's translation cache defaults to 1 GiB and dominates QEMU's RSS; a quarter of guest RAM,
@@ -162,6 +188,18 @@ pub fn argv(l: &Launch) -> Vec<String> {
         "-device",
         &format!("virtio-net-pci,netdev={NETDEV}"),
     ]);
+    for (i, lan) in l.lans.iter().enumerate() {
+        let id = lan_netdev(i + 1);
+        push(&[
+            "-netdev",
+            &format!(
+                "stream,id={id},server=on,addr.type=fd,addr.str={}",
+                fd::lan(i + 1)
+            ),
+            "-device",
+            &format!("virtio-net-pci,netdev={id},mac={}", lan.mac),
+        ]);
+    }
     if l.boot_files.credential.is_some() {
         push(&[
             "-fw_cfg",
@@ -194,6 +232,9 @@ pub fn argv(l: &Launch) -> Vec<String> {
         if l.set_hostname {
             extras.push(format!("systemd.hostname={}", s.name));
         }
+        if let Some(peers) = &l.lans_on_cmdline {
+            extras.extend(lan_cmdline(&l.lans, peers));
+        }
         for extra in extras {
             if !cmdline.is_empty() {
                 cmdline.push(' ');
@@ -203,6 +244,18 @@ pub fn argv(l: &Launch) -> Vec<String> {
         push(&["-append", &cmdline]);
     }
     a
+}
+
+/// `vmctl.nic=MAC,ADDRESS/PREFIX` for each private NIC and `vmctl.host=ADDRESS,NAME,...` for
+/// each other VM on those networks: what the tiny image's init reads.
+fn lan_cmdline(lans: &[Lan], peers: &[Peer]) -> Vec<String> {
+    let nics = lans
+        .iter()
+        .map(|n| format!("vmctl.nic={},{}/{}", n.mac, n.address, n.prefix));
+    let hosts = peers
+        .iter()
+        .map(|p| format!("vmctl.host={},{}", p.address, p.names.join(",")));
+    nics.chain(hosts).collect()
 }
 
 #[cfg(test)]
@@ -241,6 +294,8 @@ mod tests {
             cmdline: Some("panic=-1 quiet".into()),
             set_hostname: false,
             boot_files: Default::default(),
+            lans: vec![],
+            lans_on_cmdline: None,
         });
         let mut out = argv.join("\n");
         out.push('\n');
@@ -248,6 +303,50 @@ mod tests {
     }
 
     use crate::golden::check as golden;
+
+    /// Two private networks: a NIC each (its own socket descriptor and MAC), and for the tiny
+    /// image the addresses and the other VMs on the kernel command line.
+    #[test]
+    fn tiny_on_two_private_networks() {
+        let s = spec(
+            "memory = \"256M\"\narch = \"x86_64\"\nports = [\"8080:8080\"]\nnetworks = [\"backend\", { name = \"front\", address = \"10.89.1.5\" }]\n",
+        );
+        let home = Home {
+            root: PathBuf::from("/var/lib/vmctl"),
+        };
+        let paths = home.vm(&s.name);
+        let img = home.image_dir(&s.image, s.arch);
+        let lans = vec![
+            Lan {
+                mac: s.networks[0].mac,
+                address: "10.89.0.2".parse().unwrap(),
+                prefix: 24,
+            },
+            Lan {
+                mac: s.networks[1].mac,
+                address: "10.89.1.5".parse().unwrap(),
+                prefix: 24,
+            },
+        ];
+        let peers = vec![Peer {
+            address: "10.89.0.3".parse().unwrap(),
+            names: vec!["db".into(), "db.backend".into()],
+        }];
+        let argv = argv(&Launch {
+            spec: &s,
+            accel: Accel::Tcg,
+            paths: &paths,
+            binary: "qemu-system-x86_64".into(),
+            kernel: Some(img.join("kernel")),
+            initrd: Some(img.join("initrd")),
+            cmdline: Some("panic=-1 quiet".into()),
+            set_hostname: false,
+            boot_files: Default::default(),
+            lans,
+            lans_on_cmdline: Some(peers),
+        });
+        golden("tiny-x86_64-lans.argv", &(argv.join("\n") + "\n"));
+    }
 
     #[test]
     fn tiny_x86_64_under_tcg() {
@@ -294,6 +393,8 @@ mod tests {
                 credential: Some(paths.provision_credential()),
                 seed: None,
             },
+            lans: vec![],
+            lans_on_cmdline: None,
         });
         golden("vps-x86_64-tcg-provisioned.argv", &(argv.join("\n") + "\n"));
     }
@@ -318,6 +419,8 @@ mod tests {
                 credential: None,
                 seed: Some(paths.cloud_init_seed()),
             },
+            lans: vec![],
+            lans_on_cmdline: None,
         });
         golden("cloud-x86_64-tcg-seed.argv", &(argv.join("\n") + "\n"));
     }

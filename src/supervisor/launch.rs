@@ -1,6 +1,6 @@
 //! What QEMU is handed at exec, prepared by the supervisor so that QEMU opens none of its VM's
-//! files itself: the three QMP sockets and the guest network's, bound here and passed
-//! listening; the console log, the
+//! files itself: the three QMP sockets, the guest network's and its NICs' on private networks,
+//! bound here and passed listening; the console log, the
 //! disk (read-write and read-only) and the cloud-init seed, opened here (never through a
 //! symbolic link); the provisioning credential in a pipe; and the user it runs as, who may read
 //! the image it boots from, and nothing else of the home.
@@ -24,15 +24,13 @@ pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Chi
         (paths.qmp_ctl_socket(), fd::QMP_CTL),
         (paths.qmp_shell_socket(), fd::QMP_SHELL),
     ] {
-        let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).path_ctx("create the socket", &sock)?;
-        child.pass(listener, n)?;
+        child.pass(listen(&sock)?, n)?;
     }
     if plan.net.is_some() {
-        let sock = paths.net_socket();
-        let _ = std::fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).path_ctx("create the socket", &sock)?;
-        child.pass(listener, fd::NET)?;
+        child.pass(listen(&paths.net_socket())?, fd::NET)?;
+    }
+    for (i, nic) in plan.nics.iter().enumerate() {
+        child.pass(listen(&nic.socket)?, fd::lan(i + 1))?;
     }
     child.pass(fsutil::create_new_file(&paths.serial_log())?, fd::SERIAL)?;
     let disk = paths.disk();
@@ -53,6 +51,12 @@ pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Chi
         child.pipe(data, fd::CREDENTIAL);
     }
     Ok(child)
+}
+
+/// A listening socket at `sock` (a stale one removed first), for QEMU.
+fn listen(sock: &Path) -> Result<UnixListener> {
+    let _ = std::fs::remove_file(sock);
+    UnixListener::bind(sock).path_ctx("create the socket", sock)
 }
 
 fn open(path: &Path, write: bool) -> Result<std::fs::File> {

@@ -5,11 +5,13 @@
 
 use crate::def::spec::VmSpec;
 use crate::error::{Error, Result};
+use crate::guest::credential::GuestNet;
 use crate::host::accel::{self, Decision};
 use crate::host::qemu_user::{self, QemuUser};
 use crate::image;
+use crate::net::attach::Nic;
 use crate::paths::Home;
-use crate::qemu::argv::{self, Launch};
+use crate::qemu::argv::{self, Lan, Launch};
 use crate::types::{PortForward, Protocol, VmName};
 
 /// Everything needed to spawn QEMU, decided before anything is started.
@@ -22,6 +24,11 @@ pub struct LaunchPlan {
     pub user: Option<QemuUser>,
     /// The passt that networks the guest (`None`: QEMU's user networking, `host_access`).
     pub net: Option<crate::net::link::Setup>,
+    /// The NICs on private networks, for their switches.
+    pub nics: Vec<Nic>,
+    /// The guest's view of its private networks (its NICs, the other VMs' names), for its
+    /// provisioning.
+    pub guest_net: GuestNet,
 }
 
 /// Resolve image, accelerator and binary into the exact argv. Also used by `show-cmd`.
@@ -45,6 +52,9 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
     let decision = accel::choose(spec.accel, spec.arch, identity.as_ref(), &|arch| {
         image::store::probe_kernel(home, arch)
     })?;
+    let (lans, nics) = lans(home, spec)?;
+    let peers = crate::def::network::peers(home, spec);
+    let provision = img.manifest.provision;
     let argv = argv::argv(&Launch {
         spec,
         accel: decision.accel,
@@ -55,6 +65,8 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         cmdline: img.manifest.cmdline.clone(),
         set_hostname: img.manifest.provision == image::recipe::Provision::Vmctl,
         boot_files: crate::guest::provision::planned(&paths, &img),
+        lans: lans.clone(),
+        lans_on_cmdline: (provision == image::recipe::Provision::None).then(|| peers.clone()),
     });
     let net = match spec.host_access {
         true => None,
@@ -70,7 +82,46 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         qemu_version,
         user,
         net,
+        nics,
+        guest_net: GuestNet { lans, peers },
     })
+}
+
+/// The NICs of `spec` on its private networks, each network read (it must exist: else "not
+/// found") and the VM's address on it checked against its subnet.
+fn lans(home: &Home, spec: &VmSpec) -> Result<(Vec<Lan>, Vec<Nic>)> {
+    let paths = home.vm(&spec.name);
+    let mut lans = Vec::new();
+    let mut nics = Vec::new();
+    for (i, a) in spec.networks.iter().enumerate() {
+        let net = crate::def::network::load(home, &a.network)?;
+        let address = a.address.ok_or_else(|| {
+            Error::Usage(format!(
+                "VM {} has no address on network {}: set networks[{i}].address in its definition (`vmctl create --update`)",
+                spec.name, a.network
+            ))
+        })?;
+        net.subnet.check_host(address).map_err(|why| {
+            Error::Usage(format!(
+                "VM {}'s address on network {}: {why}",
+                spec.name, a.network
+            ))
+        })?;
+        let socket = paths.nic_socket(i + 1);
+        crate::paths::check_socket_path(&socket)?;
+        lans.push(Lan {
+            mac: a.mac,
+            address,
+            prefix: net.subnet.prefix(),
+        });
+        nics.push(Nic {
+            network: a.network.clone(),
+            mac: a.mac,
+            address,
+            socket,
+        });
+    }
+    Ok((lans, nics))
 }
 
 /// passt, which networks guests without the host's loopback; `Error::Host` when it is missing.

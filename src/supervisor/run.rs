@@ -20,11 +20,12 @@ use tokio::time::Instant;
 use crate::def::spec::VmSpec;
 use crate::error::{Error, IoContext, Result, exit};
 use crate::guest::health::Monitor;
+use crate::net::attach::Nics;
 use crate::paths::{Home, VmPaths};
 use crate::qemu::qmp::Qmp;
 use crate::runstate::{self, LastExit, Liveness, RunState};
 use crate::supervisor::plan::{LaunchPlan, check_ports_free, plan};
-use crate::supervisor::watch::{Ending, ExitReceiver, Running, Signals};
+use crate::supervisor::watch::{Ending, ExitReceiver, Links, Running, Signals};
 use crate::supervisor::{handshake, launch};
 use crate::sys::{fsutil, process};
 use crate::systemd::notify::{self, Field, Notifier};
@@ -80,10 +81,11 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     let mut qemu = spawn(spec, &paths, &plan)?;
     // QMP first: the guest's network is up when QEMU says it accepted passt (an event).
     let mut qmp = qemu.connect(spec, &paths).await?;
-    let link = match &plan.net {
+    let passt = match &plan.net {
         Some(setup) => Some(qemu.link(setup, spec, &paths, &mut qmp).await?),
         None => None,
     };
+    let nics = qemu.attach(home, spec, &paths, plan.nics.clone()).await?;
     check_accel(&mut qmp, plan.decision.accel).await;
     let state = announce(spec, &paths, &plan, &qemu, unit, mode)?;
     drop(lock);
@@ -94,10 +96,10 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
         notifier.as_ref(),
         state,
         qemu.started,
-        link,
+        Links { passt, nics },
     );
     let (status, ending) = vm.watch(&mut qmp, &mut qemu.exit_rx, &mut signals).await;
-    if let Some(link) = vm.link.as_mut() {
+    if let Some(link) = vm.links.passt.as_mut() {
         link.stop().await;
     }
     finish(spec, &paths, &qemu, status, ending)
@@ -159,7 +161,7 @@ struct Qemu {
 /// `qemu.log`, its own process group, its descriptors from `launch`, as its user), reaped on a
 /// thread; record its pid.
 fn spawn(spec: &VmSpec, paths: &VmPaths, plan: &LaunchPlan) -> Result<Qemu> {
-    let boot = crate::guest::provision::boot_files(paths, spec, &plan.image)?;
+    let boot = crate::guest::provision::boot_files(paths, spec, &plan.image, &plan.guest_net)?;
     let run_dir = paths.run_dir();
     std::fs::create_dir_all(&run_dir).path_ctx("create", &run_dir)?;
     rotate(&paths.serial_log())?;
@@ -214,6 +216,26 @@ impl Qemu {
                     "The network of VM {} did not come up: {e}",
                     spec.name
                 )))
+            }
+        }
+    }
+
+    /// Attach the guest's NICs on private networks to their switches. If one cannot be,
+    /// QEMU is killed and reaped, and the error says why.
+    async fn attach(
+        &mut self,
+        home: &Home,
+        spec: &VmSpec,
+        paths: &VmPaths,
+        nics: Vec<crate::net::attach::Nic>,
+    ) -> Result<Nics> {
+        match Nics::attach(home, spec.name.as_str(), nics).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                process::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = (&mut self.exit_rx).await;
+                runstate::clean(paths);
+                Err(e)
             }
         }
     }

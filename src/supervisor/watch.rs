@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::def::spec::{HealthSpec, VmSpec};
 use crate::guest::health::{self, HealthStatus, Monitor, Readiness};
+use crate::net::attach::Nics;
 use crate::net::link::Link;
 use crate::paths::{Home, VmPaths};
 use crate::qemu::qmp::{Qmp, QmpEvent};
@@ -60,14 +61,21 @@ pub enum Ending {
     Exited,
 }
 
+/// What connects the guest's NICs: its passt (none with `host_access`) and its private
+/// networks' switches.
+pub struct Links {
+    pub passt: Option<Link>,
+    pub nics: Nics,
+}
+
 /// A started VM, watched until QEMU exits: guest events, readiness, the health check, stop
 /// signals; `state.json` and systemd hear of each change.
 pub struct Running<'a> {
     spec: &'a VmSpec,
     home: &'a Home,
     paths: &'a VmPaths,
-    /// The guest's passt (none with `host_access`).
-    pub link: Option<Link>,
+    /// The guest's passt and its NICs on private networks.
+    pub links: Links,
     pid: i32,
     /// Run by a service manager (`NOTIFY_SOCKET`, or the VM's own unit), which restarts us.
     supervised: bool,
@@ -89,7 +97,7 @@ impl<'a> Running<'a> {
         notifier: Option<&'a Notifier>,
         state: RunState,
         started: Instant,
-        link: Option<Link>,
+        links: Links,
     ) -> Running<'a> {
         let health = spec.health.as_ref().and_then(|h| {
             let via = *spec.forward_to(h.check.guest_port())?;
@@ -99,7 +107,7 @@ impl<'a> Running<'a> {
             spec,
             home,
             paths,
-            link,
+            links,
             pid: state.qemu_pid,
             supervised: notifier.is_some() || state.unit.is_some(),
             notifier,
@@ -145,12 +153,19 @@ impl<'a> Running<'a> {
                 _ = signals.term.recv() => ending = Ending::Requested(self.stop_on_signal(qmp, "SIGTERM").await),
                 _ = signals.int.recv() => ending = Ending::Requested(self.stop_on_signal(qmp, "SIGINT").await),
                 _ = signals.hup.recv(), if !stopping => self.reload_forwards(qmp).await,
-                status = link_exit(&mut self.link), if !stopping => {
+                status = link_exit(&mut self.links.passt), if !stopping => {
                     // QEMU closing the link ends passt too: if QEMU is exiting, that is the news.
                     if let Ok(s) = tokio::time::timeout(LINK_GRACE, &mut *exit_rx).await {
                         break s.ok().and_then(|s| s.ok());
                     }
                     self.on_link_exit(status, qmp).await
+                }
+                i = self.links.nics.lost(), if !stopping => {
+                    // The switch lets a NIC go when QEMU closes it: QEMU may be exiting.
+                    if let Ok(s) = tokio::time::timeout(LINK_GRACE, &mut *exit_rx).await {
+                        break s.ok().and_then(|s| s.ok());
+                    }
+                    self.on_switch_lost(i).await
                 }
                 _ = &mut ready, if !up && !stopping => self.on_ready(),
                 _ = tokio::time::sleep_until(give_up_at.unwrap_or(far)), if give_up_at.is_some() && !up && !stopping => {
@@ -174,7 +189,7 @@ impl<'a> Running<'a> {
     /// SIGHUP: give the guest's passt the forwards the definition has now (`vmctl port`, which
     /// reads the outcome from `net.json`).
     async fn reload_forwards(&mut self, qmp: &mut Qmp) {
-        let Some(link) = self.link.as_mut() else {
+        let Some(link) = self.links.passt.as_mut() else {
             tracing::info!(vm = %self.spec.name, "SIGHUP: QEMU's user networking changes its forwards itself");
             return;
         };
@@ -195,15 +210,25 @@ impl<'a> Running<'a> {
         }
     }
 
+    /// The switch of a private network went away while QEMU runs: give the NIC to a new one.
+    async fn on_switch_lost(&mut self, i: usize) {
+        let (vm, net) = (&self.spec.name, self.links.nics.nic(i).network.clone());
+        tracing::warn!(%vm, network = %net, "the network's switch went away; attaching to a new one");
+        match self.links.nics.reattach(i).await {
+            Ok(()) => tracing::info!(%vm, network = %net, "attached to the network's new switch"),
+            Err(e) => tracing::error!(%vm, network = %net, "the guest is off network {net}: {e}"),
+        }
+    }
+
     /// The guest's passt died while QEMU runs: start another with the same forwards.
     async fn on_link_exit(&mut self, status: Option<std::process::ExitStatus>, qmp: &mut Qmp) {
-        let Some(link) = self.link.as_mut() else {
+        let Some(link) = self.links.passt.as_mut() else {
             return;
         };
         tracing::warn!(vm = %self.spec.name, status = ?status, "passt exited; starting it again");
         if let Err(e) = link.restart(qmp).await {
             tracing::error!(vm = %self.spec.name, "the guest has no network: {e}");
-            self.link = None;
+            self.links.passt = None;
         }
     }
 

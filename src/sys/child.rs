@@ -21,6 +21,23 @@ pub struct Identity {
     pub groups: Vec<u32>,
 }
 
+impl Identity {
+    /// Become this identity for good (this process, every thread): for a long-lived process
+    /// that set up what needed privileges first. Call it before starting any thread.
+    pub fn assume(&self) -> std::io::Result<()> {
+        use nix::unistd::{Gid, Uid};
+        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups)?;
+        let gid = Gid::from_raw(self.gid);
+        nix::unistd::setresgid(gid, gid, gid)?;
+        let uid = Uid::from_raw(self.uid);
+        nix::unistd::setresuid(uid, uid, uid)?;
+        // No way back to privileges through an exec of a set-uid program.
+        nix::sys::prctl::set_no_new_privs()?;
+        Ok(())
+    }
+}
+
 /// What a child is given at exec.
 #[derive(Debug, Default)]
 pub struct Child {

@@ -1,8 +1,10 @@
 //! Operating-system primitives with no knowledge of VMs: files that stay whole (atomic writes,
-//! locks, temporary directories), processes vmctl does not necessarily own, the async runtime
+//! locks, temporary directories), processes vmctl does not necessarily own, descriptors handed
+//! to another process (`fdpass`), the async runtime
 //! vmctl's short commands run on, and POSIX quoting of the command lines it prints.
 
 pub mod child;
+pub mod fdpass;
 pub mod fsutil;
 pub mod process;
 pub mod quote;

@@ -37,6 +37,12 @@ fn create_as(
     std::fs::create_dir_all(&vms).path_ctx("create", &vms)?;
     let _lock = fsutil::lock_exclusive(&home.vms_lock())?;
     precheck(home, &spec, source_name)?;
+    // Addresses on private networks are given here, under the lock that every definition is
+    // written under, so no two VMs get one.
+    let spec = VmSpec {
+        networks: crate::def::network::assign(home, &spec, source_name)?,
+        ..spec
+    };
     // Build the VM in a temporary directory and rename it into place: all or nothing.
     let tmp = fsutil::TempDir::new(&vms, &format!(".create-{name}-"))?;
     let staging = VmPaths {
@@ -88,6 +94,7 @@ fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::stor
     }
     foreign_ports(home, spec, &mut problems);
     problems.into_result(source_name)?;
+    crate::def::network::assign(home, spec, source_name)?;
     Ok(img.expect("no problem, so the image was found"))
 }
 
@@ -178,6 +185,15 @@ pub fn create_or_update(
         Some(k) => Some(std::path::absolute(&k).unwrap_or(k)),
         None => stored.ssh_key.clone(),
     };
+    // A network the file names without an address keeps the address the VM has there.
+    for a in wanted.networks.iter_mut().filter(|a| a.address.is_none()) {
+        a.address = stored
+            .networks
+            .iter()
+            .find(|s| s.network == a.network)
+            .and_then(|s| s.address);
+    }
+    wanted.networks = crate::def::network::assign(home, &wanted, &source_name)?;
     // The file defines the VM from now on (also one made by `vmctl create` before).
     let record = paths.drop_in_record();
     if std::fs::read_to_string(&record).ok().as_deref() != file.to_str() {

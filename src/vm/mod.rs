@@ -6,6 +6,7 @@
 pub mod control;
 pub mod create;
 pub mod inspect;
+pub mod network;
 pub mod ports;
 pub mod rm;
 pub mod snapshot;
