@@ -459,6 +459,8 @@ After=local-fs.target
 Before=shutdown.target
 Conflicts=shutdown.target
 Before=ssh.service nginx.service vmctl-app-gunicorn-hello.service vmctl-app-nginx-gunicorn.service
+# It writes the private networks' networkd files (in /run/systemd/network).
+Before=systemd-networkd.service
 Before=systemd-user-sessions.service
 
 [Service]

@@ -10,7 +10,10 @@
 #
 #   {"hostname": "web", "user": "alice", "authorized_keys": ["ssh-ed25519 AAAA... c"],
 #    "ssh_host_key": {"type": "ed25519", "private": "-----BEGIN OPENSSH...", "public": "ssh-ed25519 AAAA..."},
-#    "app": "gunicorn-hello" | "nginx-gunicorn" | null}
+#    "app": "gunicorn-hello" | "nginx-gunicorn" | null,
+#    "app_env": {"UPSTREAM": "http://db:8080/"},
+#    "networks": [{"mac": "52:54:00:ab:cd:ef", "address": "10.89.0.2/24"}],
+#    "hosts": [{"address": "10.89.0.3", "names": ["db", "db.backend"]}]}
 #
 # Every field is optional. Each boot it makes the system match the credential:
 #   hostname         transient hostname + /etc/hostname
@@ -20,6 +23,14 @@
 #   ssh_host_key     /etc/ssh/ssh_host_ed25519_key(.pub) (0600/0644)
 #   app              the app's units enabled and started, the other app's
 #                    units disabled and stopped; null/absent: no app
+#   app_env          /etc/vmctl/app.env (the app units' EnvironmentFile=),
+#                    removed when absent
+#   networks         the NICs on private networks, matched by MAC: a
+#                    systemd-networkd file each in /run/systemd/network with
+#                    the static address and no gateway (written before
+#                    networkd starts: this unit runs before it)
+#   hosts            the other VMs of those networks, in a block of
+#                    /etc/hosts of their own (lines ending "# vmctl-network")
 # Without a credential (e.g. a plain `qemu -hda disk.qcow2` boot) it only
 # makes sure an ed25519 host key exists (generating one takes ~0.1 s; sshd is
 # configured for that key only) and leaves users and apps as they are on the
@@ -52,6 +63,14 @@ APPS = {
 APP_UNITS = sorted({u for units in APPS.values() for u in units})
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+
+APP_ENV = "/etc/vmctl/app.env"
+NETWORK_DIR = "/run/systemd/network"
+HOSTS_MARK = "# vmctl-network"
+ENV_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+ADDR_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+IP_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 problems = 0
 
@@ -152,8 +171,9 @@ def set_hostname(name):
         log("hostname set to %s" % name)
 
 
-def fix_hosts():
-    """Map 127.0.1.1 to the current hostname (Debian's convention)."""
+def fix_hosts(hosts=None):
+    """Map 127.0.1.1 to the current hostname (Debian's convention), and the
+    other VMs of the guest's private networks to their addresses."""
     name = socket.gethostname()
     try:
         with open("/etc/hosts") as f:
@@ -161,9 +181,58 @@ def fix_hosts():
     except FileNotFoundError:
         lines = ["127.0.0.1\tlocalhost"]
     want = "127.0.1.1\t" + name
-    out = [l for l in lines if not l.split("#", 1)[0].split()[:1] == ["127.0.1.1"]]
+    out = [l for l in lines if not l.split("#", 1)[0].split()[:1] == ["127.0.1.1"]
+           and not l.endswith(HOSTS_MARK)]
     out.insert(1 if out else 0, want)
+    for h in hosts or []:
+        addr, names = h.get("address") if isinstance(h, dict) else None, h.get("names") if isinstance(h, dict) else None
+        if (not isinstance(addr, str) or not IP_RE.match(addr) or not isinstance(names, list)
+                or not all(isinstance(n, str) and HOST_RE.match(n) for n in names)):
+            error("invalid hosts entry %r; skipped" % (h,))
+            continue
+        out.append("%s\t%s %s" % (addr, " ".join(names), HOSTS_MARK))
     write_file("/etc/hosts", "\n".join(out) + "\n", 0o644)
+
+
+def set_networks(nics):
+    """A networkd file per private NIC (in /run: gone at the next boot)."""
+    os.makedirs(NETWORK_DIR, exist_ok=True)
+    for old in os.listdir(NETWORK_DIR):
+        if old.startswith("20-vmctl-lan"):
+            os.unlink(os.path.join(NETWORK_DIR, old))
+    for i, n in enumerate(nics or [], start=1):
+        mac, addr = (n.get("mac"), n.get("address")) if isinstance(n, dict) else (None, None)
+        if not isinstance(mac, str) or not MAC_RE.match(mac) or not isinstance(addr, str) or not ADDR_RE.match(addr):
+            error("invalid network entry %r; skipped" % (n,))
+            continue
+        write_file(os.path.join(NETWORK_DIR, "20-vmctl-lan%d.network" % i),
+                   "# Written by vmctl-provision: a private network of this VM.\n"
+                   "[Match]\nMACAddress=%s\n\n[Network]\nAddress=%s\n"
+                   "LinkLocalAddressing=no\nIPv6AcceptRA=no\n" % (mac, addr), 0o644)
+        log("private network NIC %s: %s" % (mac, addr))
+
+
+def set_app_env(env):
+    """The app units' environment, or none."""
+    if not env:
+        try:
+            os.unlink(APP_ENV)
+            log("app environment removed")
+        except FileNotFoundError:
+            pass
+        return
+    if not isinstance(env, dict):
+        error("app_env must be an object")
+        return
+    lines = ["# Written by vmctl-provision: the app's environment (app_env)."]
+    for k, v in sorted(env.items()):
+        if not ENV_RE.match(k) or not isinstance(v, str) or any(ord(c) < 32 for c in v):
+            error("invalid app_env entry %r; skipped" % (k,))
+            continue
+        lines.append('%s="%s"' % (k, v.replace("\\", "\\\\").replace('"', '\\"')))
+    os.makedirs(os.path.dirname(APP_ENV), exist_ok=True)
+    if write_file(APP_ENV, "\n".join(lines) + "\n", 0o644):
+        log("app environment: %s" % ", ".join(sorted(env)))
 
 
 def ensure_user(name):
@@ -291,12 +360,14 @@ def main():
     cfg = cfg or {}
     steps = [
         ("hostname", lambda: set_hostname(cfg.get("hostname"))),
-        ("/etc/hosts", fix_hosts),
+        ("/etc/hosts", lambda: fix_hosts(cfg.get("hosts"))),
+        ("networks", lambda: set_networks(cfg.get("networks"))),
         ("ssh host key", lambda: install_host_key(cfg.get("ssh_host_key"))),
     ]
     # No credential (a plain `qemu -hda` boot): leave the apps as the disk has
     # them. With one, "app" absent or null means no app.
     if given:
+        steps.append(("app environment", lambda: set_app_env(cfg.get("app_env"))))
         steps.append(("app", lambda: set_app(cfg.get("app"))))
     if cfg.get("user") is not None:
         def user_step():

@@ -77,6 +77,14 @@ pub enum Cmd {
     /// Build, import and list base images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Bring a stack up: create its networks and VMs, bring stopped VMs' definitions in line
+    /// with the file, start them in `after` order (independent ones at once) until each is ready.
+    Up(UpArgs),
+    /// Stop a stack's VMs, last-started first (ACPI, independent ones at once); --rm removes
+    /// them and the networks the stack made.
+    Down(DownArgs),
+    /// Show a stack's VMs: state, ports, networks and addresses.
+    Ps(StackJsonArgs),
     /// Private networks between VMs: create, list and remove them (VMs join with --network).
     #[command(subcommand, alias = "net")]
     Network(NetworkCmd),
@@ -172,6 +180,45 @@ pub enum ImageCmd {
 #[derive(Debug, Args)]
 pub struct NameArg {
     pub name: VmName,
+}
+
+#[derive(Debug, Args)]
+pub struct StackFileArg {
+    /// The stack file (default: vmctl-stack.toml in the current directory).
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = crate::def::stack::DEFAULT_FILE)]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub stack: StackFileArg,
+    /// Only these VMs (their names in the file), with those they start after.
+    pub vms: Vec<String>,
+    /// Seconds each VM may take to be ready.
+    #[arg(long, default_value_t = 600, value_parser = parse_stop_timeout, value_name = "SECS")]
+    pub timeout: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub stack: StackFileArg,
+    /// Also remove the stack's VMs (their disks too) and the networks it made.
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StackJsonArgs {
+    #[command(flatten)]
+    pub stack: StackFileArg,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -517,10 +564,12 @@ impl CreateArgs {
             user: self.user.as_ref().map(|u| u.to_string()),
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
             app: self.app.map(|a| a.to_string()),
+            app_env: Default::default(),
             autostart: self.autostart.then_some(true),
             host_access: self.host_access.then_some(true),
             after: self.after.iter().map(|n| n.to_string()).collect(),
             networks: self.networks.clone(),
+            stack: None,
             health: None,
         }
     }

@@ -3,7 +3,9 @@
 //! against clap's own list of subcommands.
 
 use crate::cli::args::{Cli, Cmd, ImageCmd, NetworkCmd, PortCmd, SnapshotCmd, SystemdCmd};
-use crate::cli::{connect, doctor, image, inspect, lifecycle, network, port, snapshot, systemd};
+use crate::cli::{
+    connect, doctor, image, inspect, lifecycle, network, port, snapshot, stack, systemd,
+};
 use crate::error::Result;
 use crate::paths::Home;
 
@@ -64,6 +66,9 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Image(ImageCmd::Build(a)) => to!(image::build, a),
         Cmd::Image(ImageCmd::Import(a)) => to!(image::import, a),
         Cmd::Image(ImageCmd::List(a)) => to!(image::list, a),
+        Cmd::Up(a) => to!(stack::up, a),
+        Cmd::Down(a) => to!(stack::down, a),
+        Cmd::Ps(a) => to!(stack::ps, a),
         Cmd::Network(NetworkCmd::Create(a)) => to!(network::create, a),
         Cmd::Network(NetworkCmd::Ls(a)) => to!(network::ls, a),
         Cmd::Network(NetworkCmd::Rm(a)) => to!(network::rm, a),

@@ -44,6 +44,7 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
             file.display(),
             changes.join("; ")
         ),
+        Applied::Differs(_) => unreachable!("create_or_update refuses a running VM that differs"),
     }
     note_missing_after(home, &spec);
     Ok(0)

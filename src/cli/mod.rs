@@ -13,4 +13,5 @@ pub mod network;
 pub mod output;
 pub mod port;
 pub mod snapshot;
+pub mod stack;
 pub mod systemd;

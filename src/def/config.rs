@@ -10,14 +10,13 @@
 //! keys are shown: a file that is no definition (a secret that a symlink points to) stays
 //! unread in the error.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+use crate::def::shape::{self, line_of};
+use crate::error::{Error, FieldError, Result};
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
-
-use crate::error::{Error, FieldError, Problems, Result};
 
 pub const DEFAULT_CPUS: u64 = 1;
 pub const DEFAULT_MEMORY: &str = "512M";
@@ -67,6 +66,10 @@ pub struct VmConfig {
     /// The guest's web app: "gunicorn-hello" or "nginx-gunicorn" (see `vmctl image list`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
+    /// Environment variables of the app's service in the guest (`UPSTREAM`: a URL whose answer
+    /// the demo app shows under its own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_env: BTreeMap<String, String>,
     /// Start at boot: `vmctl systemd install` enables the VM's unit (default false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autostart: Option<bool>,
@@ -82,6 +85,9 @@ pub struct VmConfig {
     /// name and the VM's address on it; vmctl gives one where none is set and keeps it here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkRef>,
+    /// The stack whose file defines this VM (written by `vmctl up`; `down --rm` removes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
     /// A check of a guest service, for readiness and for restarting an unhealthy guest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
@@ -143,7 +149,10 @@ impl VmConfig {
     /// The definition in `text`: its syntax, keys and value types checked first (every problem
     /// at once, by key and line), then read by serde.
     pub fn parse(text: &str, source_name: &str) -> Result<VmConfig> {
-        shape(text).into_result(source_name)?;
+        shape::document(text, "a VM definition", |doc, found| {
+            shape::table(text, doc, "", shape::VM, found)
+        })
+        .into_result(source_name)?;
         toml::from_str(text).map_err(|e| Error::Invalid {
             source_name: source_name.to_string(),
             problems: vec![FieldError {
@@ -191,7 +200,8 @@ impl VmConfig {
             app,
             autostart,
             host_access,
-            health
+            health,
+            stack
         );
         if !over.ports.is_empty() {
             self.ports = over.ports;
@@ -202,16 +212,11 @@ impl VmConfig {
         if !over.networks.is_empty() {
             self.networks = over.networks;
         }
+        if !over.app_env.is_empty() {
+            self.app_env = over.app_env;
+        }
         self
     }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset.min(text.len()))
-        .unwrap_or(text)
-        .matches('\n')
-        .count()
-        + 1
 }
 
 /// The largest definition file read (a definition is a few lines).
@@ -262,228 +267,16 @@ pub fn read_text(path: &Path) -> std::result::Result<String, FileProblem> {
     })
 }
 
-/// A value of the definition, as its key wants it.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    /// A whole number in the range given ("1-255").
-    Int(&'static str),
-    /// A string, like the example.
-    Str(&'static str),
-    Bool,
-    /// An array of strings, each like the example.
-    Strings(&'static str),
-    /// The `[health]` table.
-    Health,
-    /// `networks`: an array of names or `{ name, address }` tables.
-    Networks,
-}
-
-/// The definition's keys, as [`VmConfig`] has them (a test holds the two together).
-const KEYS: [(&str, Kind); 16] = [
-    ("cpus", Kind::Int("1-255")),
-    ("memory", Kind::Str("\"512M\"")),
-    ("disk", Kind::Str("\"10G\"")),
-    ("image", Kind::Str("\"tiny\"")),
-    ("arch", Kind::Str("\"x86_64\"")),
-    ("accel", Kind::Str("\"auto\"")),
-    ("ports", Kind::Strings("\"8080:80\"")),
-    ("stop_timeout", Kind::Int("1-3600 seconds")),
-    ("user", Kind::Str("\"alice\"")),
-    ("ssh_key", Kind::Str("\"/home/alice/.ssh/id_ed25519.pub\"")),
-    ("app", Kind::Str("\"gunicorn-hello\"")),
-    ("autostart", Kind::Bool),
-    ("host_access", Kind::Bool),
-    ("after", Kind::Strings("\"db\"")),
-    ("networks", Kind::Networks),
-    ("health", Kind::Health),
-];
-
-/// The keys of a `networks` entry written as a table.
-const NETWORK_KEYS: [(&str, Kind); 2] = [
-    ("name", Kind::Str("\"backend\"")),
-    ("address", Kind::Str("\"10.89.0.10\"")),
-];
-
-/// The keys of `[health]`, as [`HealthConfig`] has them.
-const HEALTH_KEYS: [(&str, Kind); 5] = [
-    ("http", Kind::Str("\"8080/healthz\"")),
-    ("tcp", Kind::Int("a port 1-65535")),
-    ("interval", Kind::Str("\"10s\"")),
-    ("retries", Kind::Int("1-100")),
-    ("start_period", Kind::Str("\"5m\"")),
-];
-
-/// What is wrong with `text` as TOML for a definition before its values are judged: control
-/// characters, syntax, unknown keys and values of the wrong type, each by key (or line) and line.
-fn shape(text: &str) -> Problems {
-    let mut found: Vec<(usize, String, String)> = Vec::new();
-    let control = text
-        .char_indices()
-        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
-    if let Some((at, c)) = control {
-        let line = line_of(text, at);
-        let why = format!(
-            "has the control character U+{:04X}; a VM definition is plain text",
-            c as u32
-        );
-        found.push((line, format!("line {line}"), why));
-    } else {
-        match DeTable::parse(text) {
-            Ok(doc) => table(text, doc.get_ref(), "", &KEYS, &mut found),
-            Err(e) => {
-                let line = e.span().map_or(1, |s| line_of(text, s.start));
-                found.push((line, format!("line {line}"), e.message().trim().to_string()));
-            }
-        }
-    }
-    found.sort_by_key(|(line, _, _)| *line);
-    let mut p = Problems::default();
-    for (_, field, why) in found {
-        p.add(field, why);
-    }
-    p
-}
-
-/// The keys of one table (`prefix` names it: "" or "health.") against what `keys` allows.
-fn table(
-    text: &str,
-    t: &DeTable<'_>,
-    prefix: &str,
-    keys: &[(&str, Kind)],
-    found: &mut Vec<(usize, String, String)>,
-) {
-    for (k, v) in t.iter() {
-        let line = line_of(text, k.span().start);
-        let name = k.get_ref().as_ref();
-        let Some((_, kind)) = keys.iter().find(|(key, _)| *key == name) else {
-            let known: Vec<&str> = keys.iter().map(|(key, _)| *key).collect();
-            found.push((
-                line,
-                format!("{prefix}{}", shown_key(name)),
-                format!(
-                    "unknown key (line {line}); {} keys are {}",
-                    match prefix {
-                        "" => "a definition's",
-                        "health." => "[health]'s",
-                        _ => "a network entry's",
-                    },
-                    known.join(", ")
-                ),
-            ));
-            continue;
-        };
-        let field = format!("{prefix}{name}");
-        match (kind, v.get_ref()) {
-            (Kind::Health, DeValue::Table(h)) => table(text, h, "health.", &HEALTH_KEYS, found),
-            (Kind::Networks, DeValue::Array(items)) => networks(text, items, found),
-            (Kind::Strings(example), DeValue::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    if !matches!(item.get_ref(), DeValue::String(_)) {
-                        let line = line_of(text, item.span().start);
-                        let why = wrong(&format!("must be a string such as {example}"), item, line);
-                        found.push((line, format!("{field}[{i}]"), why));
-                    }
-                }
-            }
-            (kind, value) => {
-                if let Some(want) = mismatch(*kind, value) {
-                    found.push((line, field, wrong(&want, v, line)));
-                }
-            }
-        }
-    }
-}
-
-/// What `kind` wants when `value` is not it (None when it is).
-fn mismatch(kind: Kind, value: &DeValue<'_>) -> Option<String> {
-    let ok = match (kind, value) {
-        (Kind::Int(_), DeValue::Integer(i)) => u64::from_str_radix(i.as_str(), i.radix()).is_ok(),
-        (Kind::Str(_), DeValue::String(_)) | (Kind::Bool, DeValue::Boolean(_)) => true,
-        _ => false,
-    };
-    (!ok).then(|| match kind {
-        Kind::Int(range) => format!("must be {range}"),
-        Kind::Str(example) => format!("must be a string such as {example}"),
-        Kind::Bool => "must be true or false".to_string(),
-        Kind::Strings(example) => format!("must be an array of strings such as [{example}]"),
-        Kind::Health => "must be a table ([health] with http or tcp)".to_string(),
-        Kind::Networks => {
-            "must be an array of network names or { name, address } tables".to_string()
-        }
-    })
-}
-
-/// Each entry of `networks`: a name, or a table of `name` (required) and `address`.
-fn networks(text: &str, items: &[Spanned<DeValue<'_>>], found: &mut Vec<(usize, String, String)>) {
-    for (i, item) in items.iter().enumerate() {
-        let line = line_of(text, item.span().start);
-        let field = format!("networks[{i}]");
-        match item.get_ref() {
-            DeValue::String(_) => {}
-            DeValue::Table(t) => {
-                table(text, t, &format!("{field}."), &NETWORK_KEYS, found);
-                if !t.iter().any(|(k, _)| k.get_ref().as_ref() == "name") {
-                    found.push((line, field, format!("needs a name (line {line})")));
-                }
-            }
-            _ => {
-                let want = "must be a network name such as \"backend\" or a table { name = \"backend\", address = \"10.89.0.10\" }";
-                found.push((line, field, wrong(want, item, line)));
-            }
-        }
-    }
-}
-
-/// "must be ...; got the integer 3 (line 2)": the value is shown as the file has it, escaped and
-/// cut short, unless it is an array or a table.
-fn wrong(want: &str, v: &Spanned<DeValue<'_>>, line: usize) -> String {
-    let got = match v.get_ref() {
-        DeValue::String(s) => format!("the string {}", shown(s)),
-        DeValue::Integer(i) => format!("the integer {}", cut(&i.to_string())),
-        DeValue::Float(f) => format!("the float {}", cut(&f.to_string())),
-        DeValue::Boolean(b) => format!("{b}"),
-        DeValue::Datetime(d) => format!("the date-time {d}"),
-        DeValue::Array(_) => "an array".to_string(),
-        DeValue::Table(_) => "a table".to_string(),
-    };
-    format!("{want}; got {got} (line {line})")
-}
-
-/// How much of a value a message shows.
-const SHOWN_CHARS: usize = 64;
-
-/// `s` quoted with its escapes, cut after [`SHOWN_CHARS`] characters.
-fn shown(s: &str) -> String {
-    let head: String = s.chars().take(SHOWN_CHARS).collect();
-    if head.len() < s.len() {
-        format!("{head:?}…")
-    } else {
-        format!("{s:?}")
-    }
-}
-
-/// A number as the file writes it, cut after [`SHOWN_CHARS`] characters.
-fn cut(s: &str) -> String {
-    let head: String = s.chars().take(SHOWN_CHARS).collect();
-    if head.len() < s.len() {
-        format!("{head}…")
-    } else {
-        head
-    }
-}
-
-/// A key as TOML would write it bare, else quoted with its escapes.
-fn shown_key(k: &str) -> String {
-    let bare = !k.is_empty()
-        && k.chars().count() <= SHOWN_CHARS
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if bare { k.to_string() } else { shown(k) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::def::shape::{HEALTH_KEYS, Kind, NETWORK_KEYS, VM_KEYS as KEYS};
+
+    fn shape(text: &str) -> crate::error::Problems {
+        shape::document(text, "a VM definition", |doc, found| {
+            shape::table(text, doc, "", shape::VM, found)
+        })
+    }
 
     #[test]
     fn unknown_keys_are_refused_by_name() {
@@ -511,6 +304,7 @@ mod tests {
             user: Some("a".into()),
             ssh_key: Some("/k".into()),
             app: Some("x".into()),
+            app_env: [("UPSTREAM".to_string(), "http://db/".to_string())].into(),
             autostart: Some(true),
             host_access: Some(true),
             after: vec!["db".into()],
@@ -521,6 +315,7 @@ mod tests {
                     address: Some("10.89.0.2".into()),
                 }),
             ],
+            stack: Some("demo".into()),
             health: Some(HealthConfig {
                 http: Some("1/".into()),
                 tcp: Some(1),
@@ -577,7 +372,7 @@ mod tests {
             e,
             "web.toml: invalid VM definition:\n  \
              cpus: must be 1-255; got the string \"two\" (line 1)\n  \
-             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, autostart, host_access, after, networks, health\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, stack, health\n  \
              ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
              health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
              health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"

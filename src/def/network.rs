@@ -141,6 +141,8 @@ pub struct Member {
     pub vm: VmName,
     pub address: Option<Ipv4Addr>,
     pub mac: MacAddr,
+    /// The stack that defines the VM, if one does.
+    pub stack: Option<String>,
 }
 
 /// The VMs whose definitions join `net`, with their addresses, sorted by name.
@@ -156,6 +158,7 @@ pub fn members(home: &Home, net: &NetName) -> Vec<Member> {
                     vm: vm.clone(),
                     address: r.address().and_then(|a| a.parse().ok()),
                     mac: MacAddr::derive(vm.as_str(), net.as_str()),
+                    stack: cfg.stack.clone(),
                 });
             }
         }
@@ -234,20 +237,36 @@ pub struct Peer {
 
 /// The other VMs on `spec`'s networks, for the guest's host table: each by its name and
 /// `NAME.NETWORK`, on every network they share (the first network's address comes first, so a
-/// bare name resolves there).
+/// bare name resolves there); a VM of the same stack also by its short name in the stack (`db`,
+/// `db.backend`), as compose services are.
 pub fn peers(home: &Home, spec: &VmSpec) -> Vec<Peer> {
     let mut out: Vec<Peer> = Vec::new();
+    let stack = spec.stack.as_ref().map(|s| format!("{s}-"));
     for a in &spec.networks {
         for m in members(home, &a.network) {
             let Some(address) = m.address else { continue };
             if m.vm == spec.name {
                 continue;
             }
-            let mut names = vec![format!("{}.{}", m.vm, a.network)];
-            if !out.iter().any(|p| p.names.contains(&m.vm.to_string())) {
-                names.insert(0, m.vm.to_string());
+            let mut candidates = vec![m.vm.to_string(), format!("{}.{}", m.vm, a.network)];
+            let same_stack = stack.is_some() && m.stack.as_ref().map(|s| format!("{s}-")) == stack;
+            if let (true, Some(prefix)) = (same_stack, &stack) {
+                if let Some(short) = m.vm.as_str().strip_prefix(prefix.as_str()) {
+                    let net = a.network.as_str();
+                    candidates.push(short.to_string());
+                    candidates.push(format!(
+                        "{short}.{}",
+                        net.strip_prefix(prefix.as_str()).unwrap_or(net)
+                    ));
+                }
             }
-            out.push(Peer { address, names });
+            let names: Vec<String> = candidates
+                .into_iter()
+                .filter(|n| !out.iter().any(|p| p.names.contains(n)))
+                .collect();
+            if !names.is_empty() {
+                out.push(Peer { address, names });
+            }
         }
     }
     out

@@ -2,6 +2,7 @@
 //! builder and the lifecycle code accept. Every invalid field is reported at once, by name and
 //! value; host limits (RAM) come in as plain numbers so this stays a pure function.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct VmSpec {
     /// Public key file given by the user.
     pub ssh_key: Option<std::path::PathBuf>,
     pub app: Option<App>,
+    /// The app's environment in the guest.
+    pub app_env: BTreeMap<String, String>,
     /// Enable the VM's systemd unit at install (start at boot).
     pub autostart: bool,
     /// The guest may reach the host's loopback (QEMU's user networking instead of passt).
@@ -39,6 +42,8 @@ pub struct VmSpec {
     pub health: Option<HealthSpec>,
     /// The private networks it joins, in order (its second NIC is on the first).
     pub networks: Vec<NetAttach>,
+    /// The stack that defines it (`vmctl up`).
+    pub stack: Option<NetName>,
 }
 
 /// A VM's NIC on a private network: the network, the VM's address there (vmctl gives one at
@@ -116,6 +121,14 @@ pub fn validate(
     let after = after(name, &cfg.after, &mut p);
     let health = cfg.health.as_ref().and_then(|h| health(h, &ports, &mut p));
     let networks = networks(name, &cfg.networks, &mut p);
+    let app_env = app_env(&cfg.app_env, &mut p);
+    let stack = cfg.stack.as_deref().and_then(|s| {
+        p.check(
+            "stack",
+            s.parse::<NetName>()
+                .map_err(|e| e.replace("network name", "stack name")),
+        )
+    });
     p.into_result(source_name)?;
     Ok(VmSpec {
         name: name.clone(),
@@ -130,11 +143,13 @@ pub fn validate(
         user,
         ssh_key,
         app,
+        app_env,
         autostart: cfg.autostart.unwrap_or(false),
         host_access: cfg.host_access.unwrap_or(false),
         after,
         health,
         networks,
+        stack,
     })
 }
 
@@ -247,6 +262,43 @@ fn after(name: &VmName, after: &[String], p: &mut Problems) -> Vec<VmName> {
             Some(n) if out.contains(&n) => p.add(field, format!("{a:?} is listed twice")),
             Some(n) => out.push(n),
             None => {}
+        }
+    }
+    out
+}
+
+/// `app_env`: names of shell variables (`UPSTREAM`, `DB_URL`) that are not the service
+/// manager's own, values of one line of visible text.
+fn app_env(env: &BTreeMap<String, String>, p: &mut Problems) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in env {
+        let field = format!("app_env.{k}");
+        let name_ok = k.len() <= 64
+            && k.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+            && k.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !name_ok {
+            p.add(
+                &field,
+                format!("{k:?} is not a variable name; use capitals, digits and '_' (UPSTREAM)"),
+            );
+        } else if ["PATH", "HOME", "USER", "LANG"].contains(&k.as_str())
+            || k.starts_with("LD_")
+            || k.starts_with("SYSTEMD_")
+        {
+            p.add(&field, format!("{k} is the system's to set, not the app's"));
+        } else if let Some(c) = v.chars().find(|c| c.is_control()) {
+            p.add(
+                &field,
+                format!("the value has the control character {c:?}; one line of text only"),
+            );
+        } else if v.len() > 4096 {
+            p.add(
+                &field,
+                format!("the value is {} bytes; at most 4096", v.len()),
+            );
+        } else {
+            out.insert(k.clone(), v.clone());
         }
     }
     out
@@ -406,6 +458,7 @@ impl VmSpec {
             user: self.user.as_ref().map(|u| u.to_string()),
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
             app: self.app.map(|a| a.to_string()),
+            app_env: self.app_env.clone(),
             autostart: Some(self.autostart),
             host_access: Some(self.host_access),
             after: self.after.iter().map(|n| n.to_string()).collect(),
@@ -419,6 +472,7 @@ impl VmSpec {
                     })
                 })
                 .collect(),
+            stack: self.stack.as_ref().map(|s| s.to_string()),
             health: self.health.as_ref().map(|h| HealthConfig {
                 http: match &h.check {
                     HealthCheck::Http { port, path } => Some(format!("{port}{path}")),

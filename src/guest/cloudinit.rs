@@ -41,6 +41,28 @@ pub fn user_data(cred: &Credential) -> String {
     if let Some(app) = cred.app {
         add_app(&mut doc, app);
     }
+    if !cred.app_env.is_empty() {
+        doc["write_files"]
+            .as_array_mut()
+            .expect("array")
+            .push(file_entry(
+                payload::APP_ENV_PATH,
+                &app_env_file(&cred.app_env),
+                0o644,
+            ));
+    }
+    if !cred.hosts.is_empty() {
+        // Every boot: the other VMs of its networks, in a block of /etc/hosts of its own.
+        let mut script = format!("sed -i '/{HOSTS_MARK}$/d' /etc/hosts");
+        for h in &cred.hosts {
+            script.push_str(&format!(
+                " && echo '{} {} {HOSTS_MARK}' >> /etc/hosts",
+                h.address,
+                h.names.join(" ")
+            ));
+        }
+        doc["bootcmd"] = json!([["sh", "-c", script]]);
+    }
     format!(
         "#cloud-config\n{}\n",
         serde_json::to_string_pretty(&doc).expect("json")
@@ -48,7 +70,11 @@ pub fn user_data(cred: &Credential) -> String {
 }
 
 fn write_file(f: &GuestFile, path: &str) -> Value {
-    json!({"path": path, "content": f.text, "permissions": format!("{:04o}", f.mode)})
+    file_entry(path, f.text, f.mode)
+}
+
+fn file_entry(path: &str, content: &str, mode: u32) -> Value {
+    json!({"path": path, "content": content, "permissions": format!("{mode:04o}")})
 }
 
 /// The app as vmctl's image has it: its user, launcher, unit and (nginx-gunicorn) site,
@@ -92,6 +118,50 @@ fn add_app(doc: &mut Value, app: App) {
     run.push(json!(enable));
 }
 
+/// What ends each line of /etc/hosts that vmctl writes (the other VMs of the guest's networks).
+const HOSTS_MARK: &str = "# vmctl-network";
+
+/// The app's environment as systemd's `EnvironmentFile=` reads it: `NAME="value"`, with `\`
+/// and `"` escaped (names and values are checked at validation: no newline, no control
+/// character).
+pub fn app_env_file(env: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::from("# Written by vmctl: the app's environment (app_env).\n");
+    for (k, v) in env {
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!("{k}=\"{v}\"\n"));
+    }
+    out
+}
+
+/// The `network-config` (version 2) of a guest with NICs on private networks: DHCP on the
+/// first NIC (QEMU's default MAC, as vmctl gives it none) and each private NIC's static
+/// address, matched by MAC, with no route beyond its subnet. `None` without private NICs
+/// (cloud-init's own default: DHCP on the first NIC).
+pub fn network_config(cred: &Credential) -> Option<String> {
+    if cred.networks.is_empty() {
+        return None;
+    }
+    let mut ethernets = serde_json::Map::new();
+    ethernets.insert(
+        "primary".into(),
+        json!({"match": {"macaddress": PRIMARY_MAC}, "dhcp4": true}),
+    );
+    for (i, n) in cred.networks.iter().enumerate() {
+        ethernets.insert(
+            format!("lan{}", i + 1),
+            json!({"match": {"macaddress": n.mac}, "addresses": [n.address], "dhcp4": false}),
+        );
+    }
+    let doc = json!({"version": 2, "ethernets": ethernets});
+    Some(format!(
+        "{}\n",
+        serde_json::to_string_pretty(&doc).expect("json")
+    ))
+}
+
+/// The MAC QEMU gives a NIC that is given none: the guest's first NIC.
+const PRIMARY_MAC: &str = "52:54:00:12:34:56";
+
 /// `instance-id` changes when the VM is created again (its definition's time), so cloud-init
 /// provisions a new VM of the same name afresh. JSON (which is YAML) like the user-data: as a
 /// plain YAML value, a VM named `yes`, `null` or `1.10` was a boolean, nothing or a number.
@@ -117,6 +187,12 @@ pub fn write_seed(paths: &VmPaths, cred: &Credential) -> Result<()> {
     let (user, meta) = (dir.path().join("user-data"), dir.path().join("meta-data"));
     std::fs::write(&user, user_data(cred)).path_ctx("write", &user)?;
     std::fs::write(&meta, meta_data(&cred.hostname, created)).path_ctx("write", &meta)?;
+    let mut files = vec![user, meta];
+    if let Some(net) = network_config(cred) {
+        let f = dir.path().join("network-config");
+        std::fs::write(&f, net).path_ctx("write", &f)?;
+        files.push(f);
+    }
     let img = dir.path().join("seed.img");
     run(
         Command::new("mkfs.vfat")
@@ -129,8 +205,7 @@ pub fn write_seed(paths: &VmPaths, cred: &Credential) -> Result<()> {
         Command::new("mcopy")
             .arg("-oi")
             .arg(&img)
-            .arg(&user)
-            .arg(&meta)
+            .args(&files)
             .arg("::"),
         "mcopy (apt-get install mtools)",
     )?;
@@ -156,6 +231,7 @@ mod tests {
     fn cred(app: Option<App>) -> Credential {
         Credential {
             app,
+            app_env: Default::default(),
             authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
             hosts: vec![],
             hostname: "web".into(),

@@ -4,6 +4,8 @@
 //! `vmctl.provision` (JSON, through fw_cfg); the cloud-init seed of an imported image is rendered
 //! from it.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::def::network::Peer;
@@ -18,6 +20,9 @@ use crate::types::{App, LoginName};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Credential {
     pub app: Option<App>,
+    /// The app's environment (absent when empty).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub app_env: BTreeMap<String, String>,
     pub authorized_keys: Vec<String>,
     /// The other VMs of the guest's private networks, for /etc/hosts (absent without any).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -65,6 +70,7 @@ impl Credential {
             std::fs::read_to_string(ssh.host_key_pub()).path_ctx("read", &ssh.host_key())?;
         Ok(Credential {
             app: spec.app,
+            app_env: spec.app_env.clone(),
             authorized_keys: keys
                 .lines()
                 .filter(|l| !l.trim().is_empty())
@@ -117,6 +123,7 @@ mod tests {
     fn the_json_has_the_keys_provision_py_reads_in_sorted_order() {
         let c = Credential {
             app: Some(App::NginxGunicorn),
+            app_env: BTreeMap::new(),
             authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
             hosts: vec![],
             hostname: "web".into(),

@@ -34,6 +34,9 @@ pub const SSHD_HARDENING: GuestFile = guest_file!(
     0o644
 );
 /// The demo WSGI app ("Hello, World!").
+/// The app's environment (`app_env`), which the app units read (`EnvironmentFile=`).
+pub const APP_ENV_PATH: &str = "/etc/vmctl/app.env";
+
 pub const HELLO_APP: GuestFile = guest_file!("hello.py", "/usr/local/lib/vmctl/hello.py", 0o644);
 /// gunicorn, with its slow `pkg_resources` import made lazy.
 pub const GUNICORN: GuestFile = guest_file!("gunicorn", "/usr/local/lib/vmctl/gunicorn", 0o755);

@@ -17,16 +17,27 @@ use crate::types::VmName;
 use crate::vm::ports::foreign_address;
 
 pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> Result<VmSpec> {
-    create_as(home, name, cfg, source_name, None)
+    create_as(home, name, cfg, source_name, DefinedBy::Command)
 }
 
-/// `create`; `defined_by` names the file the definition is kept in line with (`--update`).
+/// Where a VM's definition comes from, and so who may change it.
+#[derive(Debug, Clone, Copy)]
+pub enum DefinedBy<'a> {
+    /// `vmctl create`: the definition is the VM's own.
+    Command,
+    /// A drop-in file (`create --from FILE --update`, which each start of its unit runs).
+    DropIn(&'a Path),
+    /// A stack file (`vmctl up`).
+    Stack(&'a Path),
+}
+
+/// `create`, of a VM defined by `by`.
 fn create_as(
     home: &Home,
     name: &VmName,
     cfg: &VmConfig,
     source_name: &str,
-    defined_by: Option<&Path>,
+    by: DefinedBy,
 ) -> Result<VmSpec> {
     let spec = spec::validate(name, cfg, limits(), source_name)?;
     let paths = home.vm(name);
@@ -50,11 +61,8 @@ fn create_as(
     };
     crate::qemu::img::create(&staging.disk(), spec.disk, Some(&img.disk()))?;
     let spec = crate::guest::provision::setup(&spec, &img, &staging, &paths)?;
-    fsutil::write_atomic(
-        &staging.definition(),
-        definition_text(&spec, defined_by).as_bytes(),
-    )?;
-    if let Some(f) = defined_by {
+    fsutil::write_atomic(&staging.definition(), definition_text(&spec, by).as_bytes())?;
+    if let DefinedBy::DropIn(f) = by {
         write_drop_in_record(&staging.drop_in_record(), f)?;
     }
     std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
@@ -114,14 +122,19 @@ fn foreign_ports(home: &Home, spec: &VmSpec, problems: &mut Problems) {
 }
 
 /// `vm.toml`: a header comment saying who writes it, then the definition.
-fn definition_text(spec: &VmSpec, defined_by: Option<&Path>) -> String {
-    let header = match defined_by {
-        None => format!(
+fn definition_text(spec: &VmSpec, by: DefinedBy) -> String {
+    let header = match by {
+        DefinedBy::Command => format!(
             "# VM {} — written by vmctl; edit while the VM is stopped.",
             spec.name
         ),
-        Some(f) => format!(
+        DefinedBy::DropIn(f) => format!(
             "# VM {} — written by vmctl from {} (`vmctl create --update`, which each start of its\n# unit runs): edit that file, not this one.",
+            spec.name,
+            in_comment(&f.display().to_string())
+        ),
+        DefinedBy::Stack(f) => format!(
+            "# VM {} — written by `vmctl up` from the stack file {}: edit that file, then run\n# `vmctl up` again.",
             spec.name,
             in_comment(&f.display().to_string())
         ),
@@ -152,6 +165,8 @@ pub enum Applied {
     Unchanged,
     /// The fields that changed, `field: old → new`.
     Updated(Vec<String>),
+    /// The VM runs and its definition differs from the file in these fields; left as it is.
+    Differs(Vec<String>),
 }
 
 /// Fields that the VM's disk or its provisioning at create depend on: changing them takes a
@@ -169,10 +184,44 @@ pub fn create_or_update(
     file: &Path,
 ) -> Result<(VmSpec, Applied)> {
     let file = &std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let source_name = file.display().to_string();
+    let (spec, applied) = define(home, name, cfg, DefinedBy::DropIn(file))?;
+    if let Applied::Differs(changed) = &applied {
+        let pid = match runstate::liveness(&home.vm(name)) {
+            Liveness::Running { pid, .. } => pid.to_string(),
+            _ => "?".into(),
+        };
+        return Err(Error::State(format!(
+            "VM {name} is running (QEMU pid {pid}); stop it to apply {} ({})",
+            file.display(),
+            changed.join(", ")
+        )));
+    }
+    Ok((spec, applied))
+}
+
+/// A VM of a stack file (`vmctl up`): created, or its definition brought in line with the file
+/// while it is stopped; a running VM that differs is left as it is (`Applied::Differs`).
+pub fn define_from_stack(
+    home: &Home,
+    name: &VmName,
+    cfg: &VmConfig,
+    file: &Path,
+) -> Result<(VmSpec, Applied)> {
+    define(home, name, cfg, DefinedBy::Stack(file))
+}
+
+/// Create the VM from `cfg` if it does not exist; else bring its stored definition in line
+/// with `cfg` while it is stopped (a running one that differs: `Applied::Differs`). Fields fixed
+/// at create (image, arch, disk, user, ssh_key) cannot change this way; `user` and `ssh_key`
+/// left out keep what create resolved for them, and so do addresses on networks.
+fn define(home: &Home, name: &VmName, cfg: &VmConfig, by: DefinedBy) -> Result<(VmSpec, Applied)> {
+    let source_name = match by {
+        DefinedBy::DropIn(f) | DefinedBy::Stack(f) => f.display().to_string(),
+        DefinedBy::Command => "command line".into(),
+    };
     let paths = home.vm(name);
     if !paths.definition().exists() {
-        return create_as(home, name, cfg, &source_name, Some(file)).map(|s| (s, Applied::Created));
+        return create_as(home, name, cfg, &source_name, by).map(|s| (s, Applied::Created));
     }
     let mut wanted = spec::validate(name, cfg, limits(), &source_name)?;
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;
@@ -194,10 +243,12 @@ pub fn create_or_update(
             .and_then(|s| s.address);
     }
     wanted.networks = crate::def::network::assign(home, &wanted, &source_name)?;
-    // The file defines the VM from now on (also one made by `vmctl create` before).
-    let record = paths.drop_in_record();
-    if std::fs::read_to_string(&record).ok().as_deref() != file.to_str() {
-        write_drop_in_record(&record, file)?;
+    if let DefinedBy::DropIn(file) = by {
+        // The file defines the VM from now on (also one made by `vmctl create` before).
+        let record = paths.drop_in_record();
+        if std::fs::read_to_string(&record).ok().as_deref() != file.to_str() {
+            write_drop_in_record(&record, file)?;
+        }
     }
     let changes = config_changes(&stored.to_config(), &wanted.to_config());
     if changes.is_empty() {
@@ -209,14 +260,10 @@ pub fn create_or_update(
         .iter()
         .map(|(field, old, new)| format!("{field}: {old} → {new}"))
         .collect();
-    if let Liveness::Running { pid, .. } = runstate::liveness(&paths) {
-        return Err(Error::State(format!(
-            "VM {name} is running (QEMU pid {pid}); stop it to apply {} ({})",
-            file.display(),
-            changed.join(", ")
-        )));
+    if runstate::liveness(&paths).is_running() {
+        return Ok((stored, Applied::Differs(changed)));
     }
-    fsutil::write_atomic(&def, definition_text(&wanted, Some(file)).as_bytes())?;
+    fsutil::write_atomic(&def, definition_text(&wanted, by).as_bytes())?;
     Ok((wanted, Applied::Updated(changed)))
 }
 
@@ -320,9 +367,12 @@ mod tests {
             "t",
         )
         .unwrap();
-        let own = definition_text(&spec, None);
+        let own = definition_text(&spec, DefinedBy::Command);
         assert!(own.starts_with("# VM web — written by vmctl; edit while the VM is stopped.\n"));
-        let dropped = definition_text(&spec, Some(Path::new("/etc/vmctl/vms/web.toml")));
+        let dropped = definition_text(
+            &spec,
+            DefinedBy::DropIn(Path::new("/etc/vmctl/vms/web.toml")),
+        );
         assert!(
             dropped.contains("from /etc/vmctl/vms/web.toml"),
             "{dropped}"
@@ -331,7 +381,10 @@ mod tests {
         let again = VmConfig::parse(&own, "t").unwrap();
         assert_eq!(again, spec.to_config());
         // A value cannot end the header comment and add keys.
-        let forged = definition_text(&spec, Some(Path::new("/x\nafter = [\"web\"]\r\n.toml")));
+        let forged = definition_text(
+            &spec,
+            DefinedBy::DropIn(Path::new("/x\nafter = [\"web\"]\r\n.toml")),
+        );
         assert!(forged.contains("from /x\\nafter"), "{forged}");
         assert_eq!(VmConfig::parse(&forged, "t").unwrap(), spec.to_config());
     }
