@@ -386,7 +386,11 @@ pub struct TagArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    pub name: VmName,
+    /// The VM whose unit to print.
+    pub name: Option<VmName>,
+    /// Print the unit of this network's switch instead (vmctl-net-NAME.service).
+    #[arg(long, value_name = "NAME", conflicts_with = "name")]
+    pub network: Option<NetName>,
     /// A unit for your user's service manager (systemctl --user) instead of the system's.
     #[arg(long)]
     pub user: bool,
@@ -394,7 +398,13 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
-    pub name: VmName,
+    /// The VM whose unit to install.
+    pub name: Option<VmName>,
+    /// Install a stack instead: its networks and VMs defined as `vmctl up` would (not started),
+    /// a unit per VM and network, and its target (vmctl-stack-NAME.target), which --enable
+    /// makes start at boot and --now starts.
+    #[arg(long, value_name = "FILE", conflicts_with = "name")]
+    pub stack: Option<PathBuf>,
     /// Install for your user's service manager (systemctl --user).
     #[arg(long)]
     pub user: bool,

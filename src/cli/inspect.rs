@@ -18,7 +18,7 @@ pub fn list(home: &Home, a: JsonArg) -> Result<u8> {
 impl Show for Vec<Summary> {
     fn text(&self) -> String {
         let mut out = format!(
-            "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} {:>5} PORTS\n",
+            "{:<20} {:<8} {:>4} {:>6} {:>6} {:<8} {:<6} {:>5} PORTS (NETWORKS)\n",
             "NAME", "STATE", "CPUS", "MEM", "DISK", "IMAGE", "ACCEL", "SNAPS"
         );
         for s in self {
@@ -35,7 +35,14 @@ impl Show for Vec<Summary> {
                 s.snapshots
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into()),
-                s.error.clone().unwrap_or_else(|| s.ports.join(" ")),
+                s.error.clone().unwrap_or_else(|| {
+                    let nets: Vec<String> = s.networks.iter().map(|n| n.to_string()).collect();
+                    match (s.ports.is_empty(), nets.is_empty()) {
+                        (_, true) => s.ports.join(" "),
+                        (true, false) => format!("- ({})", nets.join(" ")),
+                        (false, false) => format!("{} ({})", s.ports.join(" "), nets.join(" ")),
+                    }
+                }),
             );
         }
         out
@@ -71,6 +78,14 @@ impl Show for Status {
             s.ports.join(" ")
         };
         let _ = writeln!(out, "Ports:   {ports}");
+        if !s.networks.is_empty() {
+            let nets: Vec<String> = s
+                .networks
+                .iter()
+                .map(|n| format!("{n} ({})", n.mac))
+                .collect();
+            let _ = writeln!(out, "Networks: {}", nets.join(", "));
+        }
         if let Some(h) = &s.health {
             let streak = match (&h.last_failure, h.failing_streak) {
                 (Some(why), n) if n > 0 => format!("; {n} failed in a row, last: {why}"),

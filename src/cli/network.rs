@@ -34,12 +34,21 @@ pub fn rm(home: &Home, a: NetNameArg) -> Result<u8> {
 }
 
 pub fn switch(home: &Home, a: SwitchArgs) -> Result<u8> {
+    crate::def::network::load(home, &a.name)?;
     let user = crate::host::qemu_user::for_this_process()?;
+    // Made before the switch gives up root (the notify socket is opened once).
+    let notifier = crate::systemd::notify::Notifier::from_env();
     crate::net::switch::serve(
         &a.name,
         &home.network(&a.name),
         user.map(|u| u.identity),
         a.persist,
+        || {
+            crate::systemd::notify::notify(
+                notifier.as_ref(),
+                &[crate::systemd::notify::Field::Ready],
+            )
+        },
     )
 }
 

@@ -4,28 +4,53 @@
 use crate::cli::args::{GenerateArgs, InstallArgs, InstallGeneratorArgs, UninstallArgs, UserArg};
 use crate::cli::output::print_lines;
 use crate::def::store::load;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::paths::Home;
 use crate::systemd::generator::link;
 use crate::systemd::install::{self as unit_install, InstallOptions};
 use crate::types::Scope;
 
 pub fn generate(home: &Home, a: GenerateArgs) -> Result<u8> {
-    let spec = load(home, &a.name)?;
-    print!(
-        "{}",
-        unit_install::generate(home, &spec, Scope::user(a.user))?
-    );
+    let scope = Scope::user(a.user);
+    let text = match (&a.name, &a.network) {
+        (Some(name), _) => unit_install::generate(home, &load(home, name)?, scope)?,
+        (None, Some(net)) => {
+            crate::def::network::load(home, net)?;
+            let vmctl = std::env::current_exe()
+                .map_err(|e| Error::Other(format!("Cannot find the vmctl binary: {e}")))?;
+            crate::systemd::netunit::render_network(net, scope, &vmctl, &home.root)?
+        }
+        (None, None) => return Err(Error::Usage("name a VM, or a network with --network".into())),
+    };
+    print!("{text}");
     Ok(0)
 }
 
 pub fn install(home: &Home, a: InstallArgs) -> Result<u8> {
-    let spec = load(home, &a.name)?;
     let opts = InstallOptions {
         enable: a.enable,
         now: a.now,
         linger: a.linger,
     };
+    let name = match (&a.name, &a.stack) {
+        (Some(name), _) => name,
+        (None, Some(file)) => {
+            let stack = crate::def::stack::load(file, crate::def::store::limits())?;
+            print_lines(&crate::vm::stack::install_units(
+                home,
+                &stack,
+                Scope::user(a.user),
+                opts,
+            )?);
+            return Ok(0);
+        }
+        (None, None) => {
+            return Err(Error::Usage(
+                "name a VM, or a stack file with --stack".into(),
+            ));
+        }
+    };
+    let spec = load(home, name)?;
     print_lines(&unit_install::install(
         home,
         &spec,

@@ -814,14 +814,24 @@ mod proptests {
 mod example_files {
     use super::*;
 
-    /// Every documented example in vm-configs/ parses and validates.
+    /// Every documented example in vm-configs/ parses and validates: stack files
+    /// (`stack-*.toml`) as stacks, the others as VM definitions.
     #[test]
     fn every_vm_config_example_is_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-configs");
-        let mut n = 0;
+        let (mut n, mut stacks) = (0, 0);
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "toml") {
+            let is_stack = p
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("stack-"));
+            if p.extension().is_some_and(|x| x == "toml") && is_stack {
+                let limits = crate::def::spec::Limits {
+                    host_memory: u64::MAX,
+                };
+                crate::def::stack::load(&p, limits).unwrap_or_else(|e| panic!("{e}"));
+                stacks += 1;
+            } else if p.extension().is_some_and(|x| x == "toml") {
                 let cfg = VmConfig::load(&p).unwrap();
                 let limits = crate::def::spec::Limits {
                     host_memory: u64::MAX,
@@ -837,6 +847,7 @@ mod example_files {
             }
         }
         assert!(n > 0, "no examples in {}", dir.display());
+        assert!(stacks >= 2, "{stacks} stack examples in {}", dir.display());
     }
 
     /// Every image recipe in images/ parses (built-in or not).

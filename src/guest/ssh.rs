@@ -28,6 +28,8 @@ pub struct Target {
     pub identity: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub host_key_alias: String,
+    /// Its addresses on its private networks, by network: what its peers reach it at.
+    pub networks: Vec<(String, Ipv4Addr)>,
 }
 
 /// How to reach a VM over SSH, or why it cannot be reached.
@@ -80,6 +82,11 @@ pub fn target(home: &Home, name: &VmName) -> Result<Target> {
         identity,
         known_hosts: files.known_hosts(),
         host_key_alias: host_alias(&spec),
+        networks: spec
+            .networks
+            .iter()
+            .filter_map(|a| Some((a.network.to_string(), a.address?)))
+            .collect(),
     })
 }
 
@@ -224,12 +231,23 @@ enum AnsibleValue {
 
 /// The host's Ansible variables, or why Ansible cannot be given them: an ssh option that
 /// ssh_config cannot carry, or a key path that Ansible's own `IdentityFile="..."` cannot.
-fn ansible_vars(t: &Target) -> std::result::Result<Vec<(&'static str, AnsibleValue)>, String> {
+fn ansible_vars(t: &Target) -> std::result::Result<Vec<(String, AnsibleValue)>, String> {
     let mut v = vec![
-        ("ansible_host", AnsibleValue::Str(t.host.clone())),
-        ("ansible_port", AnsibleValue::Int(t.port)),
-        ("ansible_user", AnsibleValue::Str(t.user.clone())),
+        ("ansible_host".to_string(), AnsibleValue::Str(t.host.clone())),
+        ("ansible_port".to_string(), AnsibleValue::Int(t.port)),
+        ("ansible_user".to_string(), AnsibleValue::Str(t.user.clone())),
     ];
+    // Where the other VMs reach this one: `vmctl_ip` on its first private network, and
+    // `vmctl_ip_NETWORK` on each ('-' as '_': Ansible's variable names have none).
+    if let Some((_, ip)) = t.networks.first() {
+        v.push(("vmctl_ip".to_string(), AnsibleValue::Str(ip.to_string())));
+    }
+    for (net, ip) in &t.networks {
+        v.push((
+            format!("vmctl_ip_{}", net.replace('-', "_")),
+            AnsibleValue::Str(ip.to_string()),
+        ));
+    }
     if let Some(id) = &t.identity {
         let id = id.display().to_string();
         // Ansible passes it as -o IdentityFile="...": only what that carries unchanged.
@@ -243,14 +261,20 @@ fn ansible_vars(t: &Target) -> std::result::Result<Vec<(&'static str, AnsibleVal
                 "ansible_ssh_private_key_file {id:?} contains \"${{\", which ssh expands from the environment"
             ));
         }
-        v.push(("ansible_ssh_private_key_file", AnsibleValue::Str(id)));
+        v.push((
+            "ansible_ssh_private_key_file".to_string(),
+            AnsibleValue::Str(id),
+        ));
     }
     // Ansible splits this string like a shell (Python's shlex) into ssh's arguments.
     let args: Vec<String> = option_args(t)?
         .iter()
         .flat_map(|o| ["-o".to_string(), shell_word(o)])
         .collect();
-    v.push(("ansible_ssh_common_args", AnsibleValue::Str(args.join(" "))));
+    v.push((
+        "ansible_ssh_common_args".to_string(),
+        AnsibleValue::Str(args.join(" ")),
+    ));
     Ok(v)
 }
 
@@ -313,7 +337,7 @@ fn ini_string(s: &str) -> String {
 
 /// The host's variables for the INI form, which has no way to mark a string as data: a Jinja
 /// delimiter in one is refused.
-fn ini_vars(t: &Target) -> std::result::Result<Vec<(&'static str, AnsibleValue)>, String> {
+fn ini_vars(t: &Target) -> std::result::Result<Vec<(String, AnsibleValue)>, String> {
     let vars = ansible_vars(t)?;
     for (k, v) in &vars {
         if let AnsibleValue::Str(v) = v {
@@ -412,7 +436,28 @@ mod tests {
             identity: Some("/var/lib/vmctl/vms/web/ssh/id_ed25519".into()),
             known_hosts: "/var/lib/vmctl/vms/web/ssh/known_hosts".into(),
             host_key_alias: "vmctl-web".into(),
+            networks: vec![],
         }
+    }
+
+    /// Private addresses are variables Ansible can wire services with.
+    #[test]
+    fn private_addresses_are_inventory_variables() {
+        let mut t = t();
+        t.networks = vec![
+            ("shop-backend".into(), "10.89.0.2".parse().unwrap()),
+            ("front".into(), "10.89.1.7".parse().unwrap()),
+        ];
+        let ini = inventory_ini(std::slice::from_ref(&t));
+        assert!(
+            ini.contains(" vmctl_ip=10.89.0.2 vmctl_ip_shop_backend=10.89.0.2 vmctl_ip_front=10.89.1.7 "),
+            "{ini}"
+        );
+        let yaml = inventory_yaml(&[t]);
+        assert!(
+            yaml.contains("      vmctl_ip_front: !unsafe \"10.89.1.7\"\n"),
+            "{yaml}"
+        );
     }
 
     #[test]

@@ -141,12 +141,14 @@ enum Event {
 }
 
 /// Run the switch of `name` until its last VM leaves (or, with `persist`, until SIGTERM):
-/// take its lock, bind its socket, become `identity` (when root), say [`READY`], serve.
+/// take its lock, bind its socket, become `identity` (when root), say [`READY`] (and call
+/// `on_ready`: a systemd unit's READY=1), serve.
 pub fn serve(
     name: &NetName,
     paths: &NetPaths,
     identity: Option<Identity>,
     persist: bool,
+    on_ready: impl FnOnce(),
 ) -> Result<u8> {
     let run = paths.run_dir();
     std::fs::create_dir_all(&run).path_ctx("create", &run)?;
@@ -171,6 +173,7 @@ pub fn serve(
     }
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{READY}").and_then(|_| out.flush());
+    on_ready();
     tracing::info!(network = %name, pid = std::process::id(), persist, "switch up");
     let result = crate::sys::rt::block_on(hub(listener, persist));
     let _ = std::fs::remove_file(&sock);

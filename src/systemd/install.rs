@@ -7,6 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::addr::NetName;
 use crate::def::spec::VmSpec;
 use crate::error::{Error, IoContext, Result};
 use crate::paths::Home;
@@ -59,6 +60,12 @@ pub fn install(
     // The unit's sandbox keeps /etc read-only: QEMU's user is made now, if it must be.
     crate::host::qemu_user::for_this_process()?;
     fsutil::create_dirs_public(&dir)?;
+    let mut done = Vec::new();
+    for a in &spec.networks {
+        if let Some(line) = write_network_unit(home, &a.network, scope)? {
+            done.push(line);
+        }
+    }
     // The unit may write only there (ReadWritePaths=): without it the KVM verdict is not kept.
     let cache = cache_for(scope);
     std::fs::create_dir_all(&cache).path_ctx("create", &cache)?;
@@ -66,7 +73,7 @@ pub fn install(
     // A unit holds no secret; systemd's tools read it as any user.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
         .path_ctx("set the mode of", &path)?;
-    let mut done = vec![format!("Wrote {}", path.display())];
+    done.push(format!("Wrote {}", path.display()));
     let mut missing = Vec::new();
     if scope == Scope::User {
         user_linger(opts.linger, &mut done, &mut missing);
@@ -117,6 +124,29 @@ pub fn install(
     Ok(done)
 }
 
+/// Write the unit of network `net`'s switch where it is missing or differs (the units of the
+/// network's VMs require it); "Wrote PATH" when it was written.
+pub fn write_network_unit(home: &Home, net: &NetName, scope: Scope) -> Result<Option<String>> {
+    let vmctl = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
+    let text = crate::systemd::netunit::render_network(net, scope, &vmctl, &home.root)?;
+    write_unit_file(scope, &crate::systemd::netunit::network_unit_name(net), &text)
+}
+
+/// Write `text` as unit `name` of `scope` (0644: no secret) unless it holds that already;
+/// "Wrote PATH" when it was written.
+pub fn write_unit_file(scope: Scope, name: &str, text: &str) -> Result<Option<String>> {
+    let dir = unit_dir_here(scope);
+    fsutil::create_dirs_public(&dir)?;
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(text) {
+        return Ok(None);
+    }
+    fsutil::write_atomic(&path, text.as_bytes())?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        .path_ctx("set the mode of", &path)?;
+    Ok(Some(format!("Wrote {}", path.display())))
+}
+
 /// Refuse a unit whose VM starts after one without an installed unit: it could never start.
 fn check_after(spec: &VmSpec, scope: Scope, dir: &Path) -> Result<()> {
     for dep in &spec.after {
@@ -164,7 +194,7 @@ fn wants_link(scope: Scope, unit_path: &Path) -> PathBuf {
 
 /// Enable: through `systemctl` when the manager runs, else by making its link (offline,
 /// `systemctl` may refuse to work without a bus).
-fn enable(scope: Scope, unit_path: &Path, running: bool) -> Result<()> {
+pub fn enable(scope: Scope, unit_path: &Path, running: bool) -> Result<()> {
     let unit = unit_path.file_name().unwrap_or_default().to_string_lossy();
     if running {
         return systemctl(scope, &["enable", &unit]).map(|_| ());

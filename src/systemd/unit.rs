@@ -77,13 +77,7 @@ pub fn render(cx: &UnitContext) -> Result<String> {
     let unit = unit_name(&cx.spec.name);
     let name = cx.spec.name.as_str();
     let (origin, source_path, exec_start_pre) = origin_lines(cx, &vmctl)?;
-    let deps: Vec<String> = cx.spec.after.iter().map(unit_name).collect();
-    let dependencies = if deps.is_empty() {
-        String::new()
-    } else {
-        let list = deps.join(" ");
-        format!("After={list}\nRequires={list}")
-    };
+    let dependencies = dependencies(cx);
     let (protect_home, private_tmp) = hardening(cx);
     let template = match cx.scope {
         Scope::System => SYSTEM_TEMPLATE,
@@ -107,6 +101,32 @@ pub fn render(cx: &UnitContext) -> Result<String> {
             ("PRIVATE_TMP", private_tmp),
         ],
     ))
+}
+
+/// `After=` and `Requires=` the units of the VMs it starts after and, for an installed unit,
+/// of its networks' switches; `PartOf=` its stack's target.
+fn dependencies(cx: &UnitContext) -> String {
+    let mut deps: Vec<String> = cx.spec.after.iter().map(unit_name).collect();
+    if cx.origin == Origin::Installed {
+        deps.extend(
+            cx.spec
+                .networks
+                .iter()
+                .map(|a| crate::systemd::netunit::network_unit_name(&a.network)),
+        );
+    }
+    let mut lines = Vec::new();
+    if !deps.is_empty() {
+        let list = deps.join(" ");
+        lines.push(format!("After={list}\nRequires={list}"));
+    }
+    if let (Origin::Installed, Some(stack)) = (cx.origin, &cx.spec.stack) {
+        lines.push(format!(
+            "PartOf={}",
+            crate::systemd::netunit::stack_target_name(stack)
+        ));
+    }
+    lines.join("\n")
 }
 
 /// What says where the unit came from: its header comment, its `SourcePath=` and its
@@ -159,6 +179,11 @@ fn hardening(cx: &UnitContext) -> (&'static str, &'static str) {
         used.push(def);
         used.extend(cx.spec.ssh_key.as_deref());
     }
+    hardening_for(&used)
+}
+
+/// `ProtectHome=` and `PrivateTmp=` for a unit whose processes use the paths `used`.
+pub(crate) fn hardening_for(used: &[&Path]) -> (&'static str, &'static str) {
     let under = |dirs: &[&str]| used.iter().any(|p| dirs.iter().any(|d| p.starts_with(d)));
     // A home below /home, /root or /run/user must stay visible (read-only, with the home itself
     // writable); one below /tmp would vanish behind a private /tmp.
@@ -182,7 +207,7 @@ fn seconds(d: Duration) -> String {
 /// Replace each `@KEY@` in one pass over the template: a value is copied as it is and never
 /// scanned again, so a value holding `@KEY@` (a home path may) stays that text. A line that held
 /// only placeholders and became empty is dropped.
-fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
+pub(crate) fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(template.len() + 256);
     for line in template.lines() {
         let mut l = String::with_capacity(line.len());
@@ -221,7 +246,7 @@ fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
 /// `@` is allowed: systemd reads it only as the first character of a command (never a path's),
 /// [`substitute`] never reads a value as a placeholder, and real homes have it
 /// (`/home/alice@example.com` under SSSD).
-fn unit_path(p: &Path, what: &str) -> Result<String> {
+pub(crate) fn unit_path(p: &Path, what: &str) -> Result<String> {
     let s = p.to_str().ok_or_else(|| {
         Error::Usage(format!(
             "{what} {} is not UTF-8; a systemd unit cannot name it",

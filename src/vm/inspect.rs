@@ -16,6 +16,36 @@ use crate::sys::fsutil;
 use crate::sys::rt::block_on;
 use crate::types::VmName;
 
+/// A VM's place on one of its private networks.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkAddress {
+    pub network: String,
+    pub address: Option<std::net::Ipv4Addr>,
+    pub mac: String,
+}
+
+impl NetworkAddress {
+    pub fn of(spec: &crate::def::spec::VmSpec) -> Vec<NetworkAddress> {
+        spec.networks
+            .iter()
+            .map(|a| NetworkAddress {
+                network: a.network.to_string(),
+                address: a.address,
+                mac: a.mac.to_string(),
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for NetworkAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.address {
+            Some(a) => write!(f, "{}={a}", self.network),
+            None => write!(f, "{}", self.network),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub name: String,
@@ -28,6 +58,8 @@ pub struct Summary {
     pub arch: Option<String>,
     pub accel: Option<String>,
     pub ports: Vec<String>,
+    /// Its private networks and its address on each.
+    pub networks: Vec<NetworkAddress>,
     /// Internal snapshots in the VM's disk (from the qcow2 header).
     pub snapshots: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +100,7 @@ pub fn list(home: &Home) -> Vec<Summary> {
                     arch: Some(s.arch.to_string()),
                     accel,
                     ports: s.ports.iter().map(|p| p.to_string()).collect(),
+                    networks: NetworkAddress::of(&s),
                     snapshots,
                     error: None,
                 },
@@ -82,6 +115,7 @@ pub fn list(home: &Home) -> Vec<Summary> {
                     arch: None,
                     accel,
                     ports: vec![],
+                    networks: vec![],
                     snapshots,
                     error: Some(e.to_string()),
                 },
@@ -106,6 +140,7 @@ pub struct Status {
     pub image: String,
     pub arch: String,
     pub ports: Vec<String>,
+    pub networks: Vec<NetworkAddress>,
     pub serial_log: String,
     pub last_exit: Option<LastExit>,
     /// Whether the guest answers yet (its health check, or its forwarded ports), while running.
@@ -136,6 +171,7 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
         image: spec.image.clone(),
         arch: spec.arch.to_string(),
         ports: spec.ports.iter().map(|p| p.to_string()).collect(),
+        networks: NetworkAddress::of(&spec),
         serial_log: paths.serial_log().display().to_string(),
         last_exit: runstate::read_last_exit(&paths),
         ready: None,

@@ -82,6 +82,23 @@ where
     outcomes
 }
 
+/// The keys in an order that puts each after what it waits for (ties by name); what waits in a
+/// circle comes last.
+pub fn sequence(deps: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut left: Vec<&String> = deps.keys().collect();
+    while !left.is_empty() {
+        let ready = left.iter().position(|k| {
+            deps[*k]
+                .iter()
+                .all(|d| !deps.contains_key(d) || out.contains(d))
+        });
+        let i = ready.unwrap_or(0);
+        out.push(left.remove(i).clone());
+    }
+    out
+}
+
 /// The same dependencies turned around: each key waits for those that waited for it.
 pub fn reversed(deps: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> =
@@ -139,6 +156,12 @@ mod tests {
         assert!(matches!(&out["app"], Outcome::Skipped(d) if d == "db"));
         assert!(matches!(&out["web"], Outcome::Skipped(d) if d == "app"));
         assert!(matches!(out["lone"], Outcome::Done(())));
+    }
+
+    #[test]
+    fn a_sequence_puts_dependencies_first() {
+        let d = deps(&[("web", &["api"]), ("api", &["db"]), ("db", &[]), ("cache", &[])]);
+        assert_eq!(sequence(&d), ["cache", "db", "api", "web"]);
     }
 
     #[test]

@@ -156,14 +156,17 @@ fn networks(home: &Home, stack: &Stack) -> Result<Vec<String>> {
     Ok(created)
 }
 
-/// `vmctl up`: see the module's paragraph. Fails (with the first failure's exit code) when a
-/// VM did not come up; the report says what happened to each.
-pub fn up(home: &Home, stack: &Stack, only: &[String], timeout: Duration) -> Result<Up> {
-    let vms = selected(stack, only)?;
-    precheck(home, stack, &vms)?;
+/// Bring the stack's networks and the definitions of `vms` in line with the file: the
+/// networks created now, and what was done to each VM's definition, by name.
+fn define_all(
+    home: &Home,
+    stack: &Stack,
+    vms: &[&StackVm],
+) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    precheck(home, stack, vms)?;
     let networks_created = networks(home, stack)?;
     let mut defined: BTreeMap<String, String> = BTreeMap::new();
-    for vm in &vms {
+    for vm in vms {
         let (_, applied) = define_from_stack(home, &vm.name, &vm.config, &stack.file)?;
         defined.insert(
             vm.name.to_string(),
@@ -180,10 +183,21 @@ pub fn up(home: &Home, stack: &Stack, only: &[String], timeout: Duration) -> Res
             },
         );
     }
-    let deps: BTreeMap<String, Vec<String>> = vms
-        .iter()
+    Ok((networks_created, defined))
+}
+
+fn deps_of(vms: &[&StackVm]) -> BTreeMap<String, Vec<String>> {
+    vms.iter()
         .map(|v| (v.name.to_string(), v.config.after.clone()))
-        .collect();
+        .collect()
+}
+
+/// `vmctl up`: see the module's paragraph. Fails (with the first failure's exit code) when a
+/// VM did not come up; the report says what happened to each.
+pub fn up(home: &Home, stack: &Stack, only: &[String], timeout: Duration) -> Result<Up> {
+    let vms = selected(stack, only)?;
+    let (networks_created, mut defined) = define_all(home, stack, &vms)?;
+    let deps = deps_of(&vms);
     let outcomes = order::run(&deps, |name| {
         let name: VmName = name.parse().map_err(Error::Usage)?;
         if runstate::liveness(&home.vm(&name)).is_running() {
@@ -395,4 +409,61 @@ pub fn ps(home: &Home, stack: &Stack) -> Vec<PsRow> {
             }
         })
         .collect()
+}
+
+/// `vmctl systemd install --stack FILE`: the stack's networks and VMs defined as `up` would
+/// (nothing started), the units of its networks and VMs written (each VM's after those it
+/// starts after), and its target, enabled as asked and started with `now` (which returns once
+/// every VM is up). What was done, one line each.
+pub fn install_units(
+    home: &Home,
+    stack: &Stack,
+    scope: crate::types::Scope,
+    opts: crate::systemd::install::InstallOptions,
+) -> Result<Vec<String>> {
+    use crate::systemd::{install, manager, netunit};
+    let vms: Vec<&StackVm> = stack.vms.iter().collect();
+    let (created, _) = define_all(home, stack, &vms)?;
+    let mut done: Vec<String> = created.iter().map(|n| format!("Created network {n}")).collect();
+    let unit_opts = install::InstallOptions {
+        enable: false,
+        now: false,
+        linger: opts.linger,
+    };
+    for name in order::sequence(&deps_of(&vms)) {
+        let name: VmName = name.parse().map_err(Error::Usage)?;
+        let spec = crate::def::store::load(home, &name)?;
+        done.extend(install::install(home, &spec, scope, unit_opts)?);
+    }
+    let units: Vec<String> = order::sequence(&deps_of(&vms))
+        .iter()
+        .filter_map(|n| n.parse::<VmName>().ok())
+        .map(|n| crate::systemd::unit::unit_name(&n))
+        .collect();
+    let target = netunit::stack_target_name(&stack.name);
+    let file = std::path::absolute(&stack.file).unwrap_or_else(|_| stack.file.clone());
+    let text = netunit::render_stack_target(&stack.name, scope, &units, &file);
+    done.extend(install::write_unit_file(scope, &target, &text)?);
+    let running = manager::manager_running(scope);
+    if running {
+        manager::systemctl(scope, &["daemon-reload"])?;
+    }
+    if opts.enable {
+        let path = crate::systemd::dirs::unit_dir_here(scope).join(&target);
+        install::enable(scope, &path, running)?;
+        done.push(format!("Enabled {target}: the stack starts at boot"));
+    }
+    if opts.now {
+        if !running {
+            return Err(Error::Host(format!(
+                "{}; but could not start {target}: {} is not running here ({})",
+                done.join("; "),
+                manager::scope_manager(scope),
+                manager::why_not_running(scope)
+            )));
+        }
+        manager::systemctl(scope, &["start", &target])?;
+        done.push(format!("Started {target}: stack {} is up", stack.name));
+    }
+    Ok(done)
 }

@@ -19,4 +19,5 @@ mod snapshot;
 mod systemd_e2e;
 mod systemd_hardened;
 mod systemd_units;
+mod vm_networks;
 mod vps;
