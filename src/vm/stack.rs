@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::addr::{NetName, Subnet};
 use crate::def::stack::{Stack, StackVm};
 use crate::error::{Error, Problems, Result};
 use crate::paths::Home;
@@ -90,11 +91,34 @@ fn selected<'a>(stack: &'a Stack, only: &[String]) -> Result<Vec<&'a StackVm>> {
         .collect())
 }
 
-/// Before anything is made: no VM outside the stack forwards a host port of one in it, and the
-/// image of each VM still to be created is there.
-fn precheck(home: &Home, stack: &Stack, vms: &[&StackVm]) -> Result<()> {
+/// Before anything is made: no VM outside the stack forwards a host port of one in it, the
+/// image of each VM still to be created is there, and each address the file gives is a host
+/// address of its network's (planned) subnet that no VM outside the stack has.
+fn precheck(
+    home: &Home,
+    stack: &Stack,
+    vms: &[&StackVm],
+    plan: &[(NetName, Subnet, bool)],
+) -> Result<()> {
     let mut p = Problems::default();
     for vm in vms {
+        for (i, r) in vm.config.networks.iter().enumerate() {
+            let (Some((name, subnet, _)), Some(Ok(ip))) = (
+                plan.iter().find(|(n, _, _)| n.as_str() == r.name()),
+                r.address().map(|a| a.parse::<std::net::Ipv4Addr>()),
+            ) else {
+                continue;
+            };
+            let field = format!("vms.{}.networks[{i}].address", vm.short);
+            if let Err(why) = subnet.check_host(ip) {
+                p.add(&field, format!("network {name}: {why}"));
+            } else if let Some(m) = crate::def::network::members(home, name)
+                .into_iter()
+                .find(|m| m.address == Some(ip) && !stack.vms.iter().any(|v| v.name == m.vm))
+            {
+                p.add(&field, format!("{ip} is VM {}'s address on network {name}", m.vm));
+            }
+        }
         if !home.vm(&vm.name).definition().exists() {
             let limits = crate::def::store::limits();
             if let Ok(spec) = crate::def::spec::validate(&vm.name, &vm.config, limits, "") {
@@ -128,29 +152,51 @@ fn precheck(home: &Home, stack: &Stack, vms: &[&StackVm]) -> Result<()> {
         })
 }
 
-/// Create the stack's networks that are missing; refuse one whose subnet is not the file's.
-fn networks(home: &Home, stack: &Stack) -> Result<Vec<String>> {
-    let mut created = Vec::new();
+/// The subnet each of the stack's networks has or will have (an existing network's own, else
+/// the file's, else the free one `network create` would pick), and whether it exists; one
+/// that exists with another subnet than the file's is refused.
+fn plan_networks(home: &Home, stack: &Stack) -> Result<Vec<(NetName, Subnet, bool)>> {
+    let mut all = crate::def::network::all(home);
+    let mut out = Vec::new();
     for n in &stack.networks {
         match crate::def::network::load(home, &n.name) {
             Ok(existing) => {
-                if let Some(s) = n.subnet {
-                    if s != existing.subnet {
-                        return Err(Error::Usage(format!(
-                            "{}: networks.{}.subnet: network {} exists with subnet {}, not {s}; remove it (`vmctl down --rm`) to change it",
-                            stack.file.display(),
-                            n.short,
-                            n.name,
-                            existing.subnet
-                        )));
-                    }
+                if let Some(s) = n.subnet.filter(|s| *s != existing.subnet) {
+                    return Err(Error::Usage(format!(
+                        "{}: networks.{}.subnet: network {} exists with subnet {}, not {s}; remove it (`vmctl down --rm`) to change it",
+                        stack.file.display(),
+                        n.short,
+                        n.name,
+                        existing.subnet
+                    )));
                 }
+                out.push((n.name.clone(), existing.subnet, true));
             }
             Err(Error::NotFound { .. }) => {
-                crate::vm::network::create(home, &n.name, n.subnet, Some(stack.name.as_str()))?;
-                created.push(n.name.to_string());
+                let subnet = match n.subnet {
+                    Some(s) => s,
+                    None => crate::def::network::free_subnet(&all)?,
+                };
+                all.push(crate::def::network::Network {
+                    name: n.name.clone(),
+                    subnet,
+                    stack: None,
+                });
+                out.push((n.name.clone(), subnet, false));
             }
             Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Create the stack's networks that are missing, with the planned subnets.
+fn networks(home: &Home, stack: &Stack, plan: &[(NetName, Subnet, bool)]) -> Result<Vec<String>> {
+    let mut created = Vec::new();
+    for (name, subnet, exists) in plan {
+        if !exists {
+            crate::vm::network::create(home, name, Some(*subnet), Some(stack.name.as_str()))?;
+            created.push(name.to_string());
         }
     }
     Ok(created)
@@ -163,8 +209,9 @@ fn define_all(
     stack: &Stack,
     vms: &[&StackVm],
 ) -> Result<(Vec<String>, BTreeMap<String, String>)> {
-    precheck(home, stack, vms)?;
-    let networks_created = networks(home, stack)?;
+    let plan = plan_networks(home, stack)?;
+    precheck(home, stack, vms, &plan)?;
+    let networks_created = networks(home, stack, &plan)?;
     let mut defined: BTreeMap<String, String> = BTreeMap::new();
     for vm in vms {
         let (_, applied) = define_from_stack(home, &vm.name, &vm.config, &stack.file)?;

@@ -16,6 +16,7 @@ mod provision;
 mod qmp_shell;
 mod security;
 mod snapshot;
+mod stacks;
 mod systemd_e2e;
 mod systemd_hardened;
 mod systemd_units;
