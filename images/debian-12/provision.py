@@ -194,8 +194,28 @@ def fix_hosts(hosts=None):
     write_file("/etc/hosts", "\n".join(out) + "\n", 0o644)
 
 
+def nic_by_mac(mac, wait=10.0):
+    """The name of the interface with this MAC, waiting (bounded) for its driver."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        for dev in os.listdir("/sys/class/net"):
+            try:
+                with open("/sys/class/net/%s/address" % dev) as f:
+                    if f.read().strip() == mac:
+                        return dev
+            except OSError:
+                pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
 def set_networks(nics):
-    """A networkd file per private NIC (in /run: gone at the next boot)."""
+    """A networkd file per private NIC (in /run: gone at the next boot), and the address set
+    now: networkd gets to a NIC only once udev has, late in a TCG boot, and until then the
+    guest would send what is meant for the private subnet out through its default route."""
     os.makedirs(NETWORK_DIR, exist_ok=True)
     for old in os.listdir(NETWORK_DIR):
         if old.startswith("20-vmctl-lan"):
@@ -209,7 +229,12 @@ def set_networks(nics):
                    "# Written by vmctl-provision: a private network of this VM.\n"
                    "[Match]\nMACAddress=%s\n\n[Network]\nAddress=%s\n"
                    "LinkLocalAddressing=no\nIPv6AcceptRA=no\n" % (mac, addr), 0o644)
-        log("private network NIC %s: %s" % (mac, addr))
+        dev = nic_by_mac(mac)
+        if dev is None:
+            error("no NIC with MAC %s; its address is left to networkd" % mac)
+            continue
+        if run("ip", "address", "replace", addr, "dev", dev) and run("ip", "link", "set", dev, "up"):
+            log("private network NIC %s (%s): %s" % (dev, mac, addr))
 
 
 def set_app_env(env):

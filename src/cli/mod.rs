@@ -3,6 +3,7 @@
 //! are shown (`output`: text for people or JSON for scripts, decided once).
 
 pub mod args;
+pub mod args_net;
 pub mod connect;
 pub mod dispatch;
 pub mod doctor;

@@ -1,7 +1,7 @@
 //! `vmctl network create|ls|rm`'s handlers, and the hidden `network switch`, which runs a
 //! network's switch in the foreground (as VMs start it, or its systemd unit).
 
-use crate::cli::args::{JsonArg, NetNameArg, NetworkCreateArgs, SwitchArgs};
+use crate::cli::args_net::{NetLsArgs, NetNameArg, NetworkCreateArgs, SwitchArgs};
 use crate::cli::output::{Show, print_json, show};
 use crate::error::Result;
 use crate::paths::Home;
@@ -22,7 +22,7 @@ pub fn create(home: &Home, a: NetworkCreateArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn ls(home: &Home, a: JsonArg) -> Result<u8> {
+pub fn ls(home: &Home, a: NetLsArgs) -> Result<u8> {
     show(&vm_network::list(home), a.json);
     Ok(0)
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::cli::args::{DownArgs, StackFileArg, StackJsonArgs, UpArgs};
+use crate::cli::args_net::{DownArgs, StackFileArg, StackJsonArgs, UpArgs};
 use crate::cli::output::{Show, show};
 use crate::def::stack::{self, Stack};
 use crate::error::Result;

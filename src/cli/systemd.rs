@@ -20,7 +20,11 @@ pub fn generate(home: &Home, a: GenerateArgs) -> Result<u8> {
                 .map_err(|e| Error::Other(format!("Cannot find the vmctl binary: {e}")))?;
             crate::systemd::netunit::render_network(net, scope, &vmctl, &home.root)?
         }
-        (None, None) => return Err(Error::Usage("name a VM, or a network with --network".into())),
+        (None, None) => {
+            return Err(Error::Usage(
+                "name a VM, or a network with --network".into(),
+            ));
+        }
     };
     print!("{text}");
     Ok(0)

@@ -233,9 +233,15 @@ enum AnsibleValue {
 /// ssh_config cannot carry, or a key path that Ansible's own `IdentityFile="..."` cannot.
 fn ansible_vars(t: &Target) -> std::result::Result<Vec<(String, AnsibleValue)>, String> {
     let mut v = vec![
-        ("ansible_host".to_string(), AnsibleValue::Str(t.host.clone())),
+        (
+            "ansible_host".to_string(),
+            AnsibleValue::Str(t.host.clone()),
+        ),
         ("ansible_port".to_string(), AnsibleValue::Int(t.port)),
-        ("ansible_user".to_string(), AnsibleValue::Str(t.user.clone())),
+        (
+            "ansible_user".to_string(),
+            AnsibleValue::Str(t.user.clone()),
+        ),
     ];
     // Where the other VMs reach this one: `vmctl_ip` on its first private network, and
     // `vmctl_ip_NETWORK` on each ('-' as '_': Ansible's variable names have none).
@@ -450,7 +456,9 @@ mod tests {
         ];
         let ini = inventory_ini(std::slice::from_ref(&t));
         assert!(
-            ini.contains(" vmctl_ip=10.89.0.2 vmctl_ip_shop_backend=10.89.0.2 vmctl_ip_front=10.89.1.7 "),
+            ini.contains(
+                " vmctl_ip=10.89.0.2 vmctl_ip_shop_backend=10.89.0.2 vmctl_ip_front=10.89.1.7 "
+            ),
             "{ini}"
         );
         let yaml = inventory_yaml(&[t]);

@@ -60,12 +60,7 @@ pub fn install(
     // The unit's sandbox keeps /etc read-only: QEMU's user is made now, if it must be.
     crate::host::qemu_user::for_this_process()?;
     fsutil::create_dirs_public(&dir)?;
-    let mut done = Vec::new();
-    for a in &spec.networks {
-        if let Some(line) = write_network_unit(home, &a.network, scope)? {
-            done.push(line);
-        }
-    }
+    let mut done = write_network_units(home, spec, scope)?;
     // The unit may write only there (ReadWritePaths=): without it the KVM verdict is not kept.
     let cache = cache_for(scope);
     std::fs::create_dir_all(&cache).path_ctx("create", &cache)?;
@@ -124,12 +119,21 @@ pub fn install(
     Ok(done)
 }
 
+/// Write the units of the switches of `spec`'s networks, which its unit requires.
+fn write_network_units(home: &Home, spec: &VmSpec, scope: Scope) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for a in &spec.networks {
+        done.extend(write_network_unit(home, &a.network, scope)?);
+    }
+    Ok(done)
+}
+
 /// Write the unit of network `net`'s switch where it is missing or differs (the units of the
 /// network's VMs require it); "Wrote PATH" when it was written.
 pub fn write_network_unit(home: &Home, net: &NetName, scope: Scope) -> Result<Option<String>> {
     let vmctl = std::env::current_exe().ctx(|| "Cannot find the vmctl binary".into())?;
     let text = crate::systemd::netunit::render_network(net, scope, &vmctl, &home.root)?;
-    write_unit_file(scope, &crate::systemd::netunit::network_unit_name(net), &text)
+    write_unit_file(scope, &crate::systemd::unit::network_unit_name(net), &text)
 }
 
 /// Write `text` as unit `name` of `scope` (0644: no secret) unless it holds that already;

@@ -9,22 +9,14 @@ use std::path::Path;
 
 use crate::addr::NetName;
 use crate::error::Result;
-use crate::systemd::unit::{hardening_for, substitute, unit_path};
+use crate::systemd::unit::{
+    hardening_for, network_unit_name, stack_target_name, substitute, unit_path,
+};
 use crate::types::Scope;
 
 const NET_SYSTEM_TEMPLATE: &str = include_str!("../../systemd/vmctl-net-system.service.in");
 const NET_USER_TEMPLATE: &str = include_str!("../../systemd/vmctl-net-user.service.in");
 const STACK_TEMPLATE: &str = include_str!("../../systemd/vmctl-stack.target.in");
-
-/// The unit that runs a network's switch.
-pub fn network_unit_name(net: &NetName) -> String {
-    format!("vmctl-net-{net}.service")
-}
-
-/// The target of a stack.
-pub fn stack_target_name(stack: &NetName) -> String {
-    format!("vmctl-stack-{stack}.target")
-}
 
 /// The text of network `net`'s unit, for the home at `home` and the binary `vmctl`.
 pub fn render_network(net: &NetName, scope: Scope, vmctl: &Path, home: &Path) -> Result<String> {
@@ -118,7 +110,10 @@ mod tests {
         let text = render_stack_target(
             &"shop".parse().unwrap(),
             Scope::System,
-            &["vmctl-shop-db.service".into(), "vmctl-shop-app.service".into()],
+            &[
+                "vmctl-shop-db.service".into(),
+                "vmctl-shop-app.service".into(),
+            ],
             Path::new("/srv/shop/vmctl-stack.toml"),
         );
         golden("vmctl-stack.target", &text);
@@ -128,6 +123,9 @@ mod tests {
             &[],
             Path::new("/x\nWants=evil.service"),
         );
-        assert!(!forged.lines().any(|l| l.starts_with("Wants=evil")), "{forged}");
+        assert!(
+            !forged.lines().any(|l| l.starts_with("Wants=evil")),
+            "{forged}"
+        );
     }
 }

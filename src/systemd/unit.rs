@@ -21,6 +21,16 @@ pub fn unit_name(vm: &VmName) -> String {
     format!("vmctl-{vm}.service")
 }
 
+/// The unit that runs a network's switch.
+pub fn network_unit_name(net: &crate::addr::NetName) -> String {
+    format!("vmctl-net-{net}.service")
+}
+
+/// The target of a stack.
+pub fn stack_target_name(stack: &crate::addr::NetName) -> String {
+    format!("vmctl-stack-{stack}.target")
+}
+
 /// What made a unit, which its header comment and a few lines say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin<'a> {
@@ -112,7 +122,7 @@ fn dependencies(cx: &UnitContext) -> String {
             cx.spec
                 .networks
                 .iter()
-                .map(|a| crate::systemd::netunit::network_unit_name(&a.network)),
+                .map(|a| network_unit_name(&a.network)),
         );
     }
     let mut lines = Vec::new();
@@ -121,10 +131,7 @@ fn dependencies(cx: &UnitContext) -> String {
         lines.push(format!("After={list}\nRequires={list}"));
     }
     if let (Origin::Installed, Some(stack)) = (cx.origin, &cx.spec.stack) {
-        lines.push(format!(
-            "PartOf={}",
-            crate::systemd::netunit::stack_target_name(stack)
-        ));
+        lines.push(format!("PartOf={}", stack_target_name(stack)));
     }
     lines.join("\n")
 }

@@ -160,7 +160,12 @@ mod tests {
 
     #[test]
     fn a_sequence_puts_dependencies_first() {
-        let d = deps(&[("web", &["api"]), ("api", &["db"]), ("db", &[]), ("cache", &[])]);
+        let d = deps(&[
+            ("web", &["api"]),
+            ("api", &["db"]),
+            ("db", &[]),
+            ("cache", &[]),
+        ]);
         assert_eq!(sequence(&d), ["cache", "db", "api", "web"]);
     }
 

@@ -116,7 +116,10 @@ fn precheck(
                 .into_iter()
                 .find(|m| m.address == Some(ip) && !stack.vms.iter().any(|v| v.name == m.vm))
             {
-                p.add(&field, format!("{ip} is VM {}'s address on network {name}", m.vm));
+                p.add(
+                    &field,
+                    format!("{ip} is VM {}'s address on network {name}", m.vm),
+                );
             }
         }
         if !home.vm(&vm.name).definition().exists() {
@@ -471,7 +474,10 @@ pub fn install_units(
     use crate::systemd::{install, manager, netunit};
     let vms: Vec<&StackVm> = stack.vms.iter().collect();
     let (created, _) = define_all(home, stack, &vms)?;
-    let mut done: Vec<String> = created.iter().map(|n| format!("Created network {n}")).collect();
+    let mut done: Vec<String> = created
+        .iter()
+        .map(|n| format!("Created network {n}"))
+        .collect();
     let unit_opts = install::InstallOptions {
         enable: false,
         now: false,
@@ -487,7 +493,7 @@ pub fn install_units(
         .filter_map(|n| n.parse::<VmName>().ok())
         .map(|n| crate::systemd::unit::unit_name(&n))
         .collect();
-    let target = netunit::stack_target_name(&stack.name);
+    let target = crate::systemd::unit::stack_target_name(&stack.name);
     let file = std::path::absolute(&stack.file).unwrap_or_else(|_| stack.file.clone());
     let text = netunit::render_stack_target(&stack.name, scope, &units, &file);
     done.extend(install::write_unit_file(scope, &target, &text)?);

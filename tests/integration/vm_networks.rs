@@ -99,7 +99,11 @@ fn vms_of_a_network_reach_each_other_by_name_and_others_do_not() {
     assert_eq!(net["active"], true, "{net}");
     assert_eq!(net["vms"].as_array().unwrap().len(), 2, "{net}");
     // By address, by name and by NAME.NETWORK.
-    for target in [format!("{db_ip}:8080/"), "db:8080/".into(), "db.backend:8080/".into()] {
+    for target in [
+        format!("{db_ip}:8080/"),
+        "db:8080/".into(),
+        "db.backend:8080/".into(),
+    ] {
         fetch_until(pa, &target, "vmctl tiny guest: db", Duration::from_secs(30));
     }
     // The VM of the other network reaches neither the address nor the name.
@@ -111,17 +115,35 @@ fn vms_of_a_network_reach_each_other_by_name_and_others_do_not() {
     t.ok(&["stop", "db"]);
     t.ok(&["start", "db", "--wait"]);
     assert_eq!(address(&t, "db"), db_ip);
-    fetch_until(pa, "db:8080/", "vmctl tiny guest: db", Duration::from_secs(30));
+    fetch_until(
+        pa,
+        "db:8080/",
+        "vmctl tiny guest: db",
+        Duration::from_secs(30),
+    );
 
     // The switch killed: the VMs attach to a new one, and reach each other again.
     let pid_file = t.home().join("networks/backend/run/switch.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pid_alive(pid as i64));
     let _ = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status();
-    fetch_until(pa, "db:8080/", "vmctl tiny guest: db", Duration::from_secs(30));
-    let new_pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    fetch_until(
+        pa,
+        "db:8080/",
+        "vmctl tiny guest: db",
+        Duration::from_secs(30),
+    );
+    let new_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(new_pid, pid);
 
     // Removing a network that VMs join is refused, naming them.
@@ -144,7 +166,16 @@ fn vms_of_a_network_reach_each_other_by_name_and_others_do_not() {
 fn bad_network_input_is_refused_by_field() {
     let t = TestHome::new();
     t.ok(&["network", "create", "backend", "--subnet", "10.89.5.0/24"]);
-    t.ok(&["create", "a", "--mem", "256M", "--disk", "1G", "--network", "backend"]);
+    t.ok(&[
+        "create",
+        "a",
+        "--mem",
+        "256M",
+        "--disk",
+        "1G",
+        "--network",
+        "backend",
+    ]);
     // Unknown network: not found.
     let before = t.snapshot();
     let err = t.fails(&["create", "b", "--network", "nowhere"], 3);
@@ -166,7 +197,9 @@ fn bad_network_input_is_refused_by_field() {
         ),
         (
             vec!["create", "b", "--network", "backend=10.89.6.9"],
-            vec!["networks[0].address: network backend: 10.89.6.9 is not in the network's subnet 10.89.5.0/24"],
+            vec![
+                "networks[0].address: network backend: 10.89.6.9 is not in the network's subnet 10.89.5.0/24",
+            ],
         ),
         (
             vec!["create", "b", "--network", "backend=10.89.5.2"],
@@ -181,7 +214,14 @@ fn bad_network_input_is_refused_by_field() {
             vec!["\"banana\" is not an IPv4 address"],
         ),
         (
-            vec!["create", "b", "--network", "backend", "--network", "backend"],
+            vec![
+                "create",
+                "b",
+                "--network",
+                "backend",
+                "--network",
+                "backend",
+            ],
             vec!["networks[1]: network backend is listed twice"],
         ),
     ] {
