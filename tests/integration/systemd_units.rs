@@ -517,3 +517,91 @@ fn start_wait_uses_the_health_check_and_status_shows_it() {
     assert!(text.contains("Health:  healthy (http 8080/)"), "{text}");
     t.ok(&["stop", "web"]);
 }
+
+/// The units of a stack's VMs, their network's switch and the stack's target, as `systemd
+/// install --stack` writes them, read silently by `systemd-analyze verify`; the switch's unit
+/// is rated OK by `systemd-analyze security` (it needs only to become vmctl-qemu).
+#[test]
+fn network_and_stack_units_pass_verify_and_the_switch_unit_rates_ok() {
+    let t = TestHome::bare();
+    t.ok(&["network", "create", "back"]);
+    define(
+        &t,
+        "db",
+        "networks = [{ name = \"back\", address = \"10.89.0.2\" }]\nstack = \"lab\"\n",
+    );
+    define(
+        &t,
+        "web",
+        "ports = [\"15080:8080\"]\nnetworks = [{ name = \"back\", address = \"10.89.0.3\" }]\nafter = [\"db\"]\nstack = \"lab\"\n",
+    );
+    for user in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let with_user = |mut a: Vec<&'static str>| {
+            if user {
+                a.push("--user");
+            }
+            a
+        };
+        for name in ["db", "web"] {
+            let unit = t.ok(&with_user(vec!["systemd", "generate", name]));
+            assert!(
+                unit.contains("After=vmctl-net-back.service\nRequires=vmctl-net-back.service\n")
+                    || unit.contains("Requires=vmctl-db.service vmctl-net-back.service\n"),
+                "{unit}"
+            );
+            assert!(unit.contains("PartOf=vmctl-stack-lab.target\n"), "{unit}");
+            std::fs::write(dir.path().join(format!("vmctl-{name}.service")), unit).unwrap();
+        }
+        let net = t.ok(&with_user(vec!["systemd", "generate", "--network", "back"]));
+        assert!(
+            net.contains(&format!(
+                "ExecStart={} network switch back --persist\n",
+                vmctl_bin()
+            )),
+            "{net}"
+        );
+        std::fs::write(dir.path().join("vmctl-net-back.service"), &net).unwrap();
+        std::fs::write(
+            dir.path().join("vmctl-stack-lab.target"),
+            "[Unit]\nDescription=vmctl stack lab\nWants=vmctl-db.service vmctl-web.service\nAfter=vmctl-db.service vmctl-web.service\n",
+        )
+        .unwrap();
+        for unit in [
+            "vmctl-net-back.service",
+            "vmctl-db.service",
+            "vmctl-web.service",
+        ] {
+            let (ok, out) = verify(dir.path(), unit, user);
+            assert!(
+                ok && out.is_empty(),
+                "systemd-analyze{} verify {unit}: ok={ok}, output:\n{out}",
+                if user { " --user" } else { "" }
+            );
+        }
+        let runtime = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("systemd-analyze");
+        if user {
+            cmd.arg("--user");
+        }
+        let out = cmd
+            .args([
+                "security",
+                "--offline=true",
+                "--no-pager",
+                "vmctl-net-back.service",
+            ])
+            .current_dir(dir.path())
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env("HOME", runtime.path())
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        let score = crate::systemd_hardened::exposure(&report, "vmctl-net-back.service");
+        eprintln!(
+            "systemd-analyze{} security vmctl-net-back.service: {score}",
+            if user { " --user" } else { "" }
+        );
+        assert!(score <= 3.5, "exposure {score}:\n{report}");
+    }
+}
