@@ -103,6 +103,18 @@ for i in $(seq "$N"); do
 	"$V" start a --wait >/dev/null
 	wait_peer "$pa" "$b_ip"
 	record vmctl $(measure "$pa" "$b_ip" "$b_ip:8080")
+	if ((i == 1)); then
+		# The switch killed: its VMs' supervisors start another and hand it their NICs.
+		t0=$(now)
+		kill -9 "$(cat "$VMCTL_HOME/networks/lan/run/switch.pid")"
+		vmctl_recovers=no
+		for _ in $(seq 20); do
+			if get "$pa" "/cgi-bin/fetch?$b_ip:8080/" | grep -q "vmctl tiny guest"; then
+				vmctl_recovers="yes, after $(ms "$t0" "$(now)") ms"; break
+			fi
+		done
+		echo "  vmctl: after its switch was killed, the guests meet again: $vmctl_recovers" >&2
+	fi
 	"$V" stop a >/dev/null
 	"$V" stop b >/dev/null
 
@@ -123,6 +135,18 @@ for i in $(seq "$N"); do
 	done
 	wait_http "$p1"; wait_http "$p2"; wait_peer "$p1" 10.89.9.2
 	record vde $(measure "$p1" 10.89.9.2 10.89.9.2:8080)
+	if ((i == 1)); then
+		# The switch killed and started again at the same place: do the guests meet again?
+		kill -9 "$(cat "$work/vde.pid")"; rm -rf "$work/vde" "$work/vde.pid"
+		vde_switch -s "$work/vde" -d -p "$work/vde.pid" >/dev/null 2>&1
+		vde_recovers=no
+		for _ in $(seq 20); do
+			if get "$p1" "/cgi-bin/fetch?10.89.9.2:8080/" | grep -q "vmctl tiny guest"; then
+				vde_recovers=yes; break
+			fi
+		done
+		echo "  vde: after the switch was killed and restarted, the guests meet again: $vde_recovers" >&2
+	fi
 	stop_plain
 	kill "$(cat "$work/vde.pid")"; rm -rf "$work/vde" "$work/vde.pid"
 
@@ -176,3 +200,5 @@ echo "|---|---|---|"
 echo "| vmctl up, 8 tiny VMs, no ordering, vs start --wait of one | $up ms vs $start ms = $(awk -v a="$up" -v b="$start" 'BEGIN {printf "%.2f×", a / b}') | ≤ 5× |"
 echo "| vmctl down of the 8 vs stop of one | $down ms vs $stop ms = $(awk -v a="$down" -v b="$stop" 'BEGIN {printf "%.2f×", a / b}') | ≤ 2× |"
 echo "| private network round trip (vmctl) | $vm_rtt ms | - |"
+echo "| the switch killed: the guests meet again (vmctl: new switch, NICs handed over) | $vmctl_recovers | yes |"
+echo "| vde_switch killed and started again: the guests meet again | $vde_recovers | - |"
