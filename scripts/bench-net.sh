@@ -25,6 +25,8 @@ command -v vde_switch >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get insta
 cargo build --release --locked -q
 V=$PWD/target/release/vmctl
 work=$(mktemp -d /tmp/vmctl-bench-net.XXXXXX)
+# Run as root, QEMU runs as vmctl-qemu and must pass through to the home's images.
+chmod 0711 "$work"
 export VMCTL_HOME=$work/home
 export VMCTL_CACHE_DIR=${VMCTL_CACHE_DIR:-$PWD/target/vmctl-test/cache}
 mkdir -p "$VMCTL_CACHE_DIR"

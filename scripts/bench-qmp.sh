@@ -22,6 +22,8 @@ R=${BENCH_ROUNDTRIPS:-20}
 cargo build --release --locked -q
 V=$PWD/target/release/vmctl
 work=$(mktemp -d /tmp/vmctl-bench-qmp.XXXXXX)
+# Run as root, QEMU runs as vmctl-qemu and must pass through to the home's images.
+chmod 0711 "$work"
 export VMCTL_HOME=$work/home
 export VMCTL_CACHE_DIR=${VMCTL_CACHE_DIR:-$PWD/target/vmctl-test/cache}
 mkdir -p "$VMCTL_CACHE_DIR" "$VMCTL_HOME/images"

@@ -16,6 +16,8 @@ scripts/install-deps.sh >/dev/null
 cargo build --release --locked -q
 V=$PWD/target/release/vmctl
 work=$(mktemp -d /tmp/vmctl-bench-vps.XXXXXX)
+# Run as root, QEMU runs as vmctl-qemu and must pass through to the home's images.
+chmod 0711 "$work"
 export VMCTL_HOME=$work/home
 export VMCTL_CACHE_DIR=${VMCTL_CACHE_DIR:-$PWD/target/vmctl-test/cache}
 mkdir -p "$VMCTL_CACHE_DIR"

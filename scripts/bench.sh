@@ -19,6 +19,8 @@ command -v socat >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y
 cargo build --release --locked -q
 V=$PWD/target/release/vmctl
 work=$(mktemp -d /tmp/vmctl-bench.XXXXXX)
+# Run as root, QEMU runs as vmctl-qemu and must pass through to the home's images.
+chmod 0711 "$work"
 export VMCTL_HOME=$work/home
 export VMCTL_CACHE_DIR=${VMCTL_CACHE_DIR:-$PWD/target/vmctl-test/cache}
 mkdir -p "$VMCTL_CACHE_DIR"

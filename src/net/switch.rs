@@ -128,17 +128,40 @@ impl Table {
     }
 }
 
-/// What the NICs' tasks tell the hub.
-enum Event {
-    Attach {
-        port: PortId,
-        mac: MacAddr,
-        vm: String,
-        out: Outbox,
-    },
-    Frame(PortId, Arc<Vec<u8>>),
-    Detach(PortId),
+/// The NICs and where their frames go, shared by every NIC's reader (which routes its frames
+/// itself, under this lock, held only to pick the queues).
+#[derive(Default)]
+struct Ports {
+    table: Table,
+    outs: HashMap<PortId, (Outbox, String)>,
+    dropped: u64,
 }
+
+type Shared = Arc<std::sync::Mutex<Ports>>;
+
+impl Ports {
+    /// Queue `frame` from `from` for the NICs it goes to; a full queue drops it.
+    fn forward(&mut self, from: PortId, frame: Arc<Vec<u8>>) {
+        match self.table.route(from, &frame) {
+            Route::To(ports) => {
+                for p in ports {
+                    if let Some((out, _)) = self.outs.get(&p) {
+                        if out.try_send(frame.clone()).is_err() {
+                            self.dropped += 1;
+                        }
+                    }
+                }
+            }
+            Route::Drop(why) => {
+                self.dropped += 1;
+                tracing::debug!(port = from, "frame dropped: {why}");
+            }
+        }
+    }
+}
+
+/// A NIC left (the hub decides whether the switch ends).
+struct Left;
 
 /// Run the switch of `name` until its last VM leaves (or, with `persist`, until SIGTERM):
 /// take its lock, bind its socket, become `identity` (when root), say [`READY`] (and call
@@ -187,52 +210,25 @@ async fn hub(listener: StdListener, persist: bool) -> Result<()> {
         tokio::net::UnixListener::from_std(listener).ctx(|| "Cannot serve the switch".into())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .ctx(|| "Cannot handle SIGTERM".into())?;
-    let (tx, mut rx) = mpsc::channel::<Event>(4 * QUEUE);
-    let mut table = Table::default();
-    let mut outs: HashMap<PortId, (Outbox, String)> = HashMap::new();
+    let (left_tx, mut left_rx) = mpsc::unbounded_channel::<Left>();
+    let shared: Shared = Arc::default();
     let mut next: PortId = 1;
-    let mut dropped: u64 = 0;
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
                 Ok((conn, _)) => {
-                    tokio::spawn(nic(conn, next, tx.clone()));
+                    tokio::spawn(nic(conn, next, shared.clone(), left_tx.clone()));
                     next += 1;
                 }
                 Err(e) => tracing::warn!("accept: {e}"),
             },
-            Some(ev) = rx.recv() => match ev {
-                Event::Attach { port, mac, vm, out } => {
-                    tracing::info!(%vm, %mac, port, "NIC attached");
-                    table.attach(port, mac);
-                    outs.insert(port, (out, vm));
+            Some(Left) = left_rx.recv() => {
+                let empty = shared.lock().expect("not poisoned").table.is_empty();
+                if empty && !persist {
+                    tracing::info!("the last VM left; the switch ends");
+                    return Ok(());
                 }
-                Event::Frame(from, frame) => match table.route(from, &frame) {
-                    Route::To(ports) => {
-                        for p in ports {
-                            if let Some((out, _)) = outs.get(&p) {
-                                if out.try_send(frame.clone()).is_err() {
-                                    dropped += 1;
-                                }
-                            }
-                        }
-                    }
-                    Route::Drop(why) => {
-                        dropped += 1;
-                        tracing::debug!(port = from, "frame dropped: {why}");
-                    }
-                },
-                Event::Detach(port) => {
-                    if let Some((_, vm)) = outs.remove(&port) {
-                        table.detach(port);
-                        tracing::info!(%vm, port, dropped, "NIC left");
-                        if table.is_empty() && !persist {
-                            tracing::info!("the last VM left; the switch ends");
-                            return Ok(());
-                        }
-                    }
-                }
-            },
+            }
             _ = term.recv() => {
                 tracing::info!("SIGTERM: the switch ends");
                 return Ok(());
@@ -243,48 +239,49 @@ async fn hub(listener: StdListener, persist: bool) -> Result<()> {
 
 /// One supervisor's connection: its hello and NIC, then the NIC's frames both ways until the
 /// supervisor or QEMU closes its end.
-async fn nic(control: UnixStream, port: PortId, hub: mpsc::Sender<Event>) {
-    let (hello, link) = match hello(control).await {
+async fn nic(control: UnixStream, port: PortId, shared: Shared, left: mpsc::UnboundedSender<Left>) {
+    let ((control, hello), qemu) = match hello(control).await {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!("a connection to the switch was not a NIC: {e}");
             return;
         }
     };
-    let (control, hello, qemu) = (hello.0, hello.1, link);
     let Ok(mac) = parse_mac(&hello.mac) else {
         tracing::warn!(vm = %hello.vm, mac = %hello.mac, "not a MAC address; NIC refused");
         return;
     };
     let (out_tx, out_rx) = mpsc::channel::<Arc<Vec<u8>>>(QUEUE);
-    let attach = Event::Attach {
-        port,
-        mac,
-        vm: hello.vm.clone(),
-        out: out_tx,
-    };
-    if hub.send(attach).await.is_err() {
-        return;
+    {
+        let mut p = shared.lock().expect("not poisoned");
+        p.table.attach(port, mac);
+        p.outs.insert(port, (out_tx, hello.vm.clone()));
     }
+    tracing::info!(vm = %hello.vm, %mac, port, "NIC attached");
     let (mut control_r, mut control_w) = control.into_split();
-    if control_w.write_all(OK).await.is_err() {
-        let _ = hub.send(Event::Detach(port)).await;
-        return;
+    if control_w.write_all(OK).await.is_ok() {
+        let (qemu_r, qemu_w) = qemu.into_split();
+        let mut writer = tokio::spawn(write_frames(qemu_w, out_rx));
+        let mut reader = tokio::spawn(read_frames(qemu_r, port, shared.clone()));
+        let mut buf = [0u8; 64];
+        // The NIC leaves when its supervisor closes the connection (or dies), or QEMU closes
+        // the link (the VM stopped).
+        tokio::select! {
+            _ = control_r.read(&mut buf) => {}
+            _ = &mut reader => {}
+            _ = &mut writer => {}
+        }
+        reader.abort();
+        writer.abort();
     }
-    let (qemu_r, qemu_w) = qemu.into_split();
-    let mut writer = tokio::spawn(write_frames(qemu_w, out_rx));
-    let mut reader = tokio::spawn(read_frames(qemu_r, port, hub.clone()));
-    let mut buf = [0u8; 64];
-    // The NIC leaves when its supervisor closes the connection (or dies), or QEMU closes the
-    // link (the VM stopped).
-    tokio::select! {
-        _ = control_r.read(&mut buf) => {}
-        _ = &mut reader => {}
-        _ = &mut writer => {}
-    }
-    reader.abort();
-    writer.abort();
-    let _ = hub.send(Event::Detach(port)).await;
+    let dropped = {
+        let mut p = shared.lock().expect("not poisoned");
+        p.table.detach(port);
+        p.outs.remove(&port);
+        p.dropped
+    };
+    tracing::info!(vm = %hello.vm, port, dropped, "NIC left");
+    let _ = left.send(Left);
 }
 
 /// Read the hello and its descriptor: (control connection, hello), QEMU's end of the NIC.
@@ -308,12 +305,10 @@ async fn hello(control: UnixStream) -> std::io::Result<((UnixStream, Hello), Uni
     ))
 }
 
-/// Frames from QEMU to the hub, until QEMU closes the link or sends no frame.
-async fn read_frames(
-    mut r: tokio::net::unix::OwnedReadHalf,
-    port: PortId,
-    hub: mpsc::Sender<Event>,
-) {
+/// Frames from QEMU, each sent on its way, until QEMU closes the link. Read through a buffer:
+/// a read brings as many frames as QEMU has written.
+async fn read_frames(r: tokio::net::unix::OwnedReadHalf, port: PortId, shared: Shared) {
+    let mut r = tokio::io::BufReader::with_capacity(4 * MAX_FRAME, r);
     let mut len = [0u8; 4];
     loop {
         if r.read_exact(&mut len).await.is_err() {
@@ -328,20 +323,30 @@ async fn read_frames(
         if r.read_exact(&mut frame).await.is_err() {
             return;
         }
-        if hub.send(Event::Frame(port, Arc::new(frame))).await.is_err() {
-            return;
-        }
+        shared
+            .lock()
+            .expect("not poisoned")
+            .forward(port, Arc::new(frame));
     }
 }
 
-/// Frames from the hub to QEMU.
+/// Frames to QEMU: what is queued when the writer wakes goes in one write.
 async fn write_frames(
     mut w: tokio::net::unix::OwnedWriteHalf,
     mut rx: mpsc::Receiver<Arc<Vec<u8>>>,
 ) {
-    while let Some(frame) = rx.recv().await {
-        let len = (frame.len() as u32).to_be_bytes();
-        if w.write_all(&len).await.is_err() || w.write_all(&frame).await.is_err() {
+    let mut buf: Vec<u8> = Vec::with_capacity(4 * MAX_FRAME);
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            buf.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&frame);
+            if buf.len() < 3 * MAX_FRAME {
+                next = rx.try_recv().ok();
+            }
+        }
+        if w.write_all(&buf).await.is_err() {
             return;
         }
     }

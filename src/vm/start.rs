@@ -13,7 +13,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::paths::{Home, VmPaths};
 use crate::runstate::{self, Liveness};
 use crate::sys::fsutil;
-use crate::sys::rt::block_on;
 use crate::types::{PortForward, VmName};
 
 #[derive(Debug, Serialize)]
@@ -122,38 +121,48 @@ fn spawn_supervisor(home: &Home, paths: &VmPaths, name: &VmName) -> Result<i32> 
     )))
 }
 
-/// Wait until the guest is up (see [`crate::guest::health::Readiness`]), while its QEMU runs and until
-/// `deadline`.
+/// Wait until the guest is up, while its QEMU runs and until `deadline`: until its supervisor,
+/// which checks (see [`crate::guest::health::Readiness`]), says so in `state.json`. (One
+/// checker per VM: a second one here would double the connections a booting guest answers,
+/// which under TCG slows the boot it waits for.)
 fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> Result<()> {
-    block_on(async {
-        let mut readiness = crate::guest::health::Readiness::for_spec(spec);
-        let stopped = {
-            let ready = readiness.wait();
-            tokio::pin!(ready);
-            let mut liveness = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    _ = &mut ready => return Ok(()),
-                    _ = tokio::time::sleep_until(deadline.into()) => break false,
-                    _ = liveness.tick() => if !runstate::liveness(paths).is_running() {
-                        break true;
-                    },
-                }
-            }
+    const EVERY: Duration = Duration::from_millis(20);
+    let mut checked = std::time::Instant::now();
+    loop {
+        if runstate::read_state(paths).is_some_and(|s| s.ready) {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        // Whether QEMU still runs costs a few /proc reads: twice a second is enough.
+        let stopped = now.duration_since(checked) >= Duration::from_millis(500) && {
+            checked = now;
+            !runstate::liveness(paths).is_running()
         };
-        let console = fsutil::tail(&paths.serial_log(), 15);
-        Err(if stopped {
-            let said = fsutil::tail(&paths.qemu_log(), 8);
-            Error::Qemu(format!(
-                "VM {} stopped while waiting for it; console log ends with:\n{console}\nqemu.log ends with:\n{said}",
-                spec.name
-            ))
-        } else {
-            Error::Timeout(format!(
-                "VM {} is running but not ready in time:\n{}\nconsole log ends with:\n{console}",
-                spec.name,
-                readiness.report()
-            ))
-        })
-    })
+        if stopped || now >= deadline {
+            return Err(not_ready(paths, spec, stopped));
+        }
+        std::thread::sleep(EVERY);
+    }
+}
+
+/// Why `start --wait` gave up: the VM stopped, or it runs but is not up.
+fn not_ready(paths: &VmPaths, spec: &VmSpec, stopped: bool) -> Error {
+    let console = fsutil::tail(&paths.serial_log(), 15);
+    if stopped {
+        let said = fsutil::tail(&paths.qemu_log(), 8);
+        return Error::Qemu(format!(
+            "VM {} stopped while waiting for it; console log ends with:\n{console}\nqemu.log ends with:\n{said}",
+            spec.name
+        ));
+    }
+    let waited = crate::guest::health::Readiness::for_spec(spec).describe();
+    let last = runstate::read_state(paths)
+        .and_then(|s| s.health)
+        .and_then(|h| h.last_failure)
+        .map(|why| format!(" (last check: {why})"))
+        .unwrap_or_default();
+    Error::Timeout(format!(
+        "VM {} is running but not ready in time (waiting for {waited}){last}\nconsole log ends with:\n{console}",
+        spec.name
+    ))
 }
