@@ -173,9 +173,10 @@ fn spawn_switch(home: &Home, name: &NetName, paths: &NetPaths) -> Result<()> {
     let log = fsutil::open_append(&paths.switch_log())?;
     let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = Command::new(exe);
+    // -v: its log (switch.log) tells when NICs come and go.
     cmd.arg("--home")
         .arg(&home.root)
-        .args(["network", "switch", name.as_str()])
+        .args(["-v", "network", "switch", name.as_str()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
