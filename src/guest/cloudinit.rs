@@ -228,6 +228,51 @@ mod tests {
     use super::*;
     use crate::guest::credential::HostKey;
 
+    /// Private NICs: network-config v2 with DHCP on the first NIC and each private NIC's static
+    /// address by MAC; the peers in a block of /etc/hosts at every boot; the app's environment.
+    #[test]
+    fn private_networks_peers_and_app_env_reach_the_seed() {
+        let mut c = cred(Some(App::GunicornHello));
+        assert_eq!(network_config(&c), None);
+        c.networks = vec![crate::guest::credential::NicAddress {
+            address: "10.89.0.2/24".into(),
+            mac: "52:54:00:ab:cd:ef".into(),
+        }];
+        c.hosts = vec![crate::def::network::Peer {
+            address: "10.89.0.3".parse().unwrap(),
+            names: vec!["db".into(), "db.backend".into()],
+        }];
+        c.app_env = [("UPSTREAM".to_string(), "http://db:8080/\"x\"".to_string())].into();
+        let net: Value = serde_json::from_str(&network_config(&c).unwrap()).unwrap();
+        assert_eq!(net["version"], 2);
+        assert_eq!(
+            net["ethernets"]["primary"]["match"]["macaddress"],
+            PRIMARY_MAC
+        );
+        assert_eq!(net["ethernets"]["primary"]["dhcp4"], true);
+        let lan = &net["ethernets"]["lan1"];
+        assert_eq!(lan["match"]["macaddress"], "52:54:00:ab:cd:ef");
+        assert_eq!(lan["addresses"], serde_json::json!(["10.89.0.2/24"]));
+        assert!(lan.get("gateway4").is_none() && lan.get("routes").is_none());
+        let ud = user_data(&c);
+        let doc: Value = serde_json::from_str(ud.trim_start_matches("#cloud-config\n")).unwrap();
+        let boot = doc["bootcmd"][0][2].as_str().unwrap();
+        assert!(
+            boot.contains("echo '10.89.0.3 db db.backend # vmctl-network' >> /etc/hosts"),
+            "{boot}"
+        );
+        let env = doc["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == payload::APP_ENV_PATH)
+            .unwrap();
+        assert_eq!(
+            env["content"],
+            "# Written by vmctl: the app's environment (app_env).\nUPSTREAM=\"http://db:8080/\\\"x\\\"\"\n"
+        );
+    }
+
     fn cred(app: Option<App>) -> Credential {
         Credential {
             app,
