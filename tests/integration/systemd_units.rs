@@ -19,6 +19,25 @@ fn define(t: &TestHome, name: &str, toml: &str) {
     std::fs::write(dir.join("vm.toml"), toml).unwrap();
 }
 
+/// `systemd-analyze [--user] security --offline=true` of `unit` in `dir`: its exposure score
+/// and the report.
+fn security(dir: &Path, unit: &str, user: bool) -> (f64, String) {
+    let runtime = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("systemd-analyze");
+    if user {
+        cmd.arg("--user");
+    }
+    let out = cmd
+        .args(["security", "--offline=true", "--no-pager", unit])
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env("HOME", runtime.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    (crate::systemd_hardened::exposure(&report, unit), report)
+}
+
 /// `systemd-analyze [--user] verify` on `unit` (with its dependencies beside it); its status and
 /// everything it printed.
 fn verify(dir: &Path, unit: &str, user: bool) -> (bool, String) {
@@ -95,30 +114,12 @@ fn systemd_analyze_security_rates_the_units_within_their_targets() {
     define(&t, "web", "ports = [\"15080:8080\"]\n");
     for (user, target) in [(false, 3.5), (true, 4.5)] {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tempfile::tempdir().unwrap();
         let mut args = vec!["systemd", "generate", "web"];
         if user {
             args.push("--user");
         }
         std::fs::write(dir.path().join("vmctl-web.service"), t.ok(&args)).unwrap();
-        let mut cmd = Command::new("systemd-analyze");
-        if user {
-            cmd.arg("--user");
-        }
-        let out = cmd
-            .args([
-                "security",
-                "--offline=true",
-                "--no-pager",
-                "vmctl-web.service",
-            ])
-            .current_dir(dir.path())
-            .env("XDG_RUNTIME_DIR", runtime.path())
-            .env("HOME", runtime.path())
-            .output()
-            .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout);
-        let score = crate::systemd_hardened::exposure(&report, "vmctl-web.service");
+        let (score, report) = security(dir.path(), "vmctl-web.service", user);
         eprintln!(
             "systemd-analyze{} security: {score}",
             if user { " --user" } else { "" }
@@ -579,25 +580,7 @@ fn network_and_stack_units_pass_verify_and_the_switch_unit_rates_ok() {
                 if user { " --user" } else { "" }
             );
         }
-        let runtime = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("systemd-analyze");
-        if user {
-            cmd.arg("--user");
-        }
-        let out = cmd
-            .args([
-                "security",
-                "--offline=true",
-                "--no-pager",
-                "vmctl-net-back.service",
-            ])
-            .current_dir(dir.path())
-            .env("XDG_RUNTIME_DIR", runtime.path())
-            .env("HOME", runtime.path())
-            .output()
-            .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout);
-        let score = crate::systemd_hardened::exposure(&report, "vmctl-net-back.service");
+        let (score, report) = security(dir.path(), "vmctl-net-back.service", user);
         eprintln!(
             "systemd-analyze{} security vmctl-net-back.service: {score}",
             if user { " --user" } else { "" }
