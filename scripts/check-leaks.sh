@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # After a test run: fail if a process started from one of its test homes (a QEMU, a passt, a
-# `vmctl run` supervisor) is still alive. The homes of a run are named after its VMCTL_TEST_RUN id
+# network's switch, a `vmctl run` supervisor) is still alive. The homes of a run are named after its VMCTL_TEST_RUN id
 # (tests/integration/harness.rs), which appears in the argv of every process started there;
 # other runs and other people's processes do not carry it. This only reports: the test
 # harness is what stops the VMs its tests start.
