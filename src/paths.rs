@@ -198,6 +198,14 @@ impl VmPaths {
     pub fn nic_socket(&self, index: usize) -> PathBuf {
         self.run_dir().join(format!("nic{index}.sock"))
     }
+    /// The guest's serial console: QEMU listens here, `vmctl console` connects.
+    pub fn console_socket(&self) -> PathBuf {
+        self.run_dir().join("console.sock")
+    }
+    /// Held by the attached `vmctl console` (one at a time).
+    pub fn console_lock(&self) -> PathBuf {
+        self.run_dir().join("console.lock")
+    }
     /// What the running passt forwards (`net::state`), written by the supervisor.
     pub fn net_state(&self) -> PathBuf {
         self.run_dir().join("net.json")
@@ -282,6 +290,7 @@ impl VmPaths {
             self.qmp_ctl_socket(),
             self.qmp_shell_socket(),
             self.net_socket(),
+            self.console_socket(),
         ] {
             check_socket_path(&p)?;
         }

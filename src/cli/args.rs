@@ -65,12 +65,18 @@ pub enum Cmd {
     Status(NameJsonArgs),
     /// Print the guest's serial console log.
     Logs(LogsArgs),
+    /// Attach the terminal to the guest's serial console (Ctrl-] detaches); its output still goes
+    /// to the log `vmctl logs` reads.
+    Console(NameArg),
     /// Print the exact command lines `start` runs: QEMU's, then passt's (the guest's network)
     ShowCmd(NameArg),
     /// Show host facts: QEMU binaries, KVM and the accelerator decision with its reason.
     Doctor(JsonArg),
     /// Log in to the guest with OpenSSH (the VM's user, forwarded port and key; host key pinned).
     Ssh(SshArgs),
+    /// Copy files between this host and a VM over its SSH: `vmctl cp [-r] SRC... DST`, the VM's
+    /// side written VM:PATH (progress on a terminal).
+    Cp(CpArgs),
     /// Print OpenSSH `Host` blocks for VMs (all with SSH when no name is given).
     SshConfig(SshConfigArgs),
     /// Print an Ansible inventory of the VMs reachable over SSH.
@@ -251,6 +257,19 @@ pub struct SshArgs {
     /// Command to run in the guest.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Copy directories and what they hold.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Sources, then the destination; the VM's side as VM:PATH.
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Print the scp command instead of running it.
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,9 @@
 //! The handlers that reach into a guest or its QEMU: `ssh` (OpenSSH with the VM's user, port,
 //! key and pinned host key), `ssh-config`, `inventory` (Ansible) and `qmp` (the QMP shell).
 
-use crate::cli::args::{InventoryArgs, InventoryFormat, QmpArgs, SshArgs, SshConfigArgs};
+use crate::cli::args::{
+    CpArgs, InventoryArgs, InventoryFormat, NameArg, QmpArgs, SshArgs, SshConfigArgs,
+};
 use crate::def::store::names;
 use crate::error::{Error, Result};
 use crate::guest::ssh::{self, Target};
@@ -55,5 +57,32 @@ fn ssh_targets(home: &Home) -> Vec<Target> {
 
 pub fn qmp(home: &Home, a: QmpArgs) -> Result<u8> {
     crate::qmp_shell::session::run(home, &a.name, a.exec)?;
+    Ok(0)
+}
+
+pub fn console(home: &Home, a: NameArg) -> Result<u8> {
+    crate::vm::console::attach(home, &a.name)?;
+    Ok(0)
+}
+
+pub fn cp(home: &Home, a: CpArgs) -> Result<u8> {
+    let (dest, sources) = a.paths.split_last().expect("clap requires two paths");
+    let argv = crate::vm::copy::plan(home, a.recursive, sources, dest)?;
+    if a.print {
+        println!("{}", crate::sys::quote::argv(&argv));
+        return Ok(0);
+    }
+    let status = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .map_err(|e| Error::Io {
+            context: "Cannot run scp (apt-get install openssh-client)".into(),
+            source: e,
+        })?;
+    if !status.success() {
+        return Err(Error::Other(format!(
+            "scp failed ({status}); what it said is above"
+        )));
+    }
     Ok(0)
 }

@@ -191,6 +191,42 @@ pub fn argv(t: &Target, extra: &[String], command: &[String]) -> Vec<String> {
     a
 }
 
+/// One side of an `scp` copy: a path here, or a path in the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScpPath {
+    Local(String),
+    Remote(String),
+}
+
+/// The `scp` command line that copies `sources` to `dest` with the VM's SSH settings (its user,
+/// port, key and pinned host key): a remote path becomes `USER@HOST:PATH`, a local one that
+/// scp would read as remote (a ':' before any '/') `./PATH`. OpenSSH's scp speaks SFTP, so a
+/// remote path is taken as it is (no remote shell: spaces and quotes need no escaping).
+pub fn scp_argv(t: &Target, recursive: bool, sources: &[ScpPath], dest: &ScpPath) -> Vec<String> {
+    let ssh = argv(t, &[], &[]);
+    let mut a = vec!["scp".to_string()];
+    if recursive {
+        a.push("-r".into());
+    }
+    // ssh's own options (its argv minus "ssh" and the destination); its -p is scp's -P.
+    let mut opts = ssh[1..ssh.len() - 1].to_vec();
+    if opts.first().map(String::as_str) == Some("-p") {
+        opts[0] = "-P".into();
+    }
+    a.extend(opts);
+    a.push("--".into());
+    let path = |p: &ScpPath| match p {
+        ScpPath::Remote(path) => format!("{}@{}:{path}", t.user, t.host),
+        ScpPath::Local(l) if l.split('/').next().is_some_and(|first| first.contains(':')) => {
+            format!("./{l}")
+        }
+        ScpPath::Local(l) => l.clone(),
+    };
+    a.extend(sources.iter().map(path));
+    a.push(path(dest));
+    a
+}
+
 /// An OpenSSH `Host` block: `ssh -F <(vmctl ssh-config) vmctl-web`, or append to ~/.ssh/config.
 /// A value ssh_config cannot carry becomes a comment saying so, never a line of its own.
 pub fn config_block(t: &Target) -> String {
@@ -444,6 +480,30 @@ mod tests {
             host_key_alias: "vmctl-web".into(),
             networks: vec![],
         }
+    }
+
+    /// scp gets ssh's options (port as -P), `--` before the paths, the VM's side as
+    /// USER@HOST:PATH as it is, and a local name scp would take for remote made relative.
+    #[test]
+    fn scp_argv_keeps_ssh_settings_and_paths_as_they_are() {
+        let a = scp_argv(
+            &t(),
+            true,
+            &[
+                ScpPath::Local("my dir".into()),
+                ScpPath::Local("a:b".into()),
+                ScpPath::Local("-x".into()),
+            ],
+            &ScpPath::Remote("/tmp/with space/".into()),
+        );
+        assert_eq!(&a[..4], ["scp", "-r", "-P", "5022"]);
+        assert!(a.contains(&"-i".to_string()));
+        assert!(a.iter().any(|o| o.starts_with("HostKeyAlias=")), "{a:?}");
+        let dashdash = a.iter().position(|x| x == "--").unwrap();
+        assert_eq!(
+            &a[dashdash + 1..],
+            ["my dir", "./a:b", "-x", "alice@127.0.0.1:/tmp/with space/"]
+        );
     }
 
     /// Private addresses are variables Ansible can wire services with.

@@ -86,10 +86,13 @@ pub mod fd {
     /// The guest network's socket (listening; passt connects to it), unless the VM has
     /// `host_access`.
     pub const NET: i32 = 11;
+    /// The serial console's socket (listening; `vmctl console` connects to it). What the guest
+    /// writes there also goes to the console log (fd set 1), attached or not.
+    pub const CONSOLE: i32 = 12;
     /// The sockets of the NICs on private networks (listening; their switch is handed a
-    /// connection): the `index`-th (1-based) is at `NET + index`.
+    /// connection): the `index`-th (1-based) is at `CONSOLE + index`.
     pub fn lan(index: usize) -> i32 {
-        NET + index as i32
+        CONSOLE + index as i32
     }
 }
 
@@ -148,7 +151,10 @@ pub fn argv(l: &Launch) -> Vec<String> {
         "-add-fd",
         &format!("fd={},set=1,opaque={}", fd::SERIAL, path(&p.serial_log())),
         "-chardev",
-        "file,id=serial0,path=/dev/fdset/1",
+        &format!(
+            "socket,id=serial0,fd={},server=on,wait=off,logfile=/dev/fdset/1,logappend=on",
+            fd::CONSOLE
+        ),
         "-serial",
         "chardev:serial0",
     ]);

@@ -33,6 +33,7 @@ pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Chi
         child.pass(listen(&nic.socket)?, fd::lan(i + 1))?;
     }
     child.pass(fsutil::create_new_file(&paths.serial_log())?, fd::SERIAL)?;
+    child.pass(listen(&paths.console_socket())?, fd::CONSOLE)?;
     let disk = paths.disk();
     child.pass(open(&disk, true)?, fd::DISK)?;
     child.pass(open(&disk, false)?, fd::DISK_RO)?;

@@ -3,7 +3,9 @@
 //! forwards. Each takes the VM's lock for what it changes and returns data for `cli` to print;
 //! only `cli` imports this folder.
 
+pub mod console;
 pub mod control;
+pub mod copy;
 pub mod create;
 pub mod inspect;
 pub mod network;

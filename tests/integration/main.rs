@@ -4,6 +4,7 @@
 mod accel;
 mod bad_input;
 mod bad_input_suite;
+mod console;
 mod crash;
 mod generator;
 mod harness;

@@ -105,6 +105,16 @@ fn vps_ssh_key_only_gunicorn_restart_persistence_and_ansible() {
     let id = ssh_ok(&t, "web", "id -un; hostname");
     assert_eq!(id, "alice\nweb", "login user and hostname");
 
+    // The serial console has debian-12's getty: its login prompt answers a newline.
+    let mut c = crate::console::console(&t, "web");
+    c.exp_string("Connected to the serial console of VM web")
+        .expect("vmctl console attaches");
+    c.send_line("").unwrap();
+    c.exp_string("web login:")
+        .expect("the login prompt of the getty on ttyS0");
+    c.send_control(']').unwrap();
+    c.exp_eof().expect("Ctrl-] detaches");
+
     // Root and passwords are refused.
     let root = raw_ssh(&t, "web", ssh_port, "root", &["-i", &identity(&t, "web")]);
     assert_eq!(root.status.code(), Some(255), "root login must fail");

@@ -7,14 +7,14 @@ use std::os::fd::BorrowedFd;
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 
 /// Raw mode on the terminal for as long as this lives.
-pub(super) struct RawMode<'a> {
-    pub(super) fd: BorrowedFd<'a>,
+pub struct RawMode<'a> {
+    pub fd: BorrowedFd<'a>,
     saved: Termios,
     raw: Termios,
 }
 
 impl<'a> RawMode<'a> {
-    pub(super) fn enter(fd: BorrowedFd<'a>) -> io::Result<RawMode<'a>> {
+    pub fn enter(fd: BorrowedFd<'a>) -> io::Result<RawMode<'a>> {
         let saved = tcgetattr(fd)?;
         let mut raw = saved.clone();
         raw.make_raw();
