@@ -1,7 +1,7 @@
 //! `vmctl console` through a pseudo-terminal, on a real guest: what is typed reaches the guest's
 //! serial port and what it writes comes back, one console at a time, Ctrl-] detaches, and the
-//! console log has the same lines whether anyone is attached or not. (debian-12's login prompt
-//! on the console: vps.rs.)
+//! console log has the same lines whether anyone is attached or not (debian-12's login prompt on
+//! the console: vps.rs); and what `vmctl cp` refuses before it runs scp (the copies: vps.rs).
 
 use rexpect::session::{PtySession, spawn_command};
 
@@ -56,4 +56,31 @@ fn console_attaches_one_at_a_time_detaches_on_ctrl_bracket_and_the_log_keeps_the
     t.ok(&["stop", "con"]);
     c.exp_string("VM con stopped; its console closed")
         .expect("the console ends with the VM");
+}
+
+/// `vmctl cp` refuses copies it cannot make before running anything (the copy itself: vps.rs).
+#[test]
+fn cp_needs_one_side_in_a_vm() {
+    let t = TestHome::new();
+    create_tiny(&t, "a", free_port());
+    create_tiny(&t, "b", free_port());
+    for (args, needle) in [
+        (vec!["cp", "x", "y"], "neither side is in a VM"),
+        (
+            vec!["cp", "a:/x", "b:/y"],
+            "copies between this host and one VM",
+        ),
+        (
+            vec!["cp", "a:/x", "y", "z"],
+            "every source of one copy is in the same VM; y is not in VM a",
+        ),
+        (vec!["cp", "a:/x", "b:/y", "z"], "b:… is not in VM a"),
+        (
+            vec!["cp", "x", "a:/y"],
+            "VM a runs image tiny, which has no SSH login",
+        ),
+    ] {
+        t.refused(&args, &[needle]);
+    }
+    t.refused(&["cp", "onlyone"], &["required"]);
 }

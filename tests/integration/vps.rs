@@ -115,6 +115,43 @@ fn vps_ssh_key_only_gunicorn_restart_persistence_and_ansible() {
     c.send_control(']').unwrap();
     c.exp_eof().expect("Ctrl-] detaches");
 
+    // vmctl cp, both ways, recursive, names with spaces.
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("my files");
+    std::fs::create_dir_all(tree.join("sub dir")).unwrap();
+    std::fs::write(tree.join("sub dir/a b.txt"), "from the host\n").unwrap();
+    let src = tree.display().to_string();
+    t.ok(&["cp", "-r", &src, "web:/tmp/copied here"]);
+    assert_eq!(
+        ssh_ok(&t, "web", "cat '/tmp/copied here/sub dir/a b.txt'"),
+        "from the host"
+    );
+    ssh_ok(
+        &t,
+        "web",
+        "echo from the guest > '/tmp/copied here/back it comes.txt'",
+    );
+    let back = dir.path().join("back");
+    t.ok(&["cp", "-r", "web:/tmp/copied here", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(back.join("back it comes.txt")).unwrap(),
+        "from the guest\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(back.join("sub dir/a b.txt")).unwrap(),
+        "from the host\n"
+    );
+    let one = dir.path().join("one.txt");
+    t.ok(&[
+        "cp",
+        "web:/tmp/copied here/back it comes.txt",
+        one.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&one).unwrap(), "from the guest\n");
+    // A missing remote file: scp's failure, not a silent success.
+    let err = t.fails(&["cp", "web:/nonexistent", one.to_str().unwrap()], 1);
+    assert!(err.contains("scp failed"), "{err}");
+
     // Root and passwords are refused.
     let root = raw_ssh(&t, "web", ssh_port, "root", &["-i", &identity(&t, "web")]);
     assert_eq!(root.status.code(), Some(255), "root login must fail");
