@@ -11,7 +11,8 @@
 # qemu-utils and qemu-block-extra are pinned to qemu-system-x86's candidate version.
 set -euo pipefail
 
-need=(qemu-system-x86 qemu-system-arm qemu-utils passt cpio curl ca-certificates openssh-client dosfstools mtools)
+need=(qemu-system-x86 qemu-system-arm qemu-utils passt cpio curl ca-certificates openssh-client dosfstools mtools
+	libseccomp-dev libcap-ng-dev pkg-config)
 extra=()
 [[ ${1:-} == --test ]] && extra=(cloud-init python3-venv systemd-container mmdebstrap)
 need+=("${extra[@]}")
@@ -40,7 +41,7 @@ else
 	apt-get install -y -q --allow-downgrades --no-install-recommends \
 		"qemu-system-x86=$v" "qemu-utils=$v" "qemu-block-extra=$v" \
 		qemu-system-arm ipxe-qemu seabios passt cpio curl ca-certificates \
-		openssh-client dosfstools mtools "${extra[@]}"
+		openssh-client dosfstools mtools libseccomp-dev libcap-ng-dev pkg-config "${extra[@]}"
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -51,5 +52,17 @@ if ! command -v cargo >/dev/null; then
 	fi
 	exit 1
 fi
+# Shared folders need the Rust virtiofsd (1.11 or later: it gives what the guest writes to the
+# folder's owner); Debian 12 has only QEMU's C one. Built once from crates.io (~1 min).
+VIRTIOFSD_VERSION=1.14.0
+if [[ $(/usr/local/bin/virtiofsd --version 2>/dev/null) != "virtiofsd $VIRTIOFSD_VERSION" ]]; then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "install-deps: virtiofsd $VIRTIOFSD_VERSION is missing from /usr/local/bin; run this script as root" >&2
+		exit 1
+	fi
+	echo "install-deps: building virtiofsd $VIRTIOFSD_VERSION into /usr/local/bin"
+	cargo install -q virtiofsd --version "$VIRTIOFSD_VERSION" --locked --root /usr/local
+fi
 qemu-system-x86_64 --version | head -1
 qemu-img --version | head -1
+/usr/local/bin/virtiofsd --version

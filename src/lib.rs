@@ -25,6 +25,7 @@ pub mod paths;
 pub mod qemu;
 pub mod qmp_shell;
 pub mod runstate;
+pub mod share;
 pub mod supervisor;
 pub mod sys;
 pub mod systemd;

@@ -198,6 +198,10 @@ impl VmPaths {
     pub fn nic_socket(&self, index: usize) -> PathBuf {
         self.run_dir().join(format!("nic{index}.sock"))
     }
+    /// The `index`-th shared folder's virtiofsd listens here (0-based); QEMU is connected.
+    pub fn share_socket(&self, index: usize) -> PathBuf {
+        self.run_dir().join(format!("fs{index}.sock"))
+    }
     /// The guest's serial console: QEMU listens here, `vmctl console` connects.
     pub fn console_socket(&self) -> PathBuf {
         self.run_dir().join("console.sock")

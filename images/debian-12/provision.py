@@ -31,6 +31,8 @@
 #                    networkd starts: this unit runs before it)
 #   hosts            the other VMs of those networks, in a block of
 #                    /etc/hosts of their own (lines ending "# vmctl-network")
+#   mounts           shared folders: [{"tag": "vmctl0", "path": "/srv/code",
+#                    "ro": false}], each mounted (virtiofs) at its path
 # Without a credential (e.g. a plain `qemu -hda disk.qcow2` boot) it only
 # makes sure an ed25519 host key exists (generating one takes ~0.1 s; sshd is
 # configured for that key only) and leaves users and apps as they are on the
@@ -237,6 +239,29 @@ def set_networks(nics):
             log("private network NIC %s (%s): %s" % (dev, mac, addr))
 
 
+TAG_RE = re.compile(r"^vmctl[0-9]{1,2}$")
+
+
+def mount_shares(mounts):
+    """Mount each shared folder (virtiofs) where the definition says."""
+    try:
+        with open("/proc/self/mounts") as f:
+            mounted = {line.split()[1] for line in f}
+    except OSError:
+        mounted = set()
+    for m in mounts or []:
+        tag, path, ro = (m.get("tag"), m.get("path"), m.get("ro")) if isinstance(m, dict) else (None, None, None)
+        if (not isinstance(tag, str) or not TAG_RE.match(tag) or not isinstance(path, str)
+                or not path.startswith("/") or "/../" in path + "/" or "," in path):
+            error("invalid mounts entry %r; skipped" % (m,))
+            continue
+        if path in mounted:
+            continue
+        os.makedirs(path, exist_ok=True)
+        if run("mount", "-t", "virtiofs", "-o", "ro" if ro else "rw", tag, path):
+            log("shared folder %s mounted at %s%s" % (tag, path, " (read-only)" if ro else ""))
+
+
 def set_app_env(env):
     """The app units' environment, or none."""
     if not env:
@@ -387,6 +412,7 @@ def main():
         ("hostname", lambda: set_hostname(cfg.get("hostname"))),
         ("/etc/hosts", lambda: fix_hosts(cfg.get("hosts"))),
         ("networks", lambda: set_networks(cfg.get("networks"))),
+        ("shared folders", lambda: mount_shares(cfg.get("mounts"))),
         ("ssh host key", lambda: install_host_key(cfg.get("ssh_host_key"))),
     ]
     # No credential (a plain `qemu -hda` boot): leave the apps as the disk has

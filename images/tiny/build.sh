@@ -61,11 +61,11 @@ INIT_SRC=$SCRIPT_DIR/init
 case "$ARCH" in
 x86_64)
 	DEBARCH=amd64
-	WANT_MODULES=(virtio_pci virtio_net evdev button)
+	WANT_MODULES=(virtio_pci virtio_net evdev button virtiofs 9pnet_virtio 9p)
 	;;
 aarch64)
 	DEBARCH=arm64
-	WANT_MODULES=(virtio_pci virtio_net evdev gpio_keys)
+	WANT_MODULES=(virtio_pci virtio_net evdev gpio_keys virtiofs 9pnet_virtio 9p)
 	;;
 *) die "unsupported ARCH '$ARCH' (expected x86_64 or aarch64)" ;;
 esac

@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Define a VM and create its disk (a thin qcow2 overlay on the image).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Boot a VM in the background.
     Start(StartArgs),
     /// Power the guest off (ACPI button, re-sent until it reacts; then quit; then kill).
@@ -68,7 +68,8 @@ pub enum Cmd {
     /// Attach the terminal to the guest's serial console (Ctrl-] detaches); its output still goes
     /// to the log `vmctl logs` reads.
     Console(NameArg),
-    /// Print the exact command lines `start` runs: QEMU's, then passt's (the guest's network)
+    /// Print the exact command lines `start` runs: QEMU's, then passt's (the guest's network),
+    /// then each shared folder's virtiofsd
     ShowCmd(NameArg),
     /// Show host facts: QEMU binaries, KVM and the accelerator decision with its reason.
     Doctor(JsonArg),
@@ -489,6 +490,10 @@ pub struct CreateArgs {
     /// loopback (passt).
     #[arg(long)]
     pub host_access: bool,
+    /// Share a host directory into the guest: HOST[:GUEST][:ro] (GUEST defaults to HOST; a
+    /// relative HOST is taken from here); repeatable.
+    #[arg(long = "mount", value_name = "HOST[:GUEST][:ro]")]
+    pub mounts: Vec<String>,
     /// Join a private network (`vmctl network create`): NAME, or NAME=ADDRESS to choose the
     /// VM's address on it (default: the lowest free one); repeatable, one NIC each.
     #[arg(long = "network", value_name = "NAME[=ADDRESS]", value_parser = parse_network)]
@@ -520,9 +525,28 @@ impl CreateArgs {
             host_access: self.host_access.then_some(true),
             after: self.after.iter().map(|n| n.to_string()).collect(),
             networks: self.networks.clone(),
+            mounts: self.mounts.iter().map(|m| absolute_host(m)).collect(),
             stack: None,
             health: None,
         }
+    }
+}
+
+/// `--mount ./dir:/srv` means the directory here: its host path made absolute (what the
+/// definition keeps).
+fn absolute_host(text: &str) -> String {
+    if text.starts_with('/') || text.is_empty() {
+        return text.to_string();
+    }
+    let (host, rest) = text.split_once(':').map_or((text, ""), |(h, r)| (h, r));
+    let abs = std::path::absolute(host)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| host.to_string());
+    // HOST:ro keeps the guest path the host's, which is now absolute.
+    if rest.is_empty() {
+        abs
+    } else {
+        format!("{abs}:{rest}")
     }
 }
 

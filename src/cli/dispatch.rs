@@ -38,7 +38,7 @@ macro_rules! to {
 
 pub fn route(cmd: Cmd) -> Handler {
     match cmd {
-        Cmd::Create(a) => to!(lifecycle::create, a),
+        Cmd::Create(a) => to!(lifecycle::create, *a),
         Cmd::Start(a) => to!(lifecycle::start, a),
         Cmd::Stop(a) => to!(lifecycle::stop, a),
         Cmd::Restart(a) => to!(lifecycle::restart, a),
@@ -140,7 +140,11 @@ mod tests {
                 if !arg.is_positional() {
                     argv.push(format!("--{}", arg.get_long().expect("a long flag")));
                 }
-                argv.push(sample(arg).into());
+                // As many values as the argument needs at least (`cp` takes two paths).
+                let least = arg.get_num_args().map_or(1, |n| n.min_values().max(1));
+                for _ in 0..least {
+                    argv.push(sample(arg).into());
+                }
             }
             let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
             let handler = route(cli.command).name;

@@ -85,6 +85,9 @@ pub struct VmConfig {
     /// name and the VM's address on it; vmctl gives one where none is set and keeps it here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkRef>,
+    /// Host directories shared into the guest: "HOST[:GUEST][:ro]" (GUEST defaults to HOST).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
     /// The stack whose file defines this VM (written by `vmctl up`; `down --rm` removes it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
@@ -215,6 +218,9 @@ impl VmConfig {
         if !over.app_env.is_empty() {
             self.app_env = over.app_env;
         }
+        if !over.mounts.is_empty() {
+            self.mounts = over.mounts;
+        }
         self
     }
 }
@@ -315,6 +321,7 @@ mod tests {
                     address: Some("10.89.0.2".into()),
                 }),
             ],
+            mounts: vec!["/srv/app:/app:ro".into()],
             stack: Some("demo".into()),
             health: Some(HealthConfig {
                 http: Some("1/".into()),
@@ -372,7 +379,7 @@ mod tests {
             e,
             "web.toml: invalid VM definition:\n  \
              cpus: must be 1-255; got the string \"two\" (line 1)\n  \
-             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, stack, health\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, mounts, stack, health\n  \
              ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
              health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
              health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"

@@ -4,10 +4,11 @@
 //! the store of definitions in the home (`store`: which VMs exist, loading them, who forwards a
 //! host port, who uses an image), and the home's private networks (`network`: which exist, their
 //! subnets, who joins one at what address), and stack files (`stack`: a stack's networks and VMs,
-//! named on the host).
+//! named on the host), and shared folders (`mounts`: their text and what the host says of them).
 
 pub mod bounds;
 pub mod config;
+pub mod mounts;
 pub mod network;
 pub mod shape;
 pub mod spec;

@@ -77,7 +77,7 @@ pub enum Kind {
 
 /// A VM definition's keys, as `def::config::VmConfig` has them (a test holds the two
 /// together).
-pub const VM_KEYS: [(&str, Kind); 18] = [
+pub const VM_KEYS: [(&str, Kind); 19] = [
     ("cpus", Kind::Int("1-255")),
     ("memory", Kind::Str("\"512M\"")),
     ("disk", Kind::Str("\"10G\"")),
@@ -97,6 +97,7 @@ pub const VM_KEYS: [(&str, Kind); 18] = [
     ("host_access", Kind::Bool),
     ("after", Kind::Strings("\"db\"")),
     ("networks", Kind::Networks),
+    ("mounts", Kind::Strings("\"/srv/app:/app\"")),
     ("stack", Kind::Str("\"demo\"")),
     ("health", Kind::Health),
 ];

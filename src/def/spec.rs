@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::addr::{MacAddr, NetName};
 use crate::def::bounds;
 use crate::def::config::{self, HealthConfig, NetworkEntry, NetworkRef, VmConfig};
+use crate::def::mounts::MountSpec;
 use crate::error::{Problems, Result};
 use crate::types::{
     AccelChoice, App, Arch, ByteSize, LoginName, PortForward, Protocol, Span, VmName,
@@ -42,6 +43,8 @@ pub struct VmSpec {
     pub health: Option<HealthSpec>,
     /// The private networks it joins, in order (its second NIC is on the first).
     pub networks: Vec<NetAttach>,
+    /// Host directories shared into the guest.
+    pub mounts: Vec<MountSpec>,
     /// The stack that defines it (`vmctl up`).
     pub stack: Option<NetName>,
 }
@@ -122,6 +125,7 @@ pub fn validate(
     let health = cfg.health.as_ref().and_then(|h| health(h, &ports, &mut p));
     let networks = networks(name, &cfg.networks, &mut p);
     let app_env = app_env(&cfg.app_env, &mut p);
+    let mounts = mounts(&cfg.mounts, &mut p);
     let stack = cfg.stack.as_deref().and_then(|s| {
         p.check(
             "stack",
@@ -149,8 +153,37 @@ pub fn validate(
         after,
         health,
         networks,
+        mounts,
         stack,
     })
+}
+
+/// `mounts`: each `HOST[:GUEST][:ro]`, no two into one guest path or one inside another.
+fn mounts(texts: &[String], p: &mut Problems) -> Vec<MountSpec> {
+    let mut out: Vec<MountSpec> = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let Some(m) = p.check(&field, t.parse::<MountSpec>()) else {
+            continue;
+        };
+        if let Some(o) = out
+            .iter()
+            .find(|o| o.guest.starts_with(&m.guest) || m.guest.starts_with(&o.guest))
+        {
+            p.add(
+                field,
+                format!(
+                    "guest path {} overlaps {}'s ({}); one share per guest directory",
+                    m.guest.display(),
+                    o,
+                    o.guest.display()
+                ),
+            );
+            continue;
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// `cpus`, `memory` (within the host's RAM, whole MiB) and `disk`.
@@ -472,6 +505,7 @@ impl VmSpec {
                     })
                 })
                 .collect(),
+            mounts: self.mounts.iter().map(|m| m.to_string()).collect(),
             stack: self.stack.as_ref().map(|s| s.to_string()),
             health: self.health.as_ref().map(|h| HealthConfig {
                 http: match &h.check {

@@ -51,6 +51,29 @@ pub fn user_data(cred: &Credential) -> String {
                 0o644,
             ));
     }
+    if !cred.mounts.is_empty() {
+        // cloud-init's `mounts`: fstab lines, mounted at each boot.
+        let lines: Vec<Value> = cred
+            .mounts
+            .iter()
+            .map(|m| {
+                let opts = if m.ro {
+                    "defaults,nofail,ro"
+                } else {
+                    "defaults,nofail"
+                };
+                json!([
+                    m.tag,
+                    m.path.display().to_string(),
+                    "virtiofs",
+                    opts,
+                    "0",
+                    "0"
+                ])
+            })
+            .collect();
+        doc["mounts"] = json!(lines);
+    }
     if !cred.hosts.is_empty() {
         // Every boot: the other VMs of its networks, in a block of /etc/hosts of its own.
         let mut script = format!("sed -i '/{HOSTS_MARK}$/d' /etc/hosts");
@@ -280,6 +303,7 @@ mod tests {
             authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
             hosts: vec![],
             hostname: "web".into(),
+            mounts: vec![],
             networks: vec![],
             ssh_host_key: HostKey {
                 private: "PRIVATE".into(),

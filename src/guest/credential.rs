@@ -12,7 +12,7 @@ use crate::def::network::Peer;
 use crate::def::spec::VmSpec;
 use crate::error::{IoContext, Result};
 use crate::paths::VmPaths;
-use crate::qemu::argv::Lan;
+use crate::qemu::argv::{Lan, Share};
 use crate::types::{App, LoginName};
 
 /// The credential's JSON (`images/debian-12/provision.py` reads it). Fields are in the order
@@ -28,6 +28,10 @@ pub struct Credential {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<Peer>,
     pub hostname: String,
+    /// Shared folders to mount: `{"tag": "vmctl0", "path": "/srv/code", "ro": false}` (absent
+    /// without).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Share>,
     /// The NICs on private networks: each by MAC, with its static address (absent without).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NicAddress>,
@@ -40,6 +44,8 @@ pub struct Credential {
 pub struct GuestNet {
     pub lans: Vec<Lan>,
     pub peers: Vec<Peer>,
+    /// Its shared folders: what to mount where.
+    pub shares: Vec<Share>,
 }
 
 /// One private NIC in the credential: `{"address": "10.89.0.2/24", "mac": "52:54:00:…"}`.
@@ -78,6 +84,7 @@ impl Credential {
                 .collect(),
             hosts: net.peers.clone(),
             hostname: spec.name.to_string(),
+            mounts: net.shares.clone(),
             networks: net
                 .lans
                 .iter()
@@ -127,6 +134,7 @@ mod tests {
             authorized_keys: vec!["ssh-ed25519 AAAA me".into()],
             hosts: vec![],
             hostname: "web".into(),
+            mounts: vec![],
             networks: vec![],
             ssh_host_key: HostKey {
                 private: "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),

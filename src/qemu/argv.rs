@@ -36,8 +36,19 @@ pub struct Launch<'a> {
     /// The NICs on private networks, in the order of the definition's `networks`.
     pub lans: Vec<Lan>,
     /// Images without provisioning (tiny): the private NICs' addresses and the other VMs'
-    /// names go on the kernel command line (`vmctl.nic=`, `vmctl.host=`).
+    /// names go on the kernel command line (`vmctl.nic=`, `vmctl.host=`), and so do the
+    /// shared folders (`vmctl.mount=`).
     pub lans_on_cmdline: Option<Vec<Peer>>,
+    /// Shared folders: a vhost-user-fs device each, served by virtiofsd.
+    pub shares: Vec<Share>,
+}
+
+/// A shared folder as the guest sees it: its virtio-fs tag, where it is mounted, read-only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Share {
+    pub tag: String,
+    pub path: PathBuf,
+    pub ro: bool,
 }
 
 /// A NIC on a private network: its MAC, and the guest's address and prefix there.
@@ -94,6 +105,12 @@ pub mod fd {
     pub fn lan(index: usize) -> i32 {
         CONSOLE + index as i32
     }
+    /// The connected sockets to the shared folders' virtiofsd: the `index`-th (0-based) at
+    /// `SHARE + index`.
+    pub const SHARE: i32 = 40;
+    pub fn share(index: usize) -> i32 {
+        SHARE + index as i32
+    }
 }
 
 /// TCG's translation cache defaults to 1 GiB and dominates QEMU's RSS; a quarter of guest RAM,
@@ -114,7 +131,20 @@ pub fn argv(l: &Launch) -> Vec<String> {
         Arch::X86_64 => "pc",
         Arch::Aarch64 => "virt",
     };
-    push(&["-machine", machine]);
+    // vhost-user (the shared folders' virtiofsd) maps the guest's memory: a shared memfd.
+    let machine = if l.shares.is_empty() {
+        machine.to_string()
+    } else {
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                s.memory.mib()
+            ),
+        ]);
+        format!("{machine},memory-backend=mem")
+    };
+    push(&["-machine", &machine]);
     match l.accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
         Accel::Tcg => {
@@ -206,6 +236,14 @@ pub fn argv(l: &Launch) -> Vec<String> {
             &format!("virtio-net-pci,netdev={id},mac={}", lan.mac),
         ]);
     }
+    for (i, sh) in l.shares.iter().enumerate() {
+        push(&[
+            "-chardev",
+            &format!("socket,id=fs{i},fd={}", fd::share(i)),
+            "-device",
+            &format!("vhost-user-fs-pci,chardev=fs{i},tag={}", sh.tag),
+        ]);
+    }
     if l.boot_files.credential.is_some() {
         push(&[
             "-fw_cfg",
@@ -240,6 +278,14 @@ pub fn argv(l: &Launch) -> Vec<String> {
         }
         if let Some(peers) = &l.lans_on_cmdline {
             extras.extend(lan_cmdline(&l.lans, peers));
+            extras.extend(l.shares.iter().map(|sh| {
+                format!(
+                    "vmctl.mount={},{},{}",
+                    sh.tag,
+                    sh.path.display(),
+                    if sh.ro { "ro" } else { "rw" }
+                )
+            }));
         }
         for extra in extras {
             if !cmdline.is_empty() {
@@ -302,6 +348,7 @@ mod tests {
             boot_files: Default::default(),
             lans: vec![],
             lans_on_cmdline: None,
+            shares: vec![],
         });
         let mut out = argv.join("\n");
         out.push('\n');
@@ -350,6 +397,11 @@ mod tests {
             boot_files: Default::default(),
             lans,
             lans_on_cmdline: Some(peers),
+            shares: vec![Share {
+                tag: "vmctl0".into(),
+                path: "/srv/code".into(),
+                ro: true,
+            }],
         });
         golden("tiny-x86_64-lans.argv", &(argv.join("\n") + "\n"));
     }
@@ -401,6 +453,7 @@ mod tests {
             },
             lans: vec![],
             lans_on_cmdline: None,
+            shares: vec![],
         });
         golden("vps-x86_64-tcg-provisioned.argv", &(argv.join("\n") + "\n"));
     }
@@ -427,6 +480,7 @@ mod tests {
             },
             lans: vec![],
             lans_on_cmdline: None,
+            shares: vec![],
         });
         golden("cloud-x86_64-tcg-seed.argv", &(argv.join("\n") + "\n"));
     }

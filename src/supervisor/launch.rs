@@ -1,6 +1,7 @@
 //! What QEMU is handed at exec, prepared by the supervisor so that QEMU opens none of its VM's
-//! files itself: the three QMP sockets, the guest network's and its NICs' on private networks,
-//! bound here and passed listening; the console log, the
+//! files itself: the three QMP sockets, the guest network's, the serial console's and its NICs'
+//! on private networks, bound here and passed listening; connections to its shared folders'
+//! daemons (started here first); the console log, the
 //! disk (read-write and read-only) and the cloud-init seed, opened here (never through a
 //! symbolic link); the provisioning credential in a pipe; and the user it runs as, who may read
 //! the image it boots from, and nothing else of the home.
@@ -17,7 +18,12 @@ use crate::sys::child::{Child, PIPE_MAX};
 use crate::sys::fsutil;
 
 /// The descriptors and identity QEMU gets, for the files of this boot.
-pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Child> {
+pub fn child(
+    paths: &VmPaths,
+    plan: &LaunchPlan,
+    boot: &BootFiles,
+    shares: Vec<std::os::unix::net::UnixStream>,
+) -> Result<Child> {
     let mut child = Child::new(plan.user.as_ref().map(|u| u.identity.clone()));
     for (sock, n) in [
         (paths.qmp_socket(), fd::QMP),
@@ -31,6 +37,9 @@ pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Chi
     }
     for (i, nic) in plan.nics.iter().enumerate() {
         child.pass(listen(&nic.socket)?, fd::lan(i + 1))?;
+    }
+    for (i, end) in shares.into_iter().enumerate() {
+        child.pass(end, fd::share(i))?;
     }
     child.pass(fsutil::create_new_file(&paths.serial_log())?, fd::SERIAL)?;
     child.pass(listen(&paths.console_socket())?, fd::CONSOLE)?;
@@ -52,6 +61,33 @@ pub fn child(paths: &VmPaths, plan: &LaunchPlan, boot: &BootFiles) -> Result<Chi
         child.pipe(data, fd::CREDENTIAL);
     }
     Ok(child)
+}
+
+/// Start the shared folders' daemons (virtiofsd, as each directory's owner); the connected
+/// sockets QEMU gets, in order.
+pub fn start_shares(
+    paths: &VmPaths,
+    plan: &LaunchPlan,
+) -> Result<Vec<std::os::unix::net::UnixStream>> {
+    let mut ends = Vec::new();
+    for (i, sh) in plan.shares.iter().enumerate() {
+        let (daemon, end) = crate::share::virtiofsd::start(
+            &sh.binary,
+            &sh.mount,
+            sh.owner,
+            &sh.socket,
+            &paths.qemu_log(),
+        )
+        .map_err(|e| {
+            Error::Host(format!(
+                "The daemon of shared folder mounts[{i}] ({}) did not start: {e}",
+                sh.mount
+            ))
+        })?;
+        tracing::info!(pid = daemon.pid, share = %sh.mount, uid = sh.owner.uid, "virtiofsd started");
+        ends.push(end);
+    }
+    Ok(ends)
 }
 
 /// A listening socket at `sock` (a stale one removed first), for QEMU.

@@ -26,9 +26,20 @@ pub struct LaunchPlan {
     pub net: Option<crate::net::link::Setup>,
     /// The NICs on private networks, for their switches.
     pub nics: Vec<Nic>,
-    /// The guest's view of its private networks (its NICs, the other VMs' names), for its
-    /// provisioning.
+    /// The guest's view of its private networks (its NICs, the other VMs' names) and of its
+    /// shared folders, for its provisioning.
     pub guest_net: GuestNet,
+    /// The shared folders' daemons to start before QEMU.
+    pub shares: Vec<PlannedShare>,
+}
+
+/// A shared folder's daemon: what it serves, as whom, on which socket, with which binary.
+#[derive(Debug, Clone)]
+pub struct PlannedShare {
+    pub mount: crate::def::mounts::MountSpec,
+    pub owner: crate::def::mounts::Owner,
+    pub socket: std::path::PathBuf,
+    pub binary: std::path::PathBuf,
 }
 
 /// Resolve image, accelerator and binary into the exact argv. Also used by `show-cmd`.
@@ -53,6 +64,17 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         image::store::probe_kernel(home, arch)
     })?;
     let (lans, nics) = lans(home, spec)?;
+    let shares = shares(home, spec)?;
+    let guest_shares: Vec<argv::Share> = spec
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| argv::Share {
+            tag: crate::share::virtiofsd::tag(i),
+            path: m.guest.clone(),
+            ro: m.ro,
+        })
+        .collect();
     let peers = crate::def::network::peers(home, spec);
     let provision = img.manifest.provision;
     let argv = argv::argv(&Launch {
@@ -67,6 +89,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         boot_files: crate::guest::provision::planned(&paths, &img),
         lans: lans.clone(),
         lans_on_cmdline: (provision == image::recipe::Provision::None).then(|| peers.clone()),
+        shares: guest_shares.clone(),
     });
     let net = match spec.host_access {
         true => None,
@@ -83,8 +106,37 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         user,
         net,
         nics,
-        guest_net: GuestNet { lans, peers },
+        guest_net: GuestNet {
+            lans,
+            peers,
+            shares: guest_shares,
+        },
+        shares,
     })
+}
+
+/// The shared folders' daemons: each directory checked again (it may have gone or changed
+/// hands since create), the virtiofsd found.
+fn shares(home: &Home, spec: &VmSpec) -> Result<Vec<PlannedShare>> {
+    if spec.mounts.is_empty() {
+        return Ok(vec![]);
+    }
+    let binary = crate::share::virtiofsd::binary()?;
+    let paths = home.vm(&spec.name);
+    let mut out = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let owner = crate::def::mounts::check_host(m, &home.root)
+            .map_err(|why| Error::Usage(format!("VM {}: mounts[{i}]: {why}", spec.name)))?;
+        let socket = paths.share_socket(i);
+        crate::paths::check_socket_path(&socket)?;
+        out.push(PlannedShare {
+            mount: m.clone(),
+            owner,
+            socket,
+            binary: binary.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// The NICs of `spec` on its private networks, each network read (it must exist: else "not

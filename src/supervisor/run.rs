@@ -165,7 +165,8 @@ fn spawn(spec: &VmSpec, paths: &VmPaths, plan: &LaunchPlan) -> Result<Qemu> {
     let run_dir = paths.run_dir();
     std::fs::create_dir_all(&run_dir).path_ctx("create", &run_dir)?;
     rotate(&paths.serial_log())?;
-    let handed = launch::child(paths, plan, &boot)?;
+    let shares = launch::start_shares(paths, plan)?;
+    let handed = launch::child(paths, plan, &boot, shares)?;
     tracing::debug!(argv = %crate::sys::quote::argv(&plan.argv), "spawning QEMU");
     let qemu_log = fsutil::open_append(&paths.qemu_log())?;
     let log_offset = qemu_log.metadata().map(|m| m.len()).unwrap_or(0);

@@ -109,6 +109,7 @@ pub fn render(cx: &UnitContext) -> Result<String> {
             ("STOP_TIMEOUT", &seconds(stop_timeout(cx.spec))),
             ("PROTECT_HOME", protect_home),
             ("PRIVATE_TMP", private_tmp),
+            ("SHARES", &shares(cx)?),
         ],
     ))
 }
@@ -186,7 +187,28 @@ fn hardening(cx: &UnitContext) -> (&'static str, &'static str) {
         used.push(def);
         used.extend(cx.spec.ssh_key.as_deref());
     }
+    used.extend(cx.spec.mounts.iter().map(|m| m.host.as_path()));
     hardening_for(&used)
+}
+
+/// For a VM with shared folders: the writable ones are writable to the unit (their daemons
+/// write there), and the daemons may make the namespaces they sandbox themselves in.
+fn shares(cx: &UnitContext) -> Result<String> {
+    if cx.spec.mounts.is_empty() {
+        return Ok(String::new());
+    }
+    let mut rw = Vec::new();
+    for m in cx.spec.mounts.iter().filter(|m| !m.ro) {
+        rw.push(unit_path(&m.host, "A shared folder")?);
+    }
+    let mut lines = vec![
+        "# Shared folders: their daemons (virtiofsd, as each folder's owner) write the writable\n# ones and sandbox themselves in user, mount, PID and network namespaces.".to_string(),
+    ];
+    if !rw.is_empty() {
+        lines.push(format!("ReadWritePaths={}", rw.join(" ")));
+    }
+    lines.push("RestrictNamespaces=user mnt pid net".into());
+    Ok(lines.join("\n"))
 }
 
 /// `ProtectHome=` and `PrivateTmp=` for a unit whose processes use the paths `used`.

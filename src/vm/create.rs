@@ -101,9 +101,19 @@ fn precheck(home: &Home, spec: &VmSpec, source_name: &str) -> Result<image::stor
         }
     }
     foreign_ports(home, spec, &mut problems);
+    shared_dirs(home, spec, &mut problems);
     problems.into_result(source_name)?;
     crate::def::network::assign(home, spec, source_name)?;
     Ok(img.expect("no problem, so the image was found"))
+}
+
+/// Shared folders whose host directory cannot be shared (see `def::mounts::check_host`).
+fn shared_dirs(home: &Home, spec: &VmSpec, problems: &mut Problems) {
+    for (i, m) in spec.mounts.iter().enumerate() {
+        if let Err(why) = crate::def::mounts::check_host(m, &home.root) {
+            problems.add(format!("mounts[{i}]"), why);
+        }
+    }
 }
 
 /// Forwards of `spec` from an address this host lacks, or from a host port that another VM's
@@ -290,6 +300,7 @@ fn update_problems(
         }
     }
     foreign_ports(home, wanted, &mut problems);
+    shared_dirs(home, wanted, &mut problems);
     if problems.is_empty() {
         if let Ok(img) = image::store::find(home, &wanted.image, wanted.arch) {
             crate::guest::provision::precheck(wanted, &img, &mut problems);

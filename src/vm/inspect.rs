@@ -254,12 +254,25 @@ pub fn show_cmd(home: &Home, name: &VmName) -> Result<Vec<Vec<String>>> {
         if let Some(net) = crate::net::state::read(&paths) {
             lines.push(passt(&net.forwards())?);
         }
+        if !spec.mounts.is_empty() {
+            let binary = crate::share::virtiofsd::binary()?;
+            for m in &spec.mounts {
+                if let Ok(owner) = crate::def::mounts::check_host(m, &home.root) {
+                    lines.push(crate::share::virtiofsd::argv(&binary, m, owner));
+                }
+            }
+        }
         return Ok(lines);
     }
     let plan = crate::supervisor::plan::plan(home, &spec)?;
     let mut lines = vec![plan.argv];
     if plan.net.is_some() {
         lines.push(passt(&spec.ports)?);
+    }
+    for sh in &plan.shares {
+        lines.push(crate::share::virtiofsd::argv(
+            &sh.binary, &sh.mount, sh.owner,
+        ));
     }
     Ok(lines)
 }

@@ -16,6 +16,7 @@ mod ports;
 mod provision;
 mod qmp_shell;
 mod security;
+mod shares;
 mod snapshot;
 mod stacks;
 mod systemd_e2e;

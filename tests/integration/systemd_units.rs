@@ -74,9 +74,14 @@ fn every_rendered_unit_passes_systemd_analyze_verify_silently() {
         "api",
         "ports = [\"15081:8080\"]\nstop_timeout = 120\nafter = [\"db\", \"web\"]\n[health]\nhttp = \"8080/healthz\"\ninterval = \"5s\"\n",
     );
+    define(
+        &t,
+        "files",
+        "mounts = [\"/srv/code\", \"/srv/data:/data:ro\"]\n",
+    );
     for user in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["db", "web", "api"] {
+        for name in ["db", "web", "api", "files"] {
             let mut args = vec!["systemd", "generate", name];
             if user {
                 args.push("--user");
@@ -88,7 +93,12 @@ fn every_rendered_unit_passes_systemd_analyze_verify_silently() {
             );
             std::fs::write(dir.path().join(format!("vmctl-{name}.service")), unit).unwrap();
         }
-        for name in ["db", "web", "api"] {
+        let files = std::fs::read_to_string(dir.path().join("vmctl-files.service")).unwrap();
+        assert!(
+            files.contains("\nReadWritePaths=/srv/code\nRestrictNamespaces=user mnt pid net\n"),
+            "{files}"
+        );
+        for name in ["db", "web", "api", "files"] {
             let (ok, out) = verify(dir.path(), &format!("vmctl-{name}.service"), user);
             assert!(
                 ok && out.is_empty(),

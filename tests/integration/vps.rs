@@ -89,7 +89,22 @@ fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn vps_ssh_key_only_gunicorn_restart_persistence_and_ansible() {
     let t = vps_home();
-    let (ssh_port, http_port) = create_web(&t, "web", &["--user", "alice"]);
+    // A shared folder of a user's (nobody's here), mounted by the image's provisioning.
+    let share = tempfile::tempdir().unwrap();
+    let folder = share.path().join("code");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("app.txt"), "host code\n").unwrap();
+    for p in [share.path(), folder.as_path(), &folder.join("app.txt")] {
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(p, nobody, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    }
+    std::fs::set_permissions(
+        share.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mount = format!("{}:/srv/code", folder.display());
+    let (ssh_port, http_port) = create_web(&t, "web", &["--user", "alice", "--mount", &mount]);
 
     // start --wait returns once SSH and the app answer.
     let started = t.json(&["start", "web", "--wait", "--timeout", "400", "--json"]);
@@ -114,6 +129,16 @@ fn vps_ssh_key_only_gunicorn_restart_persistence_and_ansible() {
         .expect("the login prompt of the getty on ttyS0");
     c.send_control(']').unwrap();
     c.exp_eof().expect("Ctrl-] detaches");
+
+    // The shared folder: the host's file in the guest, and what the login user writes there is
+    // the folder owner's on the host (seen in the guest as the login user's).
+    assert_eq!(ssh_ok(&t, "web", "cat /srv/code/app.txt"), "host code");
+    ssh_ok(&t, "web", "echo guest code > /srv/code/from-guest.txt");
+    let made = folder.join("from-guest.txt");
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "guest code\n");
+    let m = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&made).unwrap());
+    assert_eq!(m, 65534, "the guest's file belongs to the folder's owner");
+    assert_eq!(ssh_ok(&t, "web", "stat -c %U /srv/code/app.txt"), "alice");
 
     // vmctl cp, both ways, recursive, names with spaces.
     let dir = tempfile::tempdir().unwrap();
