@@ -50,7 +50,10 @@ measure() {
 	local w r
 	w=$(get "$1" "/cgi-bin/ddw?$2:$MIB" | sed -n 's/^secs //p')
 	r=$(get "$1" "/cgi-bin/ddr?$2" | sed -n 's/^secs //p')
-	[[ -n $w && -n $r ]] || { echo "no figures from the guest for $2" >&2; exit 1; }
+	if [[ -z $w || -z $r ]]; then
+		echo "no figures from the guest for $2" >&2
+		exit 1
+	fi
 	echo "$(mbps "$w") $(mbps "$r")"
 }
 

@@ -57,15 +57,17 @@ INIT_SRC=$SCRIPT_DIR/init
 # guest needs (their dependencies are added automatically; modules built into
 # the kernel are skipped). Power button: x86 ACPI button -> input "Power
 # Button"; arm virt: GPIO pl061 (built in) -> gpio-keys. evdev makes the
-# /dev/input/eventN device the init waits on.
+# /dev/input/eventN device the init waits on. virtio_blk: the VM's disk
+# (/dev/vda); virtiofs and 9p: shared folders (9p for the benchmark's
+# comparison).
 case "$ARCH" in
 x86_64)
 	DEBARCH=amd64
-	WANT_MODULES=(virtio_pci virtio_net evdev button virtiofs 9pnet_virtio 9p)
+	WANT_MODULES=(virtio_pci virtio_net virtio_blk evdev button virtiofs 9pnet_virtio 9p)
 	;;
 aarch64)
 	DEBARCH=arm64
-	WANT_MODULES=(virtio_pci virtio_net evdev gpio_keys virtiofs 9pnet_virtio 9p)
+	WANT_MODULES=(virtio_pci virtio_net virtio_blk evdev gpio_keys virtiofs 9pnet_virtio 9p)
 	;;
 *) die "unsupported ARCH '$ARCH' (expected x86_64 or aarch64)" ;;
 esac
