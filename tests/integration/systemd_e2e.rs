@@ -476,11 +476,13 @@ fn unhealthy_guest_is_restarted_with_exit_status_8() {
     let c = Container::boot("e2e-health");
     let port = free_port();
     // The tiny guest's httpd answers 404 for this path: the check fails on the guest's answer.
+    // (The start period leaves a loaded machine time to boot the guest, ~5 s alone, so that
+    // what fails is the answer, not its absence.)
     write_file(
         &c,
         "/root/web.toml",
         &format!(
-            "memory = \"256M\"\ndisk = \"1G\"\nports = [\"{port}:8080\"]\n\n[health]\nhttp = \"8080/nonexistent\"\ninterval = \"1s\"\nretries = 2\nstart_period = \"5s\"\n"
+            "memory = \"256M\"\ndisk = \"1G\"\nports = [\"{port}:8080\"]\n\n[health]\nhttp = \"8080/nonexistent\"\ninterval = \"1s\"\nretries = 2\nstart_period = \"15s\"\n"
         ),
     );
     c.ok(&["vmctl", "create", "web", "--from", "/root/web.toml"]);
