@@ -21,6 +21,8 @@ pub mod exit {
     pub const STATE: u8 = 7;
     /// `vmctl run` killed QEMU because the guest failed its health check.
     pub const UNHEALTHY: u8 = 8;
+    /// One of your provisioning scripts failed in the guest (`start --wait`).
+    pub const PROVISION: u8 = 9;
 }
 
 /// One invalid field of a definition or command line.
@@ -104,6 +106,10 @@ pub enum Error {
     #[error("{0}")]
     State(String),
 
+    /// A provisioning script of the definition's failed in the guest.
+    #[error("{0}")]
+    Provision(String),
+
     #[error("{context}")]
     Io {
         context: String,
@@ -129,6 +135,7 @@ impl Error {
             Error::Qemu(_) => exit::QEMU,
             Error::Timeout(_) => exit::TIMEOUT,
             Error::State(_) => exit::STATE,
+            Error::Provision(_) => exit::PROVISION,
             Error::Io { .. } | Error::Other(_) => exit::FAILURE,
             Error::Relayed { code, .. } => *code,
         }
@@ -211,6 +218,7 @@ mod tests {
                 },
                 8,
             ),
+            (Error::Provision("x".into()), 9),
         ] {
             assert_eq!(e.code(), code, "{e:?}");
         }

@@ -252,6 +252,10 @@ impl VmPaths {
     pub fn serial_log(&self) -> PathBuf {
         self.dir.join("serial.log")
     }
+    /// Your provisioning scripts' output, kept across starts (`vmctl logs NAME --provision`).
+    pub fn provision_log(&self) -> PathBuf {
+        self.dir.join("provision.log")
+    }
     pub fn qemu_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
     }

@@ -34,6 +34,9 @@ pub struct RunState {
     /// shell, a snapshot being saved or loaded); rewritten as it changes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Your provisioning scripts' run (absent without scripts): running, done, or which failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provision: Option<crate::guest::scripts::ScriptsState>,
 }
 
 /// How QEMU last ended, written by the supervisor.
@@ -174,6 +177,7 @@ mod tests {
             ready: true,
             health: None,
             paused: false,
+            provision: None,
         }
     }
 

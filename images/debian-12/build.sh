@@ -478,6 +478,32 @@ Nice=-10
 WantedBy=sysinit.target
 EOF
 
+# The VM's own provisioning scripts (the definition's `provision`), once each,
+# at the first boot that has them: after vmctl's provisioning (which writes
+# /run/vmctl/scripts.json from the credential) and the network, before the
+# apps. Its lines on the console tell vmctl how the run went.
+put 0755 /usr/local/lib/vmctl/scripts <"$GUEST/vmctl-scripts"
+put 0644 /etc/systemd/system/vmctl-scripts.service <<'EOF'
+[Unit]
+Description=vmctl: the VM's own provisioning scripts
+Documentation=file:/usr/local/lib/vmctl/scripts
+ConditionPathExists=/run/vmctl/scripts.json
+After=vmctl-provision.service vmctl-direct-net.service systemd-networkd.service network.target
+Wants=network.target
+Before=vmctl-app-gunicorn-hello.service vmctl-app-nginx-gunicorn.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/lib/vmctl/scripts /run/vmctl/scripts.json
+StandardOutput=journal+console
+StandardError=journal+console
+# A script may install packages: no time limit but the user's.
+TimeoutStartSec=infinity
+
+[Install]
+WantedBy=multi-user.target
+EOF
+
 # Grow the root partition and file system into a larger disk (an overlay of
 # 10G over this 4G image, say): a few seconds once, then a no-op check.
 put 0755 /usr/local/lib/vmctl/growroot <<'EOF'
@@ -678,7 +704,7 @@ grep -q 'RUN+="/lib/systemd/systemd-sysctl' "$ROOT/etc/udev/rules.d/99-systemd.r
 
 # Units: what runs at boot.
 in_root systemctl enable --quiet systemd-networkd.service vmctl-provision.service vmctl-growroot.service \
-	vmctl-udev-trigger.service vmctl-direct-net.service
+	vmctl-udev-trigger.service vmctl-direct-net.service vmctl-scripts.service
 in_root systemctl disable --quiet nginx.service
 # Periodic jobs and scrubbers that cost boot time or CPU and do nothing useful
 # in a small VM (e2scrub_reap alone: ~23 s of a TCG boot).
@@ -734,6 +760,9 @@ the systemd credential vmctl.provision (JSON from the host: hostname, login
 user + SSH keys, SSH host key, app) -- see the comment at its top.
 ./growroot (vmctl-growroot.service) grows the root partition and file system
 to the disk size.
+./scripts (vmctl-scripts.service) runs the VM's own provisioning scripts, each
+once (recorded in /var/lib/vmctl/scripts.done; output also in
+/var/log/vmctl/scripts.log), when provision wrote /run/vmctl/scripts.json.
 
 Apps (enabled by provision): vmctl-app-gunicorn-hello.service (gunicorn on
 0.0.0.0:8080 running ./hello.py through the ./gunicorn launcher), or

@@ -33,6 +33,10 @@
 #                    /etc/hosts of their own (lines ending "# vmctl-network")
 #   mounts           shared folders: [{"tag": "vmctl0", "path": "/srv/code",
 #                    "ro": false}], each mounted (virtiofs) at its path
+#   scripts          your provisioning: [{"mode": "system"|"user", "script":
+#                    "..."}], written with the user to /run/vmctl/scripts.json
+#                    for vmctl-scripts.service (after this unit and the
+#                    network, before the apps), which runs each script once
 # Without a credential (e.g. a plain `qemu -hda disk.qcow2` boot) it only
 # makes sure an ed25519 host key exists (generating one takes ~0.1 s; sshd is
 # configured for that key only) and leaves users and apps as they are on the
@@ -262,6 +266,24 @@ def mount_shares(mounts):
             log("shared folder %s mounted at %s%s" % (tag, path, " (read-only)" if ro else ""))
 
 
+SCRIPTS_JSON = "/run/vmctl/scripts.json"
+
+
+def set_scripts(scripts, user):
+    """Hand the definition's provisioning scripts to vmctl-scripts.service."""
+    if not scripts:
+        return  # /run is empty at boot: the service's condition fails
+    ok = isinstance(scripts, list) and all(
+        isinstance(s, dict) and s.get("mode") in ("system", "user")
+        and isinstance(s.get("script"), str) for s in scripts)
+    if not ok:
+        error("invalid scripts; none will run")
+        return
+    os.makedirs(os.path.dirname(SCRIPTS_JSON), mode=0o755, exist_ok=True)
+    write_file(SCRIPTS_JSON, json.dumps({"user": user, "scripts": scripts}), 0o600)
+    log("%d provisioning script(s) for vmctl-scripts.service" % len(scripts))
+
+
 def set_app_env(env):
     """The app units' environment, or none."""
     if not env:
@@ -418,6 +440,7 @@ def main():
     # No credential (a plain `qemu -hda` boot): leave the apps as the disk has
     # them. With one, "app" absent or null means no app.
     if given:
+        steps.append(("scripts", lambda: set_scripts(cfg.get("scripts"), cfg.get("user"))))
         steps.append(("app environment", lambda: set_app_env(cfg.get("app_env"))))
         steps.append(("app", lambda: set_app(cfg.get("app"))))
     if cfg.get("user") is not None:

@@ -189,7 +189,8 @@ pub struct NameJsonArgs {
 #[derive(Debug, Args)]
 pub struct StartArgs {
     pub name: VmName,
-    /// Return only when the guest answers on its forwarded TCP ports.
+    /// Return only when the guest is up: its health check (or else each forwarded TCP port)
+    /// answers and its provisioning scripts are done; a failed script exits 9.
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this many seconds.
@@ -244,6 +245,10 @@ pub struct LogsArgs {
     /// Keep printing as the guest writes.
     #[arg(short, long)]
     pub follow: bool,
+    /// Your provisioning scripts' output instead (kept across starts), each line with the
+    /// Unix time it was read.
+    #[arg(long)]
+    pub provision: bool,
 }
 
 #[derive(Debug, Args)]
@@ -526,6 +531,7 @@ impl CreateArgs {
             after: self.after.iter().map(|n| n.to_string()).collect(),
             networks: self.networks.clone(),
             mounts: self.mounts.iter().map(|m| absolute_host(m)).collect(),
+            provision: vec![],
             stack: None,
             health: None,
         }

@@ -93,6 +93,9 @@ impl Show for Status {
             };
             let _ = writeln!(out, "Health:  {} ({}{streak})", h.status.as_str(), h.check);
         }
+        if let Some(p) = &s.provision {
+            let _ = writeln!(out, "Provisioning scripts: {}", p.describe());
+        }
         if let Some(u) = &s.unit {
             let _ = writeln!(out, "Unit:    {u}");
         }
@@ -118,7 +121,7 @@ pub fn describe_exit(e: &LastExit) -> String {
 }
 
 pub fn logs(home: &Home, a: LogsArgs) -> Result<u8> {
-    vm_inspect::logs(home, &a.name, a.follow)?;
+    vm_inspect::logs(home, &a.name, a.follow, a.provision)?;
     Ok(0)
 }
 

@@ -76,7 +76,13 @@ fn from_file(f: &Path) -> Result<VmConfig> {
             FileProblem::Content(why) => format!("--from: {} {why}", f.display()),
         })
     })?;
-    VmConfig::parse(&text, &f.display().to_string())
+    let mut cfg = VmConfig::parse(&text, &f.display().to_string())?;
+    // Provisioning scripts named by file are read now, beside the definition file.
+    let base = f.parent().unwrap_or(Path::new("."));
+    let mut p = crate::error::Problems::default();
+    crate::def::scripts::embed(&mut cfg.provision, base, &mut p);
+    p.into_result(&f.display().to_string())?;
+    Ok(cfg)
 }
 
 /// A VM to start after that is not in this home is allowed (it may be created later), with a

@@ -85,6 +85,10 @@ pub struct VmConfig {
     /// name and the VM's address on it; vmctl gives one where none is set and keeps it here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkRef>,
+    /// Your provisioning, run once at first boot, in order, after vmctl's and before the apps:
+    /// `{ mode = "system" | "user", script = "..." }` (or `file = "setup.sh"`, read at create).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provision: Vec<crate::def::scripts::ProvisionStep>,
     /// Host directories shared into the guest: "HOST[:GUEST][:ro]" (GUEST defaults to HOST).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<String>,
@@ -221,6 +225,9 @@ impl VmConfig {
         if !over.mounts.is_empty() {
             self.mounts = over.mounts;
         }
+        if !over.provision.is_empty() {
+            self.provision = over.provision;
+        }
         self
     }
 }
@@ -240,6 +247,21 @@ pub enum FileProblem {
 /// The text of a definition file (symlinks followed): a regular file or a pipe, at most
 /// [`MAX_FILE_BYTES`], UTF-8.
 pub fn read_text(path: &Path) -> std::result::Result<String, FileProblem> {
+    read_text_file(
+        path,
+        MAX_FILE_BYTES,
+        "a VM definition is a few lines of TOML",
+    )
+}
+
+/// The text of a file that holds text (symlinks followed): a regular file or a pipe, at most
+/// `max` bytes, UTF-8; `what` says why when it is too big or not text ("a VM definition is
+/// TOML").
+pub fn read_text_file(
+    path: &Path,
+    max: u64,
+    what: &str,
+) -> std::result::Result<String, FileProblem> {
     use std::os::unix::fs::FileTypeExt;
     let kind = std::fs::metadata(path)
         .map_err(FileProblem::Io)?
@@ -256,20 +278,18 @@ pub fn read_text(path: &Path) -> std::result::Result<String, FileProblem> {
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
         .map_err(FileProblem::Io)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
+    if bytes.len() as u64 > max {
         return Err(FileProblem::Content(format!(
-            "is larger than {}; a VM definition is a few lines of TOML",
-            crate::types::ByteSize(MAX_FILE_BYTES)
+            "is larger than {}; {what}",
+            crate::types::ByteSize(max)
         )));
     }
     String::from_utf8(bytes).map_err(|e| {
         let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = ok.iter().filter(|b| **b == b'\n').count() + 1;
-        FileProblem::Content(format!(
-            "is not UTF-8 text (line {line}); a VM definition is TOML"
-        ))
+        FileProblem::Content(format!("is not UTF-8 text (line {line}); {what}"))
     })
 }
 
@@ -322,6 +342,11 @@ mod tests {
                 }),
             ],
             mounts: vec!["/srv/app:/app:ro".into()],
+            provision: vec![crate::def::scripts::ProvisionStep {
+                mode: "user".into(),
+                script: Some("echo hi".into()),
+                file: None,
+            }],
             stack: Some("demo".into()),
             health: Some(HealthConfig {
                 http: Some("1/".into()),
@@ -379,7 +404,7 @@ mod tests {
             e,
             "web.toml: invalid VM definition:\n  \
              cpus: must be 1-255; got the string \"two\" (line 1)\n  \
-             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, mounts, stack, health\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, provision, mounts, stack, health\n  \
              ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
              health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
              health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"

@@ -4,12 +4,14 @@
 //! the store of definitions in the home (`store`: which VMs exist, loading them, who forwards a
 //! host port, who uses an image), and the home's private networks (`network`: which exist, their
 //! subnets, who joins one at what address), and stack files (`stack`: a stack's networks and VMs,
-//! named on the host), and shared folders (`mounts`: their text and what the host says of them).
+//! named on the host), shared folders (`mounts`: their text and what the host says of them),
+//! and your provisioning scripts (`scripts`).
 
 pub mod bounds;
 pub mod config;
 pub mod mounts;
 pub mod network;
+pub mod scripts;
 pub mod shape;
 pub mod spec;
 pub mod stack;

@@ -73,11 +73,13 @@ pub enum Kind {
     Table,
     /// A table of strings under names of the caller's choosing (`[app_env]`).
     StringTable(&'static str),
+    /// An array of tables, each with these keys (`provision`).
+    Tables(&'static str, &'static [(&'static str, Kind)]),
 }
 
 /// A VM definition's keys, as `def::config::VmConfig` has them (a test holds the two
 /// together).
-pub const VM_KEYS: [(&str, Kind); 19] = [
+pub const VM_KEYS: [(&str, Kind); 20] = [
     ("cpus", Kind::Int("1-255")),
     ("memory", Kind::Str("\"512M\"")),
     ("disk", Kind::Str("\"10G\"")),
@@ -97,9 +99,20 @@ pub const VM_KEYS: [(&str, Kind); 19] = [
     ("host_access", Kind::Bool),
     ("after", Kind::Strings("\"db\"")),
     ("networks", Kind::Networks),
+    (
+        "provision",
+        Kind::Tables("a provision step's", &PROVISION_KEYS),
+    ),
     ("mounts", Kind::Strings("\"/srv/app:/app\"")),
     ("stack", Kind::Str("\"demo\"")),
     ("health", Kind::Health),
+];
+
+/// The keys of a `provision` step.
+pub const PROVISION_KEYS: [(&str, Kind); 3] = [
+    ("mode", Kind::Str("\"system\"")),
+    ("script", Kind::Str("\"apt-get install -y jq\"")),
+    ("file", Kind::Str("\"setup.sh\"")),
 ];
 
 /// The keys of a `networks` entry written as a table.
@@ -152,6 +165,22 @@ pub fn table(
                 table(text, h, &format!("{field}."), HEALTH, found)
             }
             (Kind::Networks, DeValue::Array(items)) => networks(text, items, &field, found),
+            (Kind::Tables(what, keys), DeValue::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{field}[{i}]");
+                    match item.get_ref() {
+                        DeValue::Table(t) => table(text, t, &format!("{at}."), (what, keys), found),
+                        _ => {
+                            let line = line_of(text, item.span().start);
+                            found.push((
+                                line,
+                                at,
+                                wrong("must be a table { mode, script }", item, line),
+                            ));
+                        }
+                    }
+                }
+            }
             (Kind::StringTable(example), DeValue::Table(t)) => {
                 for (k, item) in t.iter() {
                     if !matches!(item.get_ref(), DeValue::String(_)) {
@@ -195,6 +224,10 @@ pub fn mismatch(kind: Kind, value: &DeValue<'_>) -> Option<String> {
         Kind::Strings(example) => format!("must be an array of strings such as [{example}]"),
         Kind::Health => "must be a table ([health] with http or tcp)".to_string(),
         Kind::Table => "must be a table".to_string(),
+        Kind::Tables(..) => {
+            "must be an array of tables such as [{ mode = \"system\", script = \"...\" }]"
+                .to_string()
+        }
         Kind::StringTable(example) => format!("must be a table of strings such as {{ {example} }}"),
         Kind::Networks => {
             "must be an array of network names or { name, address } tables".to_string()

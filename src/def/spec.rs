@@ -45,6 +45,8 @@ pub struct VmSpec {
     pub networks: Vec<NetAttach>,
     /// Host directories shared into the guest.
     pub mounts: Vec<MountSpec>,
+    /// Your provisioning scripts, in order.
+    pub scripts: Vec<crate::def::scripts::Script>,
     /// The stack that defines it (`vmctl up`).
     pub stack: Option<NetName>,
 }
@@ -126,6 +128,7 @@ pub fn validate(
     let networks = networks(name, &cfg.networks, &mut p);
     let app_env = app_env(&cfg.app_env, &mut p);
     let mounts = mounts(&cfg.mounts, &mut p);
+    let scripts = crate::def::scripts::validate(&cfg.provision, &mut p);
     let stack = cfg.stack.as_deref().and_then(|s| {
         p.check(
             "stack",
@@ -154,6 +157,7 @@ pub fn validate(
         health,
         networks,
         mounts,
+        scripts,
         stack,
     })
 }
@@ -506,6 +510,15 @@ impl VmSpec {
                 })
                 .collect(),
             mounts: self.mounts.iter().map(|m| m.to_string()).collect(),
+            provision: self
+                .scripts
+                .iter()
+                .map(|s| crate::def::scripts::ProvisionStep {
+                    mode: s.mode.as_str().into(),
+                    script: Some(s.script.clone()),
+                    file: None,
+                })
+                .collect(),
             stack: self.stack.as_ref().map(|s| s.to_string()),
             health: self.health.as_ref().map(|h| HealthConfig {
                 http: match &h.check {

@@ -176,9 +176,20 @@ fn top(text: &str, doc: &DeTable<'_>, found: &mut Found) {
     }
 }
 
-fn validate(file: StackFile, path: &Path, limits: Limits) -> Result<Stack> {
+fn validate(mut file: StackFile, path: &Path, limits: Limits) -> Result<Stack> {
     let source = path.display().to_string();
     let mut p = Problems::default();
+    // Provisioning scripts named by file are read beside the stack file.
+    let base = path.parent().unwrap_or(Path::new("."));
+    for (short, cfg) in file.vms.iter_mut() {
+        let mut q = Problems::default();
+        crate::def::scripts::embed(&mut cfg.provision, base, &mut q);
+        if let Err(Error::Invalid { problems, .. }) = q.into_result("") {
+            for pr in problems {
+                p.add(format!("vms.{short}.{}", pr.field), pr.message);
+            }
+        }
+    }
     let name = p.check(
         "name",
         file.name

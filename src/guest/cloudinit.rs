@@ -38,6 +38,10 @@ pub fn user_data(cred: &Credential) -> String {
         "write_files": [write_file(&payload::SSHD_HARDENING, payload::SSHD_HARDENING.path)],
         "runcmd": [["systemctl", "restart", "ssh"]],
     });
+    // Your scripts first: runcmd runs in order, and the app comes after them.
+    if !cred.scripts.is_empty() {
+        add_scripts(&mut doc, cred);
+    }
     if let Some(app) = cred.app {
         add_app(&mut doc, app);
     }
@@ -139,6 +143,26 @@ fn add_app(doc: &mut Value, app: App) {
     ];
     enable.extend(extra_units.into_iter().map(String::from));
     run.push(json!(enable));
+}
+
+/// Your provisioning scripts, once, after cloud-init's own setup (its `runcmd`, which runs at
+/// the first boot only): each written to /var/lib/vmctl/scripts/N and run by the same runner
+/// vmctl's image has (`image::payload::SCRIPTS_RUNNER`), which says on the console how each
+/// ended, as vmctl reads it.
+fn add_scripts(doc: &mut Value, cred: &Credential) {
+    let files = doc["write_files"].as_array_mut().expect("array");
+    files.push(file_entry(
+        payload::SCRIPTS_RUNNER.path,
+        payload::SCRIPTS_RUNNER.text,
+        payload::SCRIPTS_RUNNER.mode,
+    ));
+    let list =
+        serde_json::to_string(&json!({"user": cred.user, "scripts": cred.scripts})).expect("json");
+    files.push(file_entry("/var/lib/vmctl/scripts.json", &list, 0o600));
+    doc["runcmd"].as_array_mut().expect("array").push(json!([
+        payload::SCRIPTS_RUNNER.path,
+        "/var/lib/vmctl/scripts.json"
+    ]));
 }
 
 /// What ends each line of /etc/hosts that vmctl writes (the other VMs of the guest's networks).
@@ -305,6 +329,7 @@ mod tests {
             hostname: "web".into(),
             mounts: vec![],
             networks: vec![],
+            scripts: vec![],
             ssh_host_key: HostKey {
                 private: "PRIVATE".into(),
                 public: "ssh-ed25519 BBBB web".into(),
@@ -355,6 +380,44 @@ mod tests {
         let plain = doc(None);
         assert_eq!(plain["users"].as_array().unwrap().len(), 1);
         assert!(plain.get("packages").is_none());
+    }
+
+    /// Your scripts reach the guest with the image's runner, which runcmd runs before the app
+    /// is enabled.
+    #[test]
+    fn scripts_run_before_the_app() {
+        use crate::def::scripts::{Mode, Script};
+        let mut c = cred(Some(App::GunicornHello));
+        c.scripts = vec![Script {
+            mode: Mode::User,
+            script: "echo hi\n".into(),
+        }];
+        let d: Value =
+            serde_json::from_str(user_data(&c).strip_prefix("#cloud-config\n").unwrap()).unwrap();
+        let files = d["write_files"].as_array().unwrap();
+        let runner = files
+            .iter()
+            .find(|f| f["path"] == payload::SCRIPTS_RUNNER.path)
+            .unwrap();
+        assert_eq!(runner["content"], payload::SCRIPTS_RUNNER.text);
+        let list = files
+            .iter()
+            .find(|f| f["path"] == "/var/lib/vmctl/scripts.json")
+            .unwrap();
+        assert_eq!(list["permissions"], "0600");
+        let list: Value = serde_json::from_str(list["content"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            list,
+            json!({"user": "alice", "scripts": [{"mode": "user", "script": "echo hi\n"}]})
+        );
+        let runcmd = d["runcmd"].as_array().unwrap();
+        let at = |needle: &str| {
+            runcmd
+                .iter()
+                .position(|c| c.to_string().contains(needle))
+                .unwrap_or_else(|| panic!("{needle} not in {runcmd:?}"))
+        };
+        assert!(at(payload::SCRIPTS_RUNNER.path) < at("vmctl-app-gunicorn-hello"));
     }
 
     #[test]

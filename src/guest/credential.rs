@@ -35,6 +35,9 @@ pub struct Credential {
     /// The NICs on private networks: each by MAC, with its static address (absent without).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NicAddress>,
+    /// Your provisioning scripts, in order (absent without).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scripts: Vec<crate::def::scripts::Script>,
     pub ssh_host_key: HostKey,
     pub user: String,
 }
@@ -93,6 +96,7 @@ impl Credential {
                     mac: l.mac.to_string(),
                 })
                 .collect(),
+            scripts: spec.scripts.clone(),
             ssh_host_key: HostKey {
                 private,
                 public: public.trim().to_string(),
@@ -136,6 +140,7 @@ mod tests {
             hostname: "web".into(),
             mounts: vec![],
             networks: vec![],
+            scripts: vec![],
             ssh_host_key: HostKey {
                 private: "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),
                 public: "ssh-ed25519 BBBB web".into(),

@@ -1,10 +1,11 @@
 //! What vmctl does inside the guest and asks of it: provisioning (the login user, keys, the
 //! app) through a typed credential, passed as a systemd credential or rendered into a
-//! cloud-init seed; SSH access with a pinned host key; and the readiness and health probes that
+//! cloud-init seed; your provisioning scripts' run, followed on the console; SSH access with a pinned host key; and the readiness and health probes that
 //! ask the guest itself whether it is up.
 
 pub mod cloudinit;
 pub mod credential;
 pub mod health;
 pub mod provision;
+pub mod scripts;
 pub mod ssh;

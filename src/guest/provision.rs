@@ -44,6 +44,15 @@ pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Problems) {
                 );
             }
         }
+        if !spec.scripts.is_empty() {
+            bad(
+                "provision",
+                format!(
+                    "image {} has no provisioning to run scripts with (debian-12 and imported cloud images have)",
+                    spec.image
+                ),
+            );
+        }
         return;
     }
     if let Some(app) = spec.app {

@@ -33,10 +33,13 @@ pub const SSHD_HARDENING: GuestFile = guest_file!(
     "/etc/ssh/sshd_config.d/01-vmctl.conf",
     0o644
 );
-/// The demo WSGI app ("Hello, World!").
 /// The app's environment (`app_env`), which the app units read (`EnvironmentFile=`).
 pub const APP_ENV_PATH: &str = "/etc/vmctl/app.env";
 
+/// Your provisioning scripts' runner: each script once, saying on the console how it ended.
+pub const SCRIPTS_RUNNER: GuestFile =
+    guest_file!("vmctl-scripts", "/usr/local/lib/vmctl/scripts", 0o755);
+/// The demo WSGI app ("Hello, World!").
 pub const HELLO_APP: GuestFile = guest_file!("hello.py", "/usr/local/lib/vmctl/hello.py", 0o644);
 /// gunicorn, with its slow `pkg_resources` import made lazy.
 pub const GUNICORN: GuestFile = guest_file!("gunicorn", "/usr/local/lib/vmctl/gunicorn", 0o755);
@@ -58,8 +61,9 @@ const NGINX_GUNICORN_UNIT: GuestFile = guest_file!(
 );
 
 /// Every file, as the image recipe embeds them.
-pub const ALL: [GuestFile; 6] = [
+pub const ALL: [GuestFile; 7] = [
     SSHD_HARDENING,
+    SCRIPTS_RUNNER,
     HELLO_APP,
     GUNICORN,
     NGINX_SITE,

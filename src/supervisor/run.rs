@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::def::spec::VmSpec;
 use crate::error::{Error, IoContext, Result, exit};
 use crate::guest::health::Monitor;
+use crate::guest::scripts::ScriptsState;
 use crate::net::attach::Nics;
 use crate::paths::{Home, VmPaths};
 use crate::qemu::qmp::Qmp;
@@ -306,6 +307,7 @@ fn announce(
         ready: false,
         health: spec.health.as_ref().map(|h| Monitor::new(h).state),
         paused: false,
+        provision: (!spec.scripts.is_empty()).then_some(ScriptsState::Running),
     };
     runstate::write_state(paths, &state)?;
     tracing::info!(vm = %spec.name, pid = qemu.pid, accel = %state.accel, "QEMU is up");

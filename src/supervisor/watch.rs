@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::def::spec::{HealthSpec, VmSpec};
 use crate::guest::health::{self, HealthStatus, Monitor, Readiness};
+use crate::guest::scripts::{Follower, ScriptsState};
 use crate::net::attach::Nics;
 use crate::net::link::Link;
 use crate::paths::{Home, VmPaths};
@@ -35,6 +36,14 @@ pub type ExitReceiver = tokio::sync::oneshot::Receiver<std::io::Result<std::proc
 async fn link_exit(link: &mut Option<Link>) -> Option<std::process::ExitStatus> {
     match link {
         Some(l) => l.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the guest's provisioning scripts are through; never without them.
+async fn scripts_end(scripts: &mut Option<Follower>) -> ScriptsState {
+    match scripts {
+        Some(f) => f.outcome().await,
         None => std::future::pending().await,
     }
 }
@@ -86,6 +95,10 @@ pub struct Running<'a> {
     /// The `[health]` check and the forward it goes through.
     health: Option<(HealthSpec, PortForward)>,
     clock: Clock,
+    /// Your provisioning scripts' lines on the console, followed until the run ends.
+    scripts: Option<Follower>,
+    /// The readiness checks passed (the guest is up once its scripts are done, too).
+    checks_passed: bool,
 }
 
 impl<'a> Running<'a> {
@@ -116,6 +129,8 @@ impl<'a> Running<'a> {
             started,
             health,
             clock: Clock::new(started, spec.health.as_ref()),
+            scripts: (!spec.scripts.is_empty()).then(|| Follower::new(paths)),
+            checks_passed: false,
         }
     }
 
@@ -167,7 +182,8 @@ impl<'a> Running<'a> {
                     }
                     self.on_switch_lost(i).await
                 }
-                _ = &mut ready, if !up && !stopping => self.on_ready(),
+                _ = &mut ready, if !self.checks_passed && !stopping => self.on_checks_passed(),
+                end = scripts_end(&mut self.scripts), if !stopping => self.on_scripts(end),
                 _ = tokio::time::sleep_until(give_up_at.unwrap_or(far)), if give_up_at.is_some() && !up && !stopping => {
                     if self.on_give_up(qmp).await {
                         ending = Ending::Unhealthy;
@@ -252,7 +268,7 @@ impl<'a> Running<'a> {
         };
         match health::probe(&h.check, &via, health::probe_timeout(&h)).await {
             Ok(()) => {
-                self.on_ready();
+                self.on_checks_passed();
                 false
             }
             Err(why) => {
@@ -303,7 +319,49 @@ impl<'a> Running<'a> {
         }
     }
 
-    /// The guest answers: tell systemd (READY=1) and `vmctl status`.
+    /// The readiness checks passed: the guest is up, unless its provisioning scripts still run
+    /// (or failed).
+    fn on_checks_passed(&mut self) {
+        self.checks_passed = true;
+        if matches!(self.state.provision, None | Some(ScriptsState::Done)) {
+            self.on_ready();
+        }
+    }
+
+    /// The provisioning scripts' run ended. Done: the guest is up once the checks pass (or now,
+    /// if they did). Failed: recorded for `start --wait` and `status`, and the service manager
+    /// hears that the start is over (READY=1, with the failure as its status), so that a unit's
+    /// start does not wait for what will not come; the guest keeps running for a look inside.
+    fn on_scripts(&mut self, end: ScriptsState) {
+        self.scripts = None;
+        self.state.provision = Some(end.clone());
+        let vm = &self.spec.name;
+        match &end {
+            ScriptsState::Done => {
+                tracing::info!(%vm, "provisioning scripts done");
+                if self.checks_passed {
+                    self.on_ready();
+                    return;
+                }
+            }
+            ScriptsState::Failed { .. } | ScriptsState::Running => {
+                let what = end.describe();
+                tracing::error!(%vm, "provisioning {what}; see `vmctl logs {vm} --provision`");
+                notify::notify(
+                    self.notifier,
+                    &[
+                        Field::Ready,
+                        Field::Status(&format!(
+                            "Provisioning {what} (vmctl logs {vm} --provision); the guest runs"
+                        )),
+                    ],
+                );
+            }
+        }
+        self.save();
+    }
+
+    /// The guest is up: tell systemd (READY=1) and `vmctl status`.
     fn on_ready(&mut self) {
         let secs = self.started.elapsed().as_secs_f64();
         if let Some(m) = &mut self.monitor {

@@ -149,6 +149,9 @@ pub struct Status {
     /// The `[health]` check: starting, healthy or unhealthy, while running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::guest::health::HealthState>,
+    /// Your provisioning scripts' run at this boot, while running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provision: Option<crate::guest::scripts::ScriptsState>,
     /// The systemd unit running the VM, if one does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
@@ -176,6 +179,7 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
         last_exit: runstate::read_last_exit(&paths),
         ready: None,
         health: None,
+        provision: None,
         unit: None,
     };
     match runstate::liveness(&paths) {
@@ -190,6 +194,7 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
                 st.uptime_secs = Some(fsutil::unix_now().saturating_sub(s.started_at));
                 st.ready = Some(s.ready);
                 st.health = s.health.clone();
+                st.provision = s.provision.clone();
                 st.unit = s.unit.as_ref().map(|u| u.name.clone());
             }
             let (run_state, kvm) = block_on(async {
@@ -206,10 +211,15 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
     Ok(st)
 }
 
-/// Print the guest's console log; with `follow`, keep printing what it appends.
-pub fn logs(home: &Home, name: &VmName, follow: bool) -> Result<()> {
+/// Print the guest's console log (or, with `provision`, its provisioning scripts' output); with
+/// `follow`, keep printing what is appended.
+pub fn logs(home: &Home, name: &VmName, follow: bool, provision: bool) -> Result<()> {
     let paths = home.defined(name)?;
-    let path = paths.serial_log();
+    let path = if provision {
+        paths.provision_log()
+    } else {
+        paths.serial_log()
+    };
     let mut out = std::io::stdout().lock();
     let mut pos = 0u64;
     loop {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::def::spec::VmSpec;
 use crate::def::store::load;
 use crate::error::{Error, IoContext, Result};
+use crate::guest::scripts::ScriptsState;
 use crate::paths::{Home, VmPaths};
 use crate::runstate::{self, Liveness};
 use crate::sys::fsutil;
@@ -47,6 +48,9 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
                 unit.name
             )));
         };
+        if let Some(e) = scripts_failed(&paths, &spec) {
+            return Err(e);
+        }
         let mut s = started(&paths, &spec, pid);
         s.ready_seconds = Some(t0.elapsed().as_secs_f64());
         return Ok(s);
@@ -132,6 +136,9 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
         if runstate::read_state(paths).is_some_and(|s| s.ready) {
             return Ok(());
         }
+        if let Some(e) = scripts_failed(paths, spec) {
+            return Err(e);
+        }
         let now = std::time::Instant::now();
         // Whether QEMU still runs costs a few /proc reads: twice a second is enough.
         let stopped = now.duration_since(checked) >= Duration::from_millis(500) && {
@@ -145,6 +152,34 @@ fn wait_ready(paths: &VmPaths, spec: &VmSpec, deadline: std::time::Instant) -> R
     }
 }
 
+/// The error for a provisioning script that failed at this boot, as `state.json` has it: which,
+/// its exit code and the end of its output.
+fn scripts_failed(paths: &VmPaths, spec: &VmSpec) -> Option<Error> {
+    let Some(ScriptsState::Failed {
+        script,
+        mode,
+        code,
+        tail,
+    }) = runstate::read_state(paths)?.provision
+    else {
+        return None;
+    };
+    let name = &spec.name;
+    let out = if tail.is_empty() {
+        "  (no output)".to_string()
+    } else {
+        tail.iter()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Some(Error::Provision(format!(
+        "VM {name}: provisioning script {script} ({mode}) failed with exit code {code}; its output ends with:\n{out}\n\
+         The VM keeps running (`vmctl ssh {name}` to look; `vmctl logs {name} --provision` has all the output); \
+         the script runs again at the next boot."
+    )))
+}
+
 /// Why `start --wait` gave up: the VM stopped, or it runs but is not up.
 fn not_ready(paths: &VmPaths, spec: &VmSpec, stopped: bool) -> Error {
     let console = fsutil::tail(&paths.serial_log(), 15);
@@ -156,11 +191,19 @@ fn not_ready(paths: &VmPaths, spec: &VmSpec, stopped: bool) -> Error {
         ));
     }
     let waited = crate::guest::health::Readiness::for_spec(spec).describe();
-    let last = runstate::read_state(paths)
-        .and_then(|s| s.health)
-        .and_then(|h| h.last_failure)
+    let state = runstate::read_state(paths);
+    let mut last = state
+        .as_ref()
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.last_failure.as_ref())
         .map(|why| format!(" (last check: {why})"))
         .unwrap_or_default();
+    if state.is_some_and(|s| s.provision == Some(ScriptsState::Running)) {
+        let name = &spec.name;
+        last += &format!(
+            "; its provisioning scripts are still running (`vmctl logs {name} --provision`)"
+        );
+    }
     Error::Timeout(format!(
         "VM {} is running but not ready in time (waiting for {waited}){last}\nconsole log ends with:\n{console}",
         spec.name

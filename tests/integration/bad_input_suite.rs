@@ -705,6 +705,18 @@ fn toml_wrong_types_for_every_field() {
             "[health]\nstart_period = 300",
             "health.start_period: must be a string such as \"5m\"; got the integer 300",
         ),
+        (
+            "provision = \"apt-get install -y jq\"",
+            "provision: must be an array of tables such as [{ mode = \"system\", script = \"...\" }]; got the string",
+        ),
+        (
+            "provision = [\"apt-get install -y jq\"]",
+            "provision[0]: must be a table { mode, script }; got the string \"apt-get install -y jq\" (line 1)",
+        ),
+        (
+            "provision = [{ mode = \"user\", script = [\"echo\"] }]",
+            "provision[0].script: must be a string such as \"apt-get install -y jq\"; got an array",
+        ),
     ];
     for (text, needle) in cases {
         refused_toml(&t, dir.path(), format!("{text}\n"), &[needle]);
@@ -718,7 +730,7 @@ fn toml_wrong_types_for_every_field() {
             "memory: must be a string such as \"512M\"; got the integer 1 (line 1)\n  cpus: must be 1-255; got the string \"x\" (line 2)",
         ],
     );
-    assert_eq!(cases.len() + 1, 27);
+    assert_eq!(cases.len() + 1, 30);
 }
 
 #[test]
@@ -936,6 +948,37 @@ fn toml_values_and_health_contradictions() {
             "[health]\ntcp = 22\ninterval = \"soon\"\n",
             &["health.interval: \"soon\" is not a duration"],
         ),
+        (
+            false,
+            "provision = [{ mode = \"root\", script = \"id\" }, { mode = \"user\" }]\n",
+            &[
+                "provision[0].mode: must be \"system\" (as root) or \"user\" (as the login user); got \"root\"",
+                "provision[1]: give exactly one of script = \"...\" or file = \"setup.sh\"",
+            ],
+        ),
+        (
+            false,
+            "provision = [{ mode = \"user\", script = \"id\", file = \"setup.sh\" }, { mode = \"user\", script = \" \" }]\n",
+            &[
+                "provision[0]: give exactly one of",
+                "provision[1].script: is empty",
+            ],
+        ),
+        (
+            false,
+            "provision = [{ mode = \"system\", file = \"no-such-setup.sh\" }]\n",
+            &["provision[0].file: cannot read", "no-such-setup.sh"],
+        ),
+        (
+            false,
+            "provision = [{ mode = \"system\", file = \".\" }]\n",
+            &["provision[0].file:", "is a directory"],
+        ),
+        (
+            false,
+            "provision = [{ mode = \"system\", script = \"id\" }]\n",
+            &["provision: image tiny has no provisioning to run scripts with"],
+        ),
     ];
     for (with_ports, text, needles) in cases {
         let text = if *with_ports {
@@ -945,7 +988,7 @@ fn toml_values_and_health_contradictions() {
         };
         refused_toml(&t, d, text, needles);
     }
-    assert_eq!(cases.len(), 18);
+    assert_eq!(cases.len(), 23);
 }
 
 #[test]

@@ -89,9 +89,21 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
     let list = t.ok(&["image", "list"]);
     assert!(list.contains("cloudy"), "{list}");
     let port = free_port();
+    // With provisioning scripts (one read from a file beside the definition), which the seed
+    // carries.
+    let defs = tempfile::tempdir().unwrap();
+    std::fs::write(defs.path().join("setup.sh"), "echo from a file\n").unwrap();
+    let def = defs.path().join("c1.toml");
+    std::fs::write(
+        &def,
+        "provision = [{ mode = \"system\", script = \"apt-get install -y jq\" }, { mode = \"user\", file = \"setup.sh\" }]\n",
+    )
+    .unwrap();
     t.ok(&[
         "create",
         "c1",
+        "--from",
+        def.to_str().unwrap(),
         "--image",
         "cloudy",
         "--mem",
@@ -156,6 +168,11 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
     );
     let user_data = String::from_utf8(out.stdout).unwrap();
     assert!(user_data.starts_with("#cloud-config\n"));
+    assert!(
+        user_data.contains("/usr/local/lib/vmctl/scripts")
+            && user_data.contains("echo from a file"),
+        "{user_data}"
+    );
     assert!(
         user_data.contains("PermitRootLogin no") && user_data.contains("\"ssh_pwauth\": false")
     );

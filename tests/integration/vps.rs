@@ -15,13 +15,31 @@ fn vps_home() -> TestHome {
 }
 
 fn create_web(t: &TestHome, name: &str, extra: &[&str]) -> (u16, u16) {
+    create_web_with(t, name, extra, "", &[])
+}
+
+/// `vm-configs/web.toml` with `more` TOML after it, and `files` beside it.
+fn create_web_with(
+    t: &TestHome,
+    name: &str,
+    extra: &[&str],
+    more: &str,
+    files: &[(&str, &str)],
+) -> (u16, u16) {
     let (ssh, http) = (free_port(), free_port());
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/vm-configs/web.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let def = dir.path().join("web.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    std::fs::write(&def, format!("{more}\n{text}")).unwrap();
+    for (f, text) in files {
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
     let mut args = vec![
         "create".to_string(),
         name.into(),
         "--from".into(),
-        example.into(),
+        def.display().to_string(),
         "--port".into(),
         format!("{ssh}:22"),
         "--port".into(),
@@ -104,11 +122,36 @@ fn vps_ssh_key_only_gunicorn_restart_persistence_and_ansible() {
     )
     .unwrap();
     let mount = format!("{}:/srv/code", folder.display());
-    let (ssh_port, http_port) = create_web(&t, "web", &["--user", "alice", "--mount", &mount]);
+    // Provisioning scripts: one as root (is the app still waiting?), one as the login user, from
+    // a file beside the definition.
+    let provision = r#"provision = [
+  { mode = "system", script = "echo ran >> /var/tmp/system-runs; systemctl is-active vmctl-app-gunicorn-hello > /var/tmp/app-then || true" },
+  { mode = "user", file = "setup.sh" },
+]"#;
+    let setup = "echo \"user $(id -un) in $HOME\"\ntouch ~/from-setup\n";
+    let (ssh_port, http_port) = create_web_with(
+        &t,
+        "web",
+        &["--user", "alice", "--mount", &mount],
+        provision,
+        &[("setup.sh", setup)],
+    );
 
-    // start --wait returns once SSH and the app answer.
+    // start --wait returns once SSH and the app answer and the scripts are done.
     let started = t.json(&["start", "web", "--wait", "--timeout", "400", "--json"]);
     assert!(started["ready_seconds"].as_f64().is_some(), "{started}");
+    let status = t.json(&["status", "web", "--json"]);
+    assert_eq!(status["provision"]["status"], "done", "{status}");
+    let out = t.ok(&["logs", "web", "--provision"]);
+    assert!(
+        out.contains(" script 2: user alice in /home/alice\n"),
+        "{out}"
+    );
+    assert_eq!(
+        ssh_ok(&t, "web", "cat /var/tmp/app-then; ls ~/from-setup"),
+        "inactive\n/home/alice/from-setup",
+        "the scripts ran before the app, the user's as the login user"
+    );
     let page = hello(http_port);
     assert!(
         page.starts_with("HTTP/1.") && page.contains(" 200 "),
@@ -239,6 +282,11 @@ fn vps_ssh_key_only_gunicorn_restart_persistence_and_ansible() {
     assert_eq!(stopped["exit"]["code"], 0);
     t.ok(&["start", "web", "--wait", "--timeout", "400"]);
     assert_eq!(ssh_ok(&t, "web", "cat ~/marker"), marker);
+    assert_eq!(
+        ssh_ok(&t, "web", "cat /var/tmp/system-runs"),
+        "ran",
+        "provisioning scripts run once, not at each boot"
+    );
 
     // Ansible through the generated inventory.
     let inv = tempfile::NamedTempFile::new().unwrap();
@@ -278,9 +326,31 @@ fn two_vps_side_by_side_one_behind_nginx_with_an_explicit_key() {
         "a",
         &["--mem", "1G", "--ssh-key", pubkey.to_str().unwrap()],
     );
-    let (_, http_b) = create_web(&t, "b", &["--mem", "1G", "--app", "nginx-gunicorn"]);
+    // b's provisioning script fails: start --wait says so with its output, exit 9; the guest
+    // runs on (and its app, which only waits for the scripts, is served).
+    let failing = r#"provision = [{ mode = "system", script = "echo about to fail; echo no such thing >&2; exit 3" }]"#;
+    let (_, http_b) = create_web_with(
+        &t,
+        "b",
+        &["--mem", "1G", "--app", "nginx-gunicorn"],
+        failing,
+        &[],
+    );
     t.ok(&["start", "a", "--wait", "--timeout", "500"]);
-    t.ok(&["start", "b", "--wait", "--timeout", "500"]);
+    let err = t.fails(&["start", "b", "--wait", "--timeout", "500"], 9);
+    for needle in [
+        "provisioning script 1 (system) failed with exit code 3",
+        "script 1: about to fail",
+        "script 1: no such thing",
+        "vmctl logs b --provision",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    let status = t.json(&["status", "b", "--json"]);
+    assert_eq!(status["provision"]["code"], 3, "{status}");
+    eventually("b's app", Duration::from_secs(120), || {
+        hello(http_b).contains("Hello, World!")
+    });
     let a = hello(http_a);
     let b = hello(http_b);
     assert!(
