@@ -11,7 +11,6 @@
 //! unread in the error.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use crate::def::shape::{self, line_of};
@@ -235,62 +234,16 @@ impl VmConfig {
 /// The largest definition file read (a definition is a few lines).
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Why a file cannot give a definition's text.
-#[derive(Debug)]
-pub enum FileProblem {
-    /// It could not be opened or read.
-    Io(std::io::Error),
-    /// It can be read but holds no definition: what it is, to follow its path ("is a directory").
-    Content(String),
-}
+pub use crate::sys::fsutil::FileProblem;
 
 /// The text of a definition file (symlinks followed): a regular file or a pipe, at most
 /// [`MAX_FILE_BYTES`], UTF-8.
 pub fn read_text(path: &Path) -> std::result::Result<String, FileProblem> {
-    read_text_file(
+    crate::sys::fsutil::read_text(
         path,
         MAX_FILE_BYTES,
         "a VM definition is a few lines of TOML",
     )
-}
-
-/// The text of a file that holds text (symlinks followed): a regular file or a pipe, at most
-/// `max` bytes, UTF-8; `what` says why when it is too big or not text ("a VM definition is
-/// TOML").
-pub fn read_text_file(
-    path: &Path,
-    max: u64,
-    what: &str,
-) -> std::result::Result<String, FileProblem> {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = std::fs::metadata(path)
-        .map_err(FileProblem::Io)?
-        .file_type();
-    let not = |what: &str| Err(FileProblem::Content(format!("is {what}, not a file")));
-    if kind.is_dir() {
-        return not("a directory");
-    }
-    if kind.is_char_device() || kind.is_block_device() {
-        return not("a device");
-    }
-    if kind.is_socket() {
-        return not("a socket");
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
-        .map_err(FileProblem::Io)?;
-    if bytes.len() as u64 > max {
-        return Err(FileProblem::Content(format!(
-            "is larger than {}; {what}",
-            crate::types::ByteSize(max)
-        )));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = ok.iter().filter(|b| **b == b'\n').count() + 1;
-        FileProblem::Content(format!("is not UTF-8 text (line {line}); {what}"))
-    })
 }
 
 #[cfg(test)]

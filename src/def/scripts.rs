@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
+use crate::sys::fsutil::{self, FileProblem};
 
 /// The largest script: a provisioning script is a few lines; bigger things go in through a
 /// shared folder or `vmctl cp`.
@@ -127,17 +128,13 @@ pub fn embed(steps: &mut [ProvisionStep], base: &Path, p: &mut Problems) {
         let path = base.join(&f);
         let field = format!("provision[{i}].file");
         let why = "a provisioning script is a few lines of text (copy bigger files in with a shared folder or vmctl cp)";
-        match crate::def::config::read_text_file(&path, MAX_SCRIPT_BYTES as u64, why) {
+        match fsutil::read_text(&path, MAX_SCRIPT_BYTES as u64, why) {
             Ok(text) => {
                 s.script = Some(text);
                 s.file = None;
             }
-            Err(crate::def::config::FileProblem::Io(e)) => {
-                p.add(field, format!("cannot read {}: {e}", path.display()))
-            }
-            Err(crate::def::config::FileProblem::Content(why)) => {
-                p.add(field, format!("{} {why}", path.display()))
-            }
+            Err(FileProblem::Io(e)) => p.add(field, format!("cannot read {}: {e}", path.display())),
+            Err(FileProblem::Content(why)) => p.add(field, format!("{} {why}", path.display())),
         }
     }
 }

@@ -56,27 +56,7 @@ pub fn user_data(cred: &Credential) -> String {
             ));
     }
     if !cred.mounts.is_empty() {
-        // cloud-init's `mounts`: fstab lines, mounted at each boot.
-        let lines: Vec<Value> = cred
-            .mounts
-            .iter()
-            .map(|m| {
-                let opts = if m.ro {
-                    "defaults,nofail,ro"
-                } else {
-                    "defaults,nofail"
-                };
-                json!([
-                    m.tag,
-                    m.path.display().to_string(),
-                    "virtiofs",
-                    opts,
-                    "0",
-                    "0"
-                ])
-            })
-            .collect();
-        doc["mounts"] = json!(lines);
+        doc["mounts"] = mounts(cred);
     }
     if !cred.hosts.is_empty() {
         // Every boot: the other VMs of its networks, in a block of /etc/hosts of its own.
@@ -94,6 +74,24 @@ pub fn user_data(cred: &Credential) -> String {
         "#cloud-config\n{}\n",
         serde_json::to_string_pretty(&doc).expect("json")
     )
+}
+
+/// The shared folders as cloud-init's `mounts`: fstab lines, mounted at each boot.
+fn mounts(cred: &Credential) -> Value {
+    let lines: Vec<Value> = cred
+        .mounts
+        .iter()
+        .map(|m| {
+            let opts = if m.ro {
+                "defaults,nofail,ro"
+            } else {
+                "defaults,nofail"
+            };
+            let path = m.path.display().to_string();
+            json!([m.tag, path, "virtiofs", opts, "0", "0"])
+        })
+        .collect();
+    json!(lines)
 }
 
 fn write_file(f: &GuestFile, path: &str) -> Value {

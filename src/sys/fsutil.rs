@@ -233,6 +233,55 @@ pub fn tail_since(path: &Path, offset: u64, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Why a file cannot give the text asked for.
+#[derive(Debug)]
+pub enum FileProblem {
+    /// It could not be opened or read.
+    Io(std::io::Error),
+    /// It can be read but holds no such text: what it is, to follow its path ("is a directory").
+    Content(String),
+}
+
+/// The text of a file (symlinks followed): a regular file or a pipe, at most `max` bytes,
+/// UTF-8; `what` says what the file should be when it is too big or not text ("a VM
+/// definition is a few lines of TOML").
+pub fn read_text(path: &Path, max: u64, what: &str) -> std::result::Result<String, FileProblem> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path)
+        .map_err(FileProblem::Io)?
+        .file_type();
+    let not = |what: &str| Err(FileProblem::Content(format!("is {what}, not a file")));
+    if kind.is_dir() {
+        return not("a directory");
+    }
+    if kind.is_char_device() || kind.is_block_device() {
+        return not("a device");
+    }
+    if kind.is_socket() {
+        return not("a socket");
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(FileProblem::Io)?;
+    if bytes.len() as u64 > max {
+        let size = match max {
+            m if m >= 1 << 20 && m % (1 << 20) == 0 => format!("{} MiB", m >> 20),
+            m if m >= 1 << 10 && m % (1 << 10) == 0 => format!("{} KiB", m >> 10),
+            m => format!("{m} bytes"),
+        };
+        return Err(FileProblem::Content(format!(
+            "is larger than {size}; {what}"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = ok.iter().filter(|b| **b == b'\n').count() + 1;
+        FileProblem::Content(format!("is not UTF-8 text (line {line}); {what}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -778,7 +778,7 @@ fn toml_keys_syntax_and_bytes() {
     t.refused(
         &["create", "v", "--from", fs],
         &[&format!(
-            "--from: {fs} is larger than 1M; a VM definition is a few lines of TOML"
+            "--from: {fs} is larger than 1 MiB; a VM definition is a few lines of TOML"
         )],
     );
     // Arrays 10,000 deep: the parser's recursion limit, not a stack overflow.
