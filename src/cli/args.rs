@@ -499,6 +499,10 @@ pub struct CreateArgs {
     /// relative HOST is taken from here); repeatable.
     #[arg(long = "mount", value_name = "HOST[:GUEST][:ro]")]
     pub mounts: Vec<String>,
+    /// Your cloud-config (YAML) to merge into vmctl's, on imported cloud images: packages,
+    /// users, files, commands; nothing that loosens SSH (see README).
+    #[arg(long = "cloud-init", value_name = "FILE")]
+    pub cloud_init: Option<PathBuf>,
     /// Join a private network (`vmctl network create`): NAME, or NAME=ADDRESS to choose the
     /// VM's address on it (default: the lowest free one); repeatable, one NIC each.
     #[arg(long = "network", value_name = "NAME[=ADDRESS]", value_parser = parse_network)]
@@ -532,6 +536,7 @@ impl CreateArgs {
             networks: self.networks.clone(),
             mounts: self.mounts.iter().map(|m| absolute_host(m)).collect(),
             provision: vec![],
+            cloud_init: None,
             stack: None,
             health: None,
         }

@@ -24,7 +24,16 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
         Some(f) => (from_file(f)?, f.display().to_string()),
         None => (VmConfig::default(), "command line".to_string()),
     };
-    let cfg = base.overlay(a.as_config());
+    let mut over = a.as_config();
+    if let Some(f) = &a.cloud_init {
+        over.cloud_init = Some(read_flag_file(
+            "--cloud-init",
+            f,
+            crate::guest::cloudmerge::MAX_BYTES as u64,
+            "a cloud-config is YAML text",
+        )?);
+    }
+    let cfg = base.overlay(over);
     let (true, Some(file)) = (a.update, &a.from) else {
         let spec = vm_create::create(home, &a.name, &cfg, &source)?;
         print!("{}", created(&spec));
@@ -62,20 +71,7 @@ fn from_file(f: &Path) -> Result<VmConfig> {
             "--from: the path has a control character; got {f:?}; rename the file"
         )));
     }
-    let text = read_text(f).map_err(|e| {
-        Error::Usage(match e {
-            FileProblem::Io(e) => format!(
-                "--from: cannot read {}: {}",
-                f.display(),
-                match e.kind() {
-                    std::io::ErrorKind::NotFound => "no such file".to_string(),
-                    std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                    _ => e.to_string(),
-                }
-            ),
-            FileProblem::Content(why) => format!("--from: {} {why}", f.display()),
-        })
-    })?;
+    let text = read_text(f).map_err(|e| file_problem("--from", f, e))?;
     let mut cfg = VmConfig::parse(&text, &f.display().to_string())?;
     // Provisioning scripts named by file are read now, beside the definition file.
     let base = f.parent().unwrap_or(Path::new("."));
@@ -83,6 +79,27 @@ fn from_file(f: &Path) -> Result<VmConfig> {
     crate::def::scripts::embed(&mut cfg.provision, base, &mut p);
     p.into_result(&f.display().to_string())?;
     Ok(cfg)
+}
+
+/// A file a flag names, as text (at most `max` bytes; `what` says what it should be).
+fn read_flag_file(flag: &str, f: &Path, max: u64, what: &str) -> Result<String> {
+    crate::sys::fsutil::read_text(f, max, what).map_err(|e| file_problem(flag, f, e))
+}
+
+/// Why `flag`'s file `f` gives no text, as a usage error naming both.
+fn file_problem(flag: &str, f: &Path, e: FileProblem) -> Error {
+    Error::Usage(match e {
+        FileProblem::Io(e) => format!(
+            "{flag}: cannot read {}: {}",
+            f.display(),
+            match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".to_string(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                _ => e.to_string(),
+            }
+        ),
+        FileProblem::Content(why) => format!("{flag}: {} {why}", f.display()),
+    })
 }
 
 /// A VM to start after that is not in this home is allowed (it may be created later), with a

@@ -88,6 +88,9 @@ pub struct VmConfig {
     /// `{ mode = "system" | "user", script = "..." }` (or `file = "setup.sh"`, read at create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provision: Vec<crate::def::scripts::ProvisionStep>,
+    /// Your cloud-config (YAML), merged into vmctl's user-data on imported cloud images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<String>,
     /// Host directories shared into the guest: "HOST[:GUEST][:ro]" (GUEST defaults to HOST).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<String>,
@@ -227,6 +230,9 @@ impl VmConfig {
         if !over.provision.is_empty() {
             self.provision = over.provision;
         }
+        if over.cloud_init.is_some() {
+            self.cloud_init = over.cloud_init;
+        }
         self
     }
 }
@@ -300,6 +306,7 @@ mod tests {
                 script: Some("echo hi".into()),
                 file: None,
             }],
+            cloud_init: Some("packages: [jq]\n".into()),
             stack: Some("demo".into()),
             health: Some(HealthConfig {
                 http: Some("1/".into()),
@@ -357,7 +364,7 @@ mod tests {
             e,
             "web.toml: invalid VM definition:\n  \
              cpus: must be 1-255; got the string \"two\" (line 1)\n  \
-             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, provision, mounts, stack, health\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, provision, cloud_init, mounts, stack, health\n  \
              ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
              health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
              health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"

@@ -79,7 +79,7 @@ pub enum Kind {
 
 /// A VM definition's keys, as `def::config::VmConfig` has them (a test holds the two
 /// together).
-pub const VM_KEYS: [(&str, Kind); 20] = [
+pub const VM_KEYS: [(&str, Kind); 21] = [
     ("cpus", Kind::Int("1-255")),
     ("memory", Kind::Str("\"512M\"")),
     ("disk", Kind::Str("\"10G\"")),
@@ -103,6 +103,7 @@ pub const VM_KEYS: [(&str, Kind); 20] = [
         "provision",
         Kind::Tables("a provision step's", &PROVISION_KEYS),
     ),
+    ("cloud_init", Kind::Str("\"packages: [jq]\"")),
     ("mounts", Kind::Strings("\"/srv/app:/app\"")),
     ("stack", Kind::Str("\"demo\"")),
     ("health", Kind::Health),

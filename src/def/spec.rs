@@ -47,6 +47,8 @@ pub struct VmSpec {
     pub mounts: Vec<MountSpec>,
     /// Your provisioning scripts, in order.
     pub scripts: Vec<crate::def::scripts::Script>,
+    /// Your cloud-config, as given (checked against the image at create: `guest::cloudmerge`).
+    pub cloud_init: Option<String>,
     /// The stack that defines it (`vmctl up`).
     pub stack: Option<NetName>,
 }
@@ -158,6 +160,7 @@ pub fn validate(
         networks,
         mounts,
         scripts,
+        cloud_init: cfg.cloud_init.clone(),
         stack,
     })
 }
@@ -519,6 +522,7 @@ impl VmSpec {
                     file: None,
                 })
                 .collect(),
+            cloud_init: self.cloud_init.clone(),
             stack: self.stack.as_ref().map(|s| s.to_string()),
             health: self.health.as_ref().map(|h| HealthConfig {
                 http: match &h.check {

@@ -1,6 +1,7 @@
 //! cloud-init NoCloud seeds for VMs on imported cloud images, rendered from the provisioning
 //! credential: user-data with the login user, its keys, vmctl's SSH host key, the sshd
-//! hardening and the app (the same files vmctl's own image has, from `image::payload`);
+//! hardening and the app (the same files vmctl's own image has, from `image::payload`), your
+//! scripts, and your own cloud-config merged in (`cloudmerge`);
 //! meta-data with the instance id; both on a small vfat disk labelled CIDATA. (vmctl's own
 //! images skip cloud-init: it costs ~17 s to SSH under TCG; see `provision`.)
 
@@ -9,6 +10,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::error::{Error, IoContext, Result};
+use crate::guest::cloudmerge;
 use crate::guest::credential::Credential;
 use crate::image::payload::{self, GuestFile};
 use crate::paths::VmPaths;
@@ -69,6 +71,9 @@ pub fn user_data(cred: &Credential) -> String {
             ));
         }
         doc["bootcmd"] = json!([["sh", "-c", script]]);
+    }
+    if let Some(yours) = &cred.cloud_config {
+        cloudmerge::merge(doc.as_object_mut().expect("an object"), yours);
     }
     format!(
         "#cloud-config\n{}\n",
@@ -334,6 +339,7 @@ mod tests {
                 kind: "ed25519",
             },
             user: "alice".into(),
+            cloud_config: None,
         }
     }
 

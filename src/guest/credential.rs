@@ -40,6 +40,9 @@ pub struct Credential {
     pub scripts: Vec<crate::def::scripts::Script>,
     pub ssh_host_key: HostKey,
     pub user: String,
+    /// Your cloud-config, checked (cloud images only: merged into the seed's user-data).
+    #[serde(skip)]
+    pub cloud_config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// What the guest learns of its private networks.
@@ -77,6 +80,20 @@ impl Credential {
         let private = std::fs::read_to_string(ssh.host_key()).path_ctx("read", &ssh.host_key())?;
         let public =
             std::fs::read_to_string(ssh.host_key_pub()).path_ctx("read", &ssh.host_key())?;
+        let user = spec.user.clone().unwrap_or_else(default_user);
+        let cloud_config = match &spec.cloud_init {
+            None => None,
+            Some(text) => {
+                // Checked at create; checked again, as the definition may have been edited.
+                let mut p = crate::error::Problems::default();
+                let doc = crate::guest::cloudmerge::parse(text, "cloud_init", &mut p);
+                if let Some(d) = &doc {
+                    crate::guest::cloudmerge::check(d, &user.to_string(), "cloud_init", &mut p);
+                }
+                p.into_result(&paths.definition().display().to_string())?;
+                doc
+            }
+        };
         Ok(Credential {
             app: spec.app,
             app_env: spec.app_env.clone(),
@@ -102,7 +119,8 @@ impl Credential {
                 public: public.trim().to_string(),
                 kind: "ed25519",
             },
-            user: spec.user.clone().unwrap_or_else(default_user).to_string(),
+            user: user.to_string(),
+            cloud_config,
         })
     }
 
@@ -147,6 +165,7 @@ mod tests {
                 kind: "ed25519",
             },
             user: "alice".into(),
+            cloud_config: None,
         };
         // What serde_json made of the json! literal this replaced: keys sorted at every level.
         let expected = serde_json::json!({

@@ -4,6 +4,7 @@
 //! ask the guest itself whether it is up.
 
 pub mod cloudinit;
+pub mod cloudmerge;
 pub mod credential;
 pub mod health;
 pub mod provision;

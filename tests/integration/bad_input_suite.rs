@@ -80,6 +80,17 @@ fn cli_flags_and_values() {
     let empty = empty.to_str().unwrap();
     let kdir = keys.path().to_str().unwrap();
     let long_user = "u".repeat(33);
+    let yaml = |name: &str, text: &str| {
+        let f = keys.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f.to_str().unwrap().to_string()
+    };
+    let pwauth = yaml(
+        "pw.yaml",
+        "#cloud-config\nssh_pwauth: true\npackages: [jq]\n",
+    );
+    let script = yaml("run.sh", "#!/bin/sh\necho hi\n");
+    let good = yaml("good.yaml", "#cloud-config\npackages: [jq]\n");
     let cloud = |flag: &str, value: &str| {
         vec![
             "create".to_string(),
@@ -262,6 +273,29 @@ fn cli_flags_and_values() {
             cloud("--user", "Bob"),
             vec!["'--user <NAME>'".into(), "\"Bob\"".into()],
         ),
+        (
+            cloud("--cloud-init", "/nonexistent.yaml"),
+            vec!["--cloud-init: cannot read /nonexistent.yaml: no such file".into()],
+        ),
+        (
+            cloud("--cloud-init", kdir),
+            vec![format!("--cloud-init: {kdir} is a directory, not a file")],
+        ),
+        (
+            cloud("--cloud-init", &pwauth),
+            vec![
+                "cloud_init.ssh_pwauth: would let sshd take passwords; vmctl guests take keys only"
+                    .into(),
+            ],
+        ),
+        (
+            cloud("--cloud-init", &script),
+            vec!["cloud_init: starts with \"#!/bin/sh\": only #cloud-config YAML is merged".into()],
+        ),
+        case(
+            &["create", "v", "--cloud-init", &good],
+            &["cloud_init: image tiny does not run cloud-init"],
+        ),
         case(
             &["create", "v", "--image", "../x"],
             &["image: \"../x\" is not an image name"],
@@ -318,7 +352,7 @@ fn cli_flags_and_values() {
     ];
     cases.sort_by(|a, b| a.0.cmp(&b.0));
     let n = refuse_all(&t, &cases);
-    assert_eq!(n, 58);
+    assert_eq!(n, 63);
 }
 
 // ---- VM names ------------------------------------------------------------------------------

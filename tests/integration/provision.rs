@@ -93,6 +93,13 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
     // carries.
     let defs = tempfile::tempdir().unwrap();
     std::fs::write(defs.path().join("setup.sh"), "echo from a file\n").unwrap();
+    // And a cloud-config of the user's, merged into vmctl's.
+    let yours = defs.path().join("user-data.yaml");
+    std::fs::write(
+        &yours,
+        "#cloud-config\npackages: [jq]\nusers:\n  - name: bob\n    shell: /bin/sh\nwrite_files:\n  - path: /etc/motd\n    content: hello from the user's cloud-config\nruncmd:\n  - [touch, /var/tmp/yours]\ntimezone: Europe/Oslo\n",
+    )
+    .unwrap();
     let def = defs.path().join("c1.toml");
     std::fs::write(
         &def,
@@ -116,6 +123,8 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
         "gunicorn-hello",
         "--user",
         "alice",
+        "--cloud-init",
+        yours.to_str().unwrap(),
     ]);
     // No key given and none in ~/.ssh: vmctl made a key pair for the VM.
     let ssh_dir = t.home().join("vms/c1/ssh");
@@ -172,6 +181,22 @@ fn cloud_image_seed_is_valid_cloud_config_and_ssh_outputs_pin_the_key() {
         user_data.contains("/usr/local/lib/vmctl/scripts")
             && user_data.contains("echo from a file"),
         "{user_data}"
+    );
+    // The user's cloud-config is in, after vmctl's own (which cloud-init schema checks below).
+    let doc: serde_json::Value =
+        serde_json::from_str(user_data.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+    assert_eq!(doc["packages"], serde_json::json!(["gunicorn", "jq"]));
+    assert_eq!(doc["users"][0]["name"], "alice");
+    assert_eq!(
+        doc["users"].as_array().unwrap().last().unwrap()["name"],
+        "bob"
+    );
+    assert_eq!(doc["timezone"], "Europe/Oslo");
+    assert_eq!(doc["ssh_pwauth"], false);
+    let runcmd = doc["runcmd"].as_array().unwrap();
+    assert_eq!(
+        runcmd.last().unwrap(),
+        &serde_json::json!(["touch", "/var/tmp/yours"])
     );
     assert!(
         user_data.contains("PermitRootLogin no") && user_data.contains("\"ssh_pwauth\": false")
