@@ -15,9 +15,9 @@ use crate::sys::fsutil::{self, FileProblem};
 /// shared folder or `vmctl cp`.
 pub const MAX_SCRIPT_BYTES: usize = 32 * 1024;
 
-/// All scripts together: they travel in the provisioning credential (systemd takes one of up
-/// to 1 MiB) or the cloud-init seed, read at every boot.
-pub const MAX_TOTAL_BYTES: usize = 128 * 1024;
+/// All scripts together: they travel in the provisioning credential, which QEMU reads from a
+/// pipe of 64 KiB (`sys::child::PIPE_MAX`) with the keys and the rest of the credential.
+pub const MAX_TOTAL_BYTES: usize = 48 * 1024;
 
 /// One `provision` entry as the TOML has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
