@@ -11,6 +11,7 @@
 //! types and the errors with their exit codes.
 
 pub mod addr;
+pub mod app;
 pub mod cli;
 pub mod def;
 pub mod error;

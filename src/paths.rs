@@ -13,6 +13,7 @@
 //! vms/NAME/drop-in        the drop-in file that defines the VM (vmctl-generator)
 //! vms/NAME/provision.json the provisioning credential (vmctl's images)
 //! vms/NAME/seed.img       the cloud-init NoCloud seed (imported images)
+//! vms/NAME/app.tar        your app's last release   vms/NAME/provision.log your scripts' output
 //! vms/NAME/ssh/           authorized_keys, the VM's host key, known_hosts, identity
 //! images/NAME/ARCH/       image.toml manifest, disk.qcow2, kernel, initrd
 //! ```
@@ -251,6 +252,14 @@ impl VmPaths {
     }
     pub fn serial_log(&self) -> PathBuf {
         self.dir.join("serial.log")
+    }
+    /// Your app's last release (`app::bundle`), attached at each boot for the guest to install.
+    pub fn app_bundle(&self) -> PathBuf {
+        self.dir.join("app.tar")
+    }
+    /// Taken by `vmctl app deploy`, so that deploys take turns.
+    pub fn app_lock(&self) -> PathBuf {
+        self.dir.join("app.lock")
     }
     /// Your provisioning scripts' output, kept across starts (`vmctl logs NAME --provision`).
     pub fn provision_log(&self) -> PathBuf {

@@ -569,6 +569,13 @@ in_root python3 -m compileall -q /usr/local/lib/vmctl/hello.py
 for unit in vmctl-app-gunicorn-hello.service vmctl-app-nginx-gunicorn.service; do
 	put 0644 "/etc/systemd/system/$unit" <"$GUEST/$unit"
 done
+# Your own app ([app]): its installer (at boot from the VM's app.tar, and by `vmctl app
+# deploy`), its units (enabled by provision when the VM has one) and its place.
+put 0755 /usr/local/lib/vmctl/app-install <"$GUEST/vmctl-app-install"
+for unit in vmctl-app.service vmctl-app-install.service; do
+	put 0644 "/etc/systemd/system/$unit" <"$GUEST/$unit"
+done
+install -d -m 0755 "$ROOT/srv/vmctl-app"
 put 0644 /etc/nginx/sites-available/vmctl-app <"$GUEST/nginx-vmctl-app.conf"
 rm -f "$ROOT/etc/nginx/sites-enabled/default"
 ln -sfn ../sites-available/vmctl-app "$ROOT/etc/nginx/sites-enabled/vmctl-app"

@@ -11,6 +11,7 @@
 #   {"hostname": "web", "user": "alice", "authorized_keys": ["ssh-ed25519 AAAA... c"],
 #    "ssh_host_key": {"type": "ed25519", "private": "-----BEGIN OPENSSH...", "public": "ssh-ed25519 AAAA..."},
 #    "app": "gunicorn-hello" | "nginx-gunicorn" | null,
+#    "wsgi_app": "none" | "nginx" (your own app, and its proxy),
 #    "app_env": {"UPSTREAM": "http://db:8080/"},
 #    "networks": [{"mac": "52:54:00:ab:cd:ef", "address": "10.89.0.2/24"}],
 #    "hosts": [{"address": "10.89.0.3", "names": ["db", "db.backend"]}]}
@@ -23,6 +24,8 @@
 #   ssh_host_key     /etc/ssh/ssh_host_ed25519_key(.pub) (0600/0644)
 #   app              the app's units enabled and started, the other app's
 #                    units disabled and stopped; null/absent: no app
+#   wsgi_app         your own app: vmctl-app.service (+ nginx) enabled and
+#                    started (it installs the release first: app-install)
 #   app_env          /etc/vmctl/app.env (the app units' EnvironmentFile=),
 #                    removed when absent
 #   networks         the NICs on private networks, matched by MAC: a
@@ -65,6 +68,9 @@ UNIT_DIRS = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/sys
 APPS = {
     "gunicorn-hello": ["vmctl-app-gunicorn-hello.service"],
     "nginx-gunicorn": ["vmctl-app-nginx-gunicorn.service", "nginx.service"],
+    # Your own app (installed by vmctl-app-install.service, which vmctl-app.service needs).
+    "wsgi": ["vmctl-app.service"],
+    "wsgi-nginx": ["vmctl-app.service", "nginx.service"],
 }
 APP_UNITS = sorted({u for units in APPS.values() for u in units})
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -442,7 +448,10 @@ def main():
     if given:
         steps.append(("scripts", lambda: set_scripts(cfg.get("scripts"), cfg.get("user"))))
         steps.append(("app environment", lambda: set_app_env(cfg.get("app_env"))))
-        steps.append(("app", lambda: set_app(cfg.get("app"))))
+        app = cfg.get("app")
+        if app is None and cfg.get("wsgi_app") in ("none", "nginx"):
+            app = "wsgi" if cfg["wsgi_app"] == "none" else "wsgi-nginx"
+        steps.append(("app", lambda: set_app(app)))
     if cfg.get("user") is not None:
         def user_step():
             pw = ensure_user(cfg.get("user"))

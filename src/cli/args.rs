@@ -93,6 +93,9 @@ pub enum Cmd {
     Down(DownArgs),
     /// Show a stack's VMs: state, ports, networks and addresses.
     Ps(StackJsonArgs),
+    /// Your own app (the `[app]` table): ship a new release to a VM.
+    #[command(subcommand)]
+    App(AppCmd),
     /// Private networks between VMs: create, list and remove them (VMs join with --network).
     #[command(subcommand, alias = "net")]
     Network(NetworkCmd),
@@ -237,6 +240,23 @@ pub struct RmArgs {
     /// Kill the VM first if it runs.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCmd {
+    /// Ship a new release of the VM's app: to a running VM over SSH, reloading gunicorn
+    /// gracefully (no request fails); a stopped VM installs it at its next start.
+    Deploy(AppDeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AppDeployArgs {
+    pub name: VmName,
+    /// The app's directory to ship (default: the definition's app.dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -528,7 +548,9 @@ impl CreateArgs {
             stop_timeout: self.stop_timeout,
             user: self.user.as_ref().map(|u| u.to_string()),
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
-            app: self.app.map(|a| a.to_string()),
+            app: self
+                .app
+                .map(|a| crate::def::app::AppValue::Builtin(a.to_string())),
             app_env: Default::default(),
             autostart: self.autostart.then_some(true),
             host_access: self.host_access.then_some(true),

@@ -2,10 +2,10 @@
 //! parsed command with its handler and the handler's name, so a test can hold the table
 //! against clap's own list of subcommands.
 
-use crate::cli::args::{Cli, Cmd, ImageCmd, PortCmd, SnapshotCmd, SystemdCmd};
+use crate::cli::args::{AppCmd, Cli, Cmd, ImageCmd, PortCmd, SnapshotCmd, SystemdCmd};
 use crate::cli::args_net::NetworkCmd;
 use crate::cli::{
-    connect, doctor, image, inspect, lifecycle, network, port, snapshot, stack, systemd,
+    app, connect, doctor, image, inspect, lifecycle, network, port, snapshot, stack, systemd,
 };
 use crate::error::Result;
 use crate::paths::Home;
@@ -72,6 +72,7 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Up(a) => to!(stack::up, a),
         Cmd::Down(a) => to!(stack::down, a),
         Cmd::Ps(a) => to!(stack::ps, a),
+        Cmd::App(AppCmd::Deploy(a)) => to!(app::deploy, a),
         Cmd::Network(NetworkCmd::Create(a)) => to!(network::create, a),
         Cmd::Network(NetworkCmd::Ls(a)) => to!(network::ls, a),
         Cmd::Network(NetworkCmd::Rm(a)) => to!(network::rm, a),

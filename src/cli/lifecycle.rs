@@ -73,10 +73,14 @@ fn from_file(f: &Path) -> Result<VmConfig> {
     }
     let text = read_text(f).map_err(|e| file_problem("--from", f, e))?;
     let mut cfg = VmConfig::parse(&text, &f.display().to_string())?;
-    // Provisioning scripts named by file are read now, beside the definition file.
-    let base = f.parent().unwrap_or(Path::new("."));
+    // Provisioning scripts named by file are read now, beside the definition file, and your
+    // app's directories are found there.
+    let base = crate::sys::fsutil::folder_of(f);
     let mut p = crate::error::Problems::default();
-    crate::def::scripts::embed(&mut cfg.provision, base, &mut p);
+    crate::def::scripts::embed(&mut cfg.provision, &base, &mut p);
+    if let Some(crate::def::app::AppValue::Wsgi(t)) = &mut cfg.app {
+        crate::def::app::resolve(t, &base);
+    }
     p.into_result(&f.display().to_string())?;
     Ok(cfg)
 }

@@ -2,6 +2,7 @@
 //! its handler (`dispatch`), one room of handlers per group of commands, and how their results
 //! are shown (`output`: text for people or JSON for scripts, decided once).
 
+pub mod app;
 pub mod args;
 pub mod args_net;
 pub mod connect;

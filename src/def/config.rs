@@ -62,9 +62,10 @@ pub struct VmConfig {
     /// id_rsa.pub; without one vmctl makes a key pair for the VM).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_key: Option<String>,
-    /// The guest's web app: "gunicorn-hello" or "nginx-gunicorn" (see `vmctl image list`).
+    /// The guest's web app: a built-in one by name ("gunicorn-hello", "nginx-gunicorn"; see
+    /// `vmctl image list`), or your own WSGI app as an `[app]` table (`def::app`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub app: Option<String>,
+    pub app: Option<crate::def::app::AppValue>,
     /// Environment variables of the app's service in the guest (`UPSTREAM`: a URL whose answer
     /// the demo app shows under its own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -288,7 +289,7 @@ mod tests {
             stop_timeout: Some(1),
             user: Some("a".into()),
             ssh_key: Some("/k".into()),
-            app: Some("x".into()),
+            app: Some(crate::def::app::AppValue::Builtin("x".into())),
             app_env: [("UPSTREAM".to_string(), "http://db/".to_string())].into(),
             autostart: Some(true),
             host_access: Some(true),

@@ -7,6 +7,7 @@
 //! named on the host), shared folders (`mounts`: their text and what the host says of them),
 //! and your provisioning scripts (`scripts`).
 
+pub mod app;
 pub mod bounds;
 pub mod config;
 pub mod mounts;

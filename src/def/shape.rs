@@ -73,6 +73,11 @@ pub enum Kind {
     Table,
     /// A table of strings under names of the caller's choosing (`[app_env]`).
     StringTable(&'static str),
+    /// `app`: a built-in app's name, or the `[app]` table.
+    App,
+    /// A string like the first example, or an array of strings like the second
+    /// (`requirements`).
+    StrOrStrings(&'static str, &'static str),
     /// An array of tables, each with these keys (`provision`).
     Tables(&'static str, &'static [(&'static str, Kind)]),
 }
@@ -90,7 +95,7 @@ pub const VM_KEYS: [(&str, Kind); 21] = [
     ("stop_timeout", Kind::Int("1-3600 seconds")),
     ("user", Kind::Str("\"alice\"")),
     ("ssh_key", Kind::Str("\"/home/alice/.ssh/id_ed25519.pub\"")),
-    ("app", Kind::Str("\"gunicorn-hello\"")),
+    ("app", Kind::App),
     (
         "app_env",
         Kind::StringTable("UPSTREAM = \"http://db:8080/\""),
@@ -108,6 +113,20 @@ pub const VM_KEYS: [(&str, Kind); 21] = [
     ("stack", Kind::Str("\"demo\"")),
     ("health", Kind::Health),
 ];
+
+/// The keys of the `[app]` table, as `def::app::AppTable` has them.
+pub const APP_KEYS: [(&str, Kind); 6] = [
+    ("dir", Kind::Str("\"./myapp\"")),
+    ("wsgi", Kind::Str("\"app:app\"")),
+    ("workers", Kind::Int("1-64")),
+    ("proxy", Kind::Str("\"nginx\"")),
+    ("port", Kind::Int("a port 1-65535")),
+    (
+        "requirements",
+        Kind::StrOrStrings("\"./wheels\"", "\"python3-flask\""),
+    ),
+];
+pub const APP: (&str, &[(&str, Kind)]) = ("[app]'s", &APP_KEYS);
 
 /// The keys of a `provision` step.
 pub const PROVISION_KEYS: [(&str, Kind); 3] = [
@@ -165,6 +184,16 @@ pub fn table(
             (Kind::Health, DeValue::Table(h)) => {
                 table(text, h, &format!("{field}."), HEALTH, found)
             }
+            (Kind::App, DeValue::Table(a)) => table(text, a, &format!("{field}."), APP, found),
+            (Kind::StrOrStrings(_, example), DeValue::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if !matches!(item.get_ref(), DeValue::String(_)) {
+                        let line = line_of(text, item.span().start);
+                        let why = wrong(&format!("must be a string such as {example}"), item, line);
+                        found.push((line, format!("{field}[{i}]"), why));
+                    }
+                }
+            }
             (Kind::Networks, DeValue::Array(items)) => networks(text, items, &field, found),
             (Kind::Tables(what, keys), DeValue::Array(items)) => {
                 for (i, item) in items.iter().enumerate() {
@@ -214,6 +243,8 @@ pub fn mismatch(kind: Kind, value: &DeValue<'_>) -> Option<String> {
     let ok = match (kind, value) {
         (Kind::Int(_), DeValue::Integer(i)) => u64::from_str_radix(i.as_str(), i.radix()).is_ok(),
         (Kind::Str(_), DeValue::String(_))
+        | (Kind::App, DeValue::String(_))
+        | (Kind::StrOrStrings(..), DeValue::String(_))
         | (Kind::Bool, DeValue::Boolean(_))
         | (Kind::Table, DeValue::Table(_)) => true,
         _ => false,
@@ -225,6 +256,13 @@ pub fn mismatch(kind: Kind, value: &DeValue<'_>) -> Option<String> {
         Kind::Strings(example) => format!("must be an array of strings such as [{example}]"),
         Kind::Health => "must be a table ([health] with http or tcp)".to_string(),
         Kind::Table => "must be a table".to_string(),
+        Kind::App => {
+            "must be a built-in app such as \"gunicorn-hello\" or an [app] table with your app's dir"
+                .to_string()
+        }
+        Kind::StrOrStrings(one, many) => {
+            format!("must be a string such as {one} or an array of strings such as [{many}]")
+        }
         Kind::Tables(..) => {
             "must be an array of tables such as [{ mode = \"system\", script = \"...\" }]"
                 .to_string()

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::addr::{MacAddr, NetName};
+use crate::def::app::AppValue;
 use crate::def::bounds;
 use crate::def::config::{self, HealthConfig, NetworkEntry, NetworkRef, VmConfig};
 use crate::def::mounts::MountSpec;
@@ -45,6 +46,8 @@ pub struct VmSpec {
     pub networks: Vec<NetAttach>,
     /// Host directories shared into the guest.
     pub mounts: Vec<MountSpec>,
+    /// Your own WSGI app (`[app]`), when `app` is not a built-in one.
+    pub wsgi_app: Option<crate::def::app::WsgiApp>,
     /// Your provisioning scripts, in order.
     pub scripts: Vec<crate::def::scripts::Script>,
     /// Your cloud-config, as given (checked against the image at create: `guest::cloudmerge`).
@@ -131,6 +134,10 @@ pub fn validate(
     let app_env = app_env(&cfg.app_env, &mut p);
     let mounts = mounts(&cfg.mounts, &mut p);
     let scripts = crate::def::scripts::validate(&cfg.provision, &mut p);
+    let wsgi_app = match &cfg.app {
+        Some(AppValue::Wsgi(t)) => crate::def::app::validate(t, &mut p),
+        _ => None,
+    };
     let stack = cfg.stack.as_deref().and_then(|s| {
         p.check(
             "stack",
@@ -160,6 +167,7 @@ pub fn validate(
         networks,
         mounts,
         scripts,
+        wsgi_app,
         cloud_init: cfg.cloud_init.clone(),
         stack,
     })
@@ -282,10 +290,10 @@ fn login(
         }
         other => other.map(std::path::PathBuf::from),
     };
-    let app = cfg
-        .app
-        .as_deref()
-        .and_then(|a| p.check("app", a.parse::<App>()));
+    let app = match &cfg.app {
+        Some(AppValue::Builtin(a)) => p.check("app", a.parse::<App>()),
+        _ => None,
+    };
     (user, ssh_key, app)
 }
 
@@ -497,7 +505,11 @@ impl VmSpec {
             stop_timeout: Some(self.stop_timeout.as_secs()),
             user: self.user.as_ref().map(|u| u.to_string()),
             ssh_key: self.ssh_key.as_ref().map(|p| p.display().to_string()),
-            app: self.app.map(|a| a.to_string()),
+            app: match (&self.app, &self.wsgi_app) {
+                (_, Some(w)) => Some(AppValue::Wsgi(w.to_table())),
+                (Some(a), None) => Some(AppValue::Builtin(a.to_string())),
+                (None, None) => None,
+            },
             app_env: self.app_env.clone(),
             autostart: Some(self.autostart),
             host_access: Some(self.host_access),
@@ -638,7 +650,7 @@ mod tests {
     fn users_and_apps_are_checked() {
         let cfg = VmConfig {
             user: Some("root".into()),
-            app: Some("wordpress".into()),
+            app: Some(AppValue::Builtin("wordpress".into())),
             ssh_key: Some("".into()),
             ..Default::default()
         };
@@ -666,7 +678,7 @@ mod tests {
         );
         let ok = VmConfig {
             user: Some("alice".into()),
-            app: Some("gunicorn-hello".into()),
+            app: Some(AppValue::Builtin("gunicorn-hello".into())),
             ..Default::default()
         };
         let s = validate(&name(), &ok, LIMITS, "t").unwrap();
@@ -830,7 +842,7 @@ mod tests {
             ports: vec!["0.0.0.0:5022:22".into()],
             user: Some("alice".into()),
             ssh_key: Some("/k.pub".into()),
-            app: Some("nginx-gunicorn".into()),
+            app: Some(AppValue::Builtin("nginx-gunicorn".into())),
             autostart: Some(true),
             after: vec!["db".into()],
             health: Some(HealthConfig {

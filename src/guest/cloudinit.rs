@@ -333,6 +333,7 @@ mod tests {
             mounts: vec![],
             networks: vec![],
             scripts: vec![],
+            wsgi_app: None,
             ssh_host_key: HostKey {
                 private: "PRIVATE".into(),
                 public: "ssh-ed25519 BBBB web".into(),

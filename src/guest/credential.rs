@@ -40,6 +40,9 @@ pub struct Credential {
     pub scripts: Vec<crate::def::scripts::Script>,
     pub ssh_host_key: HostKey,
     pub user: String,
+    /// Your own app's proxy ("none" or "nginx"), when the VM has one (absent without).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wsgi_app: Option<&'static str>,
     /// Your cloud-config, checked (cloud images only: merged into the seed's user-data).
     #[serde(skip)]
     pub cloud_config: Option<serde_json::Map<String, serde_json::Value>>,
@@ -114,6 +117,10 @@ impl Credential {
                 })
                 .collect(),
             scripts: spec.scripts.clone(),
+            wsgi_app: spec.wsgi_app.as_ref().map(|a| match a.proxy {
+                crate::def::app::Proxy::None => "none",
+                crate::def::app::Proxy::Nginx => "nginx",
+            }),
             ssh_host_key: HostKey {
                 private,
                 public: public.trim().to_string(),
@@ -159,6 +166,7 @@ mod tests {
             mounts: vec![],
             networks: vec![],
             scripts: vec![],
+            wsgi_app: None,
             ssh_host_key: HostKey {
                 private: "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),
                 public: "ssh-ed25519 BBBB web".into(),

@@ -71,6 +71,15 @@ pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Problems) {
             );
         }
     }
+    if spec.wsgi_app.is_some() && m.provision != Provision::Vmctl {
+        problems.add(
+            "app",
+            format!(
+                "image {} cannot install your own app; vmctl's debian-12 image can (on a cloud image, use --cloud-init or provision)",
+                spec.image
+            ),
+        );
+    }
     let mut bad = |field: &str, message: String| problems.add(field, message);
     if m.provision == Provision::None {
         return;
@@ -259,21 +268,24 @@ pub fn boot_files(
             crate::guest::cloudinit::write_seed(paths, &Credential::read(paths, spec, net)?)?
         }
     }
-    Ok(planned(paths, image))
+    Ok(planned(paths, spec, image))
 }
 
 /// What QEMU is given for the image's provisioning, without writing anything (for the argv
 /// builder; also what `show-cmd` names).
-pub fn planned(paths: &VmPaths, image: &Image) -> BootFiles {
+pub fn planned(paths: &VmPaths, spec: &VmSpec, image: &Image) -> BootFiles {
+    let app = spec.wsgi_app.as_ref().map(|_| paths.app_bundle());
     match image.manifest.provision {
         Provision::None => BootFiles::default(),
         Provision::Vmctl => BootFiles {
             credential: Some(paths.provision_credential()),
             seed: None,
+            app,
         },
         Provision::CloudInit => BootFiles {
             credential: None,
             seed: Some(paths.cloud_init_seed()),
+            app,
         },
     }
 }

@@ -60,8 +60,25 @@ const NGINX_GUNICORN_UNIT: GuestFile = guest_file!(
     0o644
 );
 
+/// Your own app's installer (`app::deploy::INSTALLER`), its unit and gunicorn's.
+pub const APP_INSTALLER: GuestFile = guest_file!(
+    "vmctl-app-install",
+    "/usr/local/lib/vmctl/app-install",
+    0o755
+);
+pub const APP_INSTALL_UNIT: GuestFile = guest_file!(
+    "vmctl-app-install.service",
+    "/etc/systemd/system/vmctl-app-install.service",
+    0o644
+);
+pub const WSGI_APP_UNIT: GuestFile = guest_file!(
+    "vmctl-app.service",
+    "/etc/systemd/system/vmctl-app.service",
+    0o644
+);
+
 /// Every file, as the image recipe embeds them.
-pub const ALL: [GuestFile; 7] = [
+pub const ALL: [GuestFile; 10] = [
     SSHD_HARDENING,
     SCRIPTS_RUNNER,
     HELLO_APP,
@@ -69,6 +86,9 @@ pub const ALL: [GuestFile; 7] = [
     NGINX_SITE,
     GUNICORN_HELLO_UNIT,
     NGINX_GUNICORN_UNIT,
+    APP_INSTALLER,
+    APP_INSTALL_UNIT,
+    WSGI_APP_UNIT,
 ];
 
 /// The unit that runs `app` (`vmctl-app-NAME.service`).

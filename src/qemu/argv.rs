@@ -70,6 +70,8 @@ pub fn lan_netdev(index: usize) -> String {
 pub struct BootFiles {
     pub credential: Option<PathBuf>,
     pub seed: Option<PathBuf>,
+    /// Your app's release (a tar), a read-only disk with the serial `vmctl-app`.
+    pub app: Option<PathBuf>,
 }
 
 /// The `-netdev id=` of the guest's network: passt's stream, or QEMU's user networking (whose
@@ -92,6 +94,8 @@ pub mod fd {
     pub const DISK_RO: i32 = 8;
     /// The cloud-init seed, read-only (fd set 3).
     pub const SEED: i32 = 9;
+    /// Your app's release, read-only (fd set 4).
+    pub const APP: i32 = 39;
     /// A pipe holding the provisioning credential.
     pub const CREDENTIAL: i32 = 10;
     /// The guest network's socket (listening; passt connects to it), unless the VM has
@@ -261,6 +265,16 @@ pub fn argv(l: &Launch) -> Vec<String> {
             "file=/dev/fdset/3,if=none,id=seed,format=raw,readonly=on",
             "-device",
             "virtio-blk-pci,drive=seed",
+        ]);
+    }
+    if let Some(app) = &l.boot_files.app {
+        push(&[
+            "-add-fd",
+            &format!("fd={},set=4,opaque={}", fd::APP, path(app)),
+            "-drive",
+            "file=/dev/fdset/4,if=none,id=app,format=raw,readonly=on",
+            "-device",
+            "virtio-blk-pci,drive=app,serial=vmctl-app",
         ]);
     }
     if let Some(k) = &l.kernel {
@@ -450,6 +464,7 @@ mod tests {
             boot_files: BootFiles {
                 credential: Some(paths.provision_credential()),
                 seed: None,
+                app: Some(paths.app_bundle()),
             },
             lans: vec![],
             lans_on_cmdline: None,
@@ -477,6 +492,7 @@ mod tests {
             boot_files: BootFiles {
                 credential: None,
                 seed: Some(paths.cloud_init_seed()),
+                app: None,
             },
             lans: vec![],
             lans_on_cmdline: None,

@@ -49,6 +49,9 @@ pub fn child(
     if let Some(seed) = &boot.seed {
         child.pass(open(seed, false)?, fd::SEED)?;
     }
+    if let Some(app) = &boot.app {
+        child.pass(open(app, false)?, fd::APP)?;
+    }
     if let Some(cred) = &boot.credential {
         let data = std::fs::read(cred).path_ctx("read", cred)?;
         if data.len() > PIPE_MAX {

@@ -233,6 +233,16 @@ pub fn tail_since(path: &Path, offset: u64, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The folder a file is in, absolute (from here, for a relative path), where names it holds
+/// are taken from.
+pub fn folder_of(file: &Path) -> PathBuf {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
 /// Why a file cannot give the text asked for.
 #[derive(Debug)]
 pub enum FileProblem {

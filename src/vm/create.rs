@@ -61,6 +61,13 @@ fn create_as(
     };
     crate::qemu::img::create(&staging.disk(), spec.disk, Some(&img.disk()))?;
     let spec = crate::guest::provision::setup(&spec, &img, &staging, &paths)?;
+    if let Some(app) = &spec.wsgi_app {
+        // Your app's first release, which the guest installs at its first boot.
+        fsutil::write_atomic(
+            &staging.app_bundle(),
+            &crate::app::bundle::build(app, &app.dir)?,
+        )?;
+    }
     fsutil::write_atomic(&staging.definition(), definition_text(&spec, by).as_bytes())?;
     if let DefinedBy::DropIn(f) = by {
         write_drop_in_record(&staging.drop_in_record(), f)?;

@@ -2,6 +2,7 @@
 //! qemu-img and the tiny guest built from Debian packages.
 
 mod accel;
+mod app_deploy;
 mod bad_input;
 mod bad_input_suite;
 mod console;
