@@ -5,8 +5,8 @@
 #   scripts/bench-shares.sh          # N=3 runs each, alternating
 #   BENCH_N=5 scripts/bench-shares.sh
 #
-# Sequential write (synced) and read (page cache dropped) of a 128 MiB file, timed inside a
-# tiny guest (256M, TCG), through:
+# Sequential write (synced) and read (page cache dropped) of a 256 MiB file, timed inside a
+# tiny guest (512M, TCG), through:
 #   a. vmctl's shared folder (virtio-fs, virtiofsd as the folder's owner)
 #   b. 9p (QEMU's -virtfs, security_model=none), the same guest by hand
 #   c. the guest's own disk (its virtio-blk qcow2 overlay, written raw)
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${BENCH_N:-3}
-MIB=128
+MIB=${BENCH_MIB:-256}
 
 scripts/install-deps.sh >/dev/null
 cargo build --release --locked -q
@@ -68,7 +68,7 @@ declare -A writes reads
 record() { writes[$1]+="$2 "; reads[$1]+="$3 "; echo "  $1: write $2 MB/s, read $3 MB/s" >&2; }
 
 pv=$(free_port)
-"$V" create sv --mem 256M --disk 1G --port "$pv:8080" --mount "$shared/vfs:/mnt/vfs" >/dev/null
+"$V" create sv --mem 512M --disk 1G --port "$pv:8080" --mount "$shared/vfs:/mnt/vfs" >/dev/null
 echo "== tiny guest, $MIB MiB ($N runs each, alternating)" >&2
 for i in $(seq "$N"); do
 	"$V" start sv --wait >/dev/null
@@ -77,7 +77,7 @@ for i in $(seq "$N"); do
 	"$V" stop sv >/dev/null
 
 	p9=$(free_port)
-	qemu-system-x86_64 -machine pc -accel tcg,tb-size=64 -m 256M -smp 1 -nodefaults -display none \
+	qemu-system-x86_64 -machine pc -accel tcg,tb-size=64 -m 512M -smp 1 -nodefaults -display none \
 		-kernel "$IMG/kernel" -initrd "$IMG/initrd" \
 		-append "panic=-1 quiet console=ttyS0 vmctl.name=p9 vmctl.mount9p=p9,/mnt/p9" \
 		-serial "file:$work/p9.log" \

@@ -34,6 +34,11 @@ pub fn settings(app: &WsgiApp) -> String {
 
 /// The release's tar, from `dir` (your app's directory, or `--dir` at deploy).
 pub fn build(app: &WsgiApp, dir: &Path) -> Result<Vec<u8>> {
+    pack(dir, members(app, dir)?)
+}
+
+/// What goes in the release, sorted by name: the settings, the app's files, the wheels.
+fn members(app: &WsgiApp, dir: &Path) -> Result<Vec<(String, Entry)>> {
     let mut files: Vec<(String, Entry)> = Vec::new();
     files.push((
         "vmctl-app.json".into(),
@@ -61,6 +66,11 @@ pub fn build(app: &WsgiApp, dir: &Path) -> Result<Vec<u8>> {
         }
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
+}
+
+/// A tar of `files` with fixed owners and times, so the same app gives the same bytes.
+fn pack(dir: &Path, files: Vec<(String, Entry)>) -> Result<Vec<u8>> {
     let mut total = 0u64;
     let mut out = tar::Builder::new(Vec::new());
     for (name, entry) in files {

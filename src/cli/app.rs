@@ -1,7 +1,7 @@
 //! `vmctl app deploy`: the release, where it went and what the guest did with it.
 
 use crate::app::deploy;
-use crate::cli::args::AppDeployArgs;
+use crate::cli::args_guest::AppDeployArgs;
 use crate::cli::output::print_json;
 use crate::error::Result;
 use crate::paths::Home;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::addr::NetName;
+use crate::cli::args_guest::{AppCmd, CpArgs, LogsArgs, SshArgs};
 use crate::cli::args_net::{DownArgs, NetworkCmd, StackJsonArgs, UpArgs};
 use crate::def::config::{NetworkEntry, NetworkRef, VmConfig};
 use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName};
@@ -240,62 +241,6 @@ pub struct RmArgs {
     /// Kill the VM first if it runs.
     #[arg(long)]
     pub force: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AppCmd {
-    /// Ship a new release of the VM's app: to a running VM over SSH, reloading gunicorn
-    /// gracefully (no request fails); a stopped VM installs it at its next start.
-    Deploy(AppDeployArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct AppDeployArgs {
-    pub name: VmName,
-    /// The app's directory to ship (default: the definition's app.dir).
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    pub name: VmName,
-    /// Keep printing as the guest writes.
-    #[arg(short, long)]
-    pub follow: bool,
-    /// Your provisioning scripts' output instead (kept across starts), each line with the
-    /// Unix time it was read.
-    #[arg(long)]
-    pub provision: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct SshArgs {
-    pub name: VmName,
-    /// Print the ssh command instead of running it.
-    #[arg(long)]
-    pub print: bool,
-    /// Extra OpenSSH option (e.g. -o BatchMode=yes); repeatable.
-    #[arg(short = 'o', value_name = "OPTION")]
-    pub option: Vec<String>,
-    /// Command to run in the guest.
-    #[arg(last = true)]
-    pub command: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct CpArgs {
-    /// Copy directories and what they hold.
-    #[arg(short = 'r', long)]
-    pub recursive: bool,
-    /// Sources, then the destination; the VM's side as VM:PATH.
-    #[arg(required = true, num_args = 2.., value_name = "PATH")]
-    pub paths: Vec<String>,
-    /// Print the scp command instead of running it.
-    #[arg(long)]
-    pub print: bool,
 }
 
 #[derive(Debug, Args)]

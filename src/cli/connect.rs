@@ -1,9 +1,8 @@
 //! The handlers that reach into a guest or its QEMU: `ssh` (OpenSSH with the VM's user, port,
 //! key and pinned host key), `ssh-config`, `inventory` (Ansible) and `qmp` (the QMP shell).
 
-use crate::cli::args::{
-    CpArgs, InventoryArgs, InventoryFormat, NameArg, QmpArgs, SshArgs, SshConfigArgs,
-};
+use crate::cli::args::{InventoryArgs, InventoryFormat, NameArg, QmpArgs, SshConfigArgs};
+use crate::cli::args_guest::{CpArgs, SshArgs};
 use crate::def::store::names;
 use crate::error::{Error, Result};
 use crate::guest::ssh::{self, Target};

@@ -2,7 +2,8 @@
 //! parsed command with its handler and the handler's name, so a test can hold the table
 //! against clap's own list of subcommands.
 
-use crate::cli::args::{AppCmd, Cli, Cmd, ImageCmd, PortCmd, SnapshotCmd, SystemdCmd};
+use crate::cli::args::{Cli, Cmd, ImageCmd, PortCmd, SnapshotCmd, SystemdCmd};
+use crate::cli::args_guest::AppCmd;
 use crate::cli::args_net::NetworkCmd;
 use crate::cli::{
     app, connect, doctor, image, inspect, lifecycle, network, port, snapshot, stack, systemd,

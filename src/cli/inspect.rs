@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::cli::args::{JsonArg, LogsArgs, NameArg, NameJsonArgs};
+use crate::cli::args::{JsonArg, NameArg, NameJsonArgs};
+use crate::cli::args_guest::LogsArgs;
 use crate::cli::output::{Show, show};
 use crate::error::Result;
 use crate::paths::Home;

@@ -77,10 +77,7 @@ fn from_file(f: &Path) -> Result<VmConfig> {
     // app's directories are found there.
     let base = crate::sys::fsutil::folder_of(f);
     let mut p = crate::error::Problems::default();
-    crate::def::scripts::embed(&mut cfg.provision, &base, &mut p);
-    if let Some(crate::def::app::AppValue::Wsgi(t)) = &mut cfg.app {
-        crate::def::app::resolve(t, &base);
-    }
+    cfg.resolve_files(&base, &mut p);
     p.into_result(&f.display().to_string())?;
     Ok(cfg)
 }

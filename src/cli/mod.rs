@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod args;
+pub mod args_guest;
 pub mod args_net;
 pub mod connect;
 pub mod dispatch;

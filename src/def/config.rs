@@ -188,6 +188,16 @@ impl VmConfig {
         VmConfig::parse(&text, &path.display().to_string())
     }
 
+    /// What the definition names beside its file, taken from `base` (the file's folder): each
+    /// provisioning script's `file` read into its `script`, your app's folders made absolute.
+    /// What cannot be read is a problem of its field.
+    pub fn resolve_files(&mut self, base: &Path, p: &mut crate::error::Problems) {
+        crate::def::scripts::embed(&mut self.provision, base, p);
+        if let Some(crate::def::app::AppValue::Wsgi(t)) = &mut self.app {
+            crate::def::app::resolve(t, base);
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a VmConfig always serializes")
     }
@@ -825,7 +835,10 @@ mod example_files {
                 crate::def::stack::load(&p, limits).unwrap_or_else(|e| panic!("{e}"));
                 stacks += 1;
             } else if p.extension().is_some_and(|x| x == "toml") {
-                let cfg = VmConfig::load(&p).unwrap();
+                let mut cfg = VmConfig::load(&p).unwrap();
+                let mut problems = crate::error::Problems::default();
+                cfg.resolve_files(&crate::sys::fsutil::folder_of(&p), &mut problems);
+                problems.into_result("example").unwrap();
                 let limits = crate::def::spec::Limits {
                     host_memory: u64::MAX,
                 };

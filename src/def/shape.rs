@@ -185,14 +185,8 @@ pub fn table(
                 table(text, h, &format!("{field}."), HEALTH, found)
             }
             (Kind::App, DeValue::Table(a)) => table(text, a, &format!("{field}."), APP, found),
-            (Kind::StrOrStrings(_, example), DeValue::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    if !matches!(item.get_ref(), DeValue::String(_)) {
-                        let line = line_of(text, item.span().start);
-                        let why = wrong(&format!("must be a string such as {example}"), item, line);
-                        found.push((line, format!("{field}[{i}]"), why));
-                    }
-                }
+            (Kind::StrOrStrings(_, example) | Kind::Strings(example), DeValue::Array(items)) => {
+                strings(text, items, &field, example, found)
             }
             (Kind::Networks, DeValue::Array(items)) => networks(text, items, &field, found),
             (Kind::Tables(what, keys), DeValue::Array(items)) => {
@@ -220,20 +214,28 @@ pub fn table(
                     }
                 }
             }
-            (Kind::Strings(example), DeValue::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    if !matches!(item.get_ref(), DeValue::String(_)) {
-                        let line = line_of(text, item.span().start);
-                        let why = wrong(&format!("must be a string such as {example}"), item, line);
-                        found.push((line, format!("{field}[{i}]"), why));
-                    }
-                }
-            }
             (kind, value) => {
                 if let Some(want) = mismatch(*kind, value) {
                     found.push((line, field, wrong(&want, v, line)));
                 }
             }
+        }
+    }
+}
+
+/// Each item of an array of strings that is not one.
+fn strings(
+    text: &str,
+    items: &[Spanned<DeValue<'_>>],
+    field: &str,
+    example: &str,
+    found: &mut Found,
+) {
+    for (i, item) in items.iter().enumerate() {
+        if !matches!(item.get_ref(), DeValue::String(_)) {
+            let line = line_of(text, item.span().start);
+            let why = wrong(&format!("must be a string such as {example}"), item, line);
+            found.push((line, format!("{field}[{i}]"), why));
         }
     }
 }

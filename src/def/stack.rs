@@ -182,11 +182,8 @@ fn validate(mut file: StackFile, path: &Path, limits: Limits) -> Result<Stack> {
     // Provisioning scripts named by file are read beside the stack file.
     let base = crate::sys::fsutil::folder_of(path);
     for (short, cfg) in file.vms.iter_mut() {
-        if let Some(crate::def::app::AppValue::Wsgi(t)) = &mut cfg.app {
-            crate::def::app::resolve(t, &base);
-        }
         let mut q = Problems::default();
-        crate::def::scripts::embed(&mut cfg.provision, &base, &mut q);
+        cfg.resolve_files(&base, &mut q);
         if let Err(Error::Invalid { problems, .. }) = q.into_result("") {
             for pr in problems {
                 p.add(format!("vms.{short}.{}", pr.field), pr.message);

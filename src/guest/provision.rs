@@ -55,31 +55,7 @@ pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Problems) {
             );
         }
     }
-    if let Some(text) = &spec.cloud_init {
-        if m.provision == Provision::CloudInit {
-            let login = spec.user.clone().unwrap_or_else(default_user);
-            if let Some(doc) = cloudmerge::parse(text, "cloud_init", problems) {
-                cloudmerge::check(&doc, &login.to_string(), "cloud_init", problems);
-            }
-        } else {
-            problems.add(
-                "cloud_init",
-                format!(
-                    "image {} does not run cloud-init (imported cloud images do); use provision scripts",
-                    spec.image
-                ),
-            );
-        }
-    }
-    if spec.wsgi_app.is_some() && m.provision != Provision::Vmctl {
-        problems.add(
-            "app",
-            format!(
-                "image {} cannot install your own app; vmctl's debian-12 image can (on a cloud image, use --cloud-init or provision)",
-                spec.image
-            ),
-        );
-    }
+    precheck_additions(spec, image, problems);
     let mut bad = |field: &str, message: String| problems.add(field, message);
     if m.provision == Provision::None {
         return;
@@ -108,6 +84,37 @@ pub fn precheck(spec: &VmSpec, image: &Image, problems: &mut Problems) {
         if let Err(e) = check_key_path(key).and_then(|()| read_public_key(key).map(|_| ())) {
             bad("ssh_key", e);
         }
+    }
+}
+
+/// What you add on top of vmctl's provisioning fits the image: your cloud-config needs
+/// cloud-init, your own app needs vmctl's debian-12 image.
+fn precheck_additions(spec: &VmSpec, image: &Image, problems: &mut Problems) {
+    let m = &image.manifest;
+    if let Some(text) = &spec.cloud_init {
+        if m.provision == Provision::CloudInit {
+            let login = spec.user.clone().unwrap_or_else(default_user);
+            if let Some(doc) = cloudmerge::parse(text, "cloud_init", problems) {
+                cloudmerge::check(&doc, &login.to_string(), "cloud_init", problems);
+            }
+        } else {
+            problems.add(
+                "cloud_init",
+                format!(
+                    "image {} does not run cloud-init (imported cloud images do); use provision scripts",
+                    spec.image
+                ),
+            );
+        }
+    }
+    if spec.wsgi_app.is_some() && m.provision != Provision::Vmctl {
+        problems.add(
+            "app",
+            format!(
+                "image {} cannot install your own app; vmctl's debian-12 image can (on a cloud image, use --cloud-init or provision)",
+                spec.image
+            ),
+        );
     }
 }
 
