@@ -32,6 +32,9 @@ pub fn settings(app: &WsgiApp) -> String {
     serde_json::to_string_pretty(&doc).expect("json") + "\n"
 }
 
+/// A release's size is a multiple of this (it is attached as a disk).
+const DISK_ALIGN: usize = 64 << 10;
+
 /// The release's tar, from `dir` (your app's directory, or `--dir` at deploy).
 pub fn build(app: &WsgiApp, dir: &Path) -> Result<Vec<u8>> {
     pack(dir, members(app, dir)?)
@@ -118,9 +121,10 @@ fn pack(dir: &Path, files: Vec<(String, Entry)>) -> Result<Vec<u8>> {
     let mut bytes = out
         .into_inner()
         .map_err(|e| Error::Other(format!("Cannot pack the app: {e}")))?;
-    // A disk is whole 512-byte sectors; tar's own padding already is, but say so.
+    // The tar is also a disk: padded with zero blocks (the end of a tar) to whole 64 KiB, so
+    // the guest kernel's partition probe, which reads the first 16 sectors, finds them.
+    bytes.resize(bytes.len().next_multiple_of(DISK_ALIGN), 0);
     bytes.flush().ok();
-    debug_assert_eq!(bytes.len() % 512, 0);
     Ok(bytes)
 }
 
@@ -260,6 +264,7 @@ mod tests {
         let two = build(&app(d.path()), d.path()).unwrap();
         assert_eq!(release_id(&one), release_id(&two));
         assert_eq!(release_id(&one).len(), 16);
+        assert_eq!(one.len() % DISK_ALIGN, 0, "whole 64 KiB, as a disk");
         std::fs::write(d.path().join("app.py"), "def app(e, s): return []\n").unwrap();
         assert_ne!(
             release_id(&one),

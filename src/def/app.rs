@@ -102,7 +102,11 @@ impl WsgiApp {
 /// Make `dir` and a wheel directory absolute, relative to `base` (the definition file's
 /// folder); what the flags or a stored definition give is absolute already.
 pub fn resolve(t: &mut AppTable, base: &Path) {
-    let abs = |s: &str| base.join(s).display().to_string();
+    // `components` drops the `.` of "./myapp", so the stored path reads plainly.
+    let abs = |s: &str| {
+        let p: PathBuf = base.join(s).components().collect();
+        p.display().to_string()
+    };
     if let Some(d) = t.dir.as_deref().filter(|d| !Path::new(d).is_absolute()) {
         t.dir = Some(abs(d));
     }
@@ -276,7 +280,7 @@ mod tests {
         let mut t = table("./myapp");
         t.requirements = Some(Requirements::Wheels("wheels".into()));
         resolve(&mut t, Path::new("/srv/defs"));
-        assert_eq!(t.dir.as_deref(), Some("/srv/defs/./myapp"));
+        assert_eq!(t.dir.as_deref(), Some("/srv/defs/myapp"));
         assert_eq!(
             t.requirements,
             Some(Requirements::Wheels("/srv/defs/wheels".into()))

@@ -66,7 +66,7 @@ fn own_app_is_served_and_deployed_without_a_failed_request() {
     t.ok(&["create", "web", "--from", def.to_str().unwrap()]);
     let stored = std::fs::read_to_string(t.home().join("vms/web/vm.toml")).unwrap();
     assert!(
-        stored.contains(&format!("dir = \"{}/./myapp\"", defs.path().display())),
+        stored.contains(&format!("dir = \"{}/myapp\"", defs.path().display())),
         "the app's dir is kept absolute: {stored}"
     );
     t.ok(&["start", "web", "--wait", "--timeout", "500"]);
