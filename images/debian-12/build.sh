@@ -445,6 +445,14 @@ link set eth0 up
 address add 10.0.2.15/24 dev eth0
 route add default via 10.0.2.2
 EOF
+# networkd then manages no link (private networks' NICs aside), so
+# systemd-networkd-wait-online would wait its whole 2 min for one before
+# network-online.target, which nginx wants: the network is up once
+# vmctl-direct-net has run (before network.target), so it is skipped there.
+put 0644 /etc/systemd/system/systemd-networkd-wait-online.service.d/vmctl-direct.conf <<'EOF'
+[Unit]
+ConditionKernelCommandLine=!vmctl.direct
+EOF
 
 # Provisioning.
 install -D -m 0755 "$PROVISION_SRC" "$ROOT/usr/local/lib/vmctl/provision"
