@@ -47,6 +47,18 @@ fn body(port: u16) -> Option<String> {
         .then(|| r.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string())
 }
 
+/// `vmctl app deploy web --dir DIR --json`.
+fn deploy(t: &TestHome, dir: &Path) -> serde_json::Value {
+    t.json(&[
+        "app",
+        "deploy",
+        "web",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--json",
+    ])
+}
+
 #[test]
 fn own_app_is_served_and_deployed_without_a_failed_request() {
     let t = TestHome::bare();
@@ -103,14 +115,7 @@ fn own_app_is_served_and_deployed_without_a_failed_request() {
             answers
         })
     };
-    let d = t.json(&[
-        "app",
-        "deploy",
-        "web",
-        "--dir",
-        v2.to_str().unwrap(),
-        "--json",
-    ]);
+    let d = deploy(&t, &v2);
     assert_eq!(d["live"], true, "{d}");
     assert!(
         d["outcome"].as_str().unwrap().starts_with("reloaded "),
@@ -144,14 +149,7 @@ fn own_app_is_served_and_deployed_without_a_failed_request() {
     );
 
     // The same release again: nothing to do. A stopped VM keeps the release for its next start.
-    let again = t.json(&[
-        "app",
-        "deploy",
-        "web",
-        "--dir",
-        v2.to_str().unwrap(),
-        "--json",
-    ]);
+    let again = deploy(&t, &v2);
     assert!(
         again["outcome"].as_str().unwrap().starts_with("unchanged "),
         "{again}"

@@ -697,7 +697,7 @@ fn toml_wrong_types_for_every_field() {
         ("ssh_key = false", "ssh_key: must be a string such as"),
         (
             "app = 1",
-            "app: must be a string such as \"gunicorn-hello\"; got the integer 1",
+            "app: must be a built-in app such as \"gunicorn-hello\" or an [app] table with your app's dir; got the integer 1",
         ),
         (
             "autostart = \"yes\"",
