@@ -26,6 +26,7 @@ pub mod paths;
 pub mod qemu;
 pub mod qmp_shell;
 pub mod runstate;
+pub mod saved;
 pub mod share;
 pub mod supervisor;
 pub mod sys;

@@ -268,6 +268,18 @@ impl VmPaths {
     pub fn qemu_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
     }
+    /// The guest's saved state (RAM and devices, QEMU's migration stream) after `vmctl suspend`.
+    pub fn saved_state(&self) -> PathBuf {
+        self.dir.join("saved.state")
+    }
+    /// What the saved state fits: written last, so a state without it is no saved state.
+    pub fn saved_meta(&self) -> PathBuf {
+        self.dir.join("saved.json")
+    }
+    /// Present while a stop should save the guest instead of powering it off (`vmctl suspend`).
+    pub fn save_request(&self) -> PathBuf {
+        self.run_dir().join("save-request")
+    }
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")
     }

@@ -195,6 +195,49 @@ impl Qmp {
         id
     }
 
+    /// Run a command by name with `fd` handed to QEMU along with it (`SCM_RIGHTS`), as `getfd`
+    /// and `add-fd` take one.
+    pub async fn execute_with_fd(
+        &mut self,
+        name: &str,
+        args: Value,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Value, QmpError> {
+        let id = self.take_id();
+        let msg = json!({ "execute": name, "id": id, "arguments": args });
+        let line = format!("{msg}\n");
+        tracing::debug!(target: "vmctl::qmp", "-> {} (with a descriptor)", line.trim_end());
+        let stream: &UnixStream = self.writer.as_ref();
+        let sent = loop {
+            stream.writable().await.map_err(QmpError::from_io)?;
+            let once = || {
+                use std::os::fd::AsRawFd;
+                let iov = [std::io::IoSlice::new(line.as_bytes())];
+                let fds = [fd.as_raw_fd()];
+                let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+                nix::sys::socket::sendmsg::<()>(
+                    stream.as_raw_fd(),
+                    &iov,
+                    &cmsg,
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            };
+            match stream.try_io(tokio::io::Interest::WRITABLE, once) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(QmpError::from_io(e)),
+            }
+        };
+        // The descriptor went with the first byte; the rest of the line follows plainly.
+        self.writer
+            .write_all(&line.as_bytes()[sent..])
+            .await
+            .map_err(QmpError::from_io)?;
+        self.reply(name, id).await
+    }
+
     async fn roundtrip(&mut self, name: &str, id: u64, msg: Value) -> Result<Value, QmpError> {
         let mut line = msg.to_string();
         tracing::debug!(target: "vmctl::qmp", "-> {line}");
@@ -203,6 +246,11 @@ impl Qmp {
             .write_all(line.as_bytes())
             .await
             .map_err(QmpError::from_io)?;
+        self.reply(name, id).await
+    }
+
+    /// The reply to command `id`; events that come first are queued.
+    async fn reply(&mut self, name: &str, id: u64) -> Result<Value, QmpError> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let reply = self.read_message(deadline).await?;
