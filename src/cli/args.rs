@@ -34,10 +34,12 @@ pub struct Cli {
 pub enum Cmd {
     /// Define a VM and create its disk (a thin qcow2 overlay on the image).
     Create(Box<CreateArgs>),
-    /// Boot a VM in the background.
+    /// Boot a VM in the background, or resume it from its saved state.
     Start(StartArgs),
     /// Power the guest off (ACPI button, re-sent until it reacts; then quit; then kill).
     Stop(StopArgs),
+    /// Save the guest's RAM and devices and stop QEMU; the next start resumes it (= stop --save).
+    Suspend(NameJsonArgs),
     /// Stop (gracefully) and start again.
     Restart(RestartArgs),
     /// Kill QEMU at once (SIGKILL); the guest gets no chance to shut down.
@@ -200,6 +202,12 @@ pub struct StartArgs {
     /// With --wait: give up after this many seconds.
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub timeout: u64,
+    /// Discard the VM's saved state and boot (asks first on a terminal).
+    #[arg(long)]
+    pub fresh: bool,
+    /// With --fresh: do not ask.
+    #[arg(long, requires = "fresh")]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -211,8 +219,11 @@ pub struct StopArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Skip the ACPI power-off: QMP quit, then SIGKILL.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "save")]
     pub force: bool,
+    /// Save the guest's state instead of powering it off (as `vmctl suspend`).
+    #[arg(long, conflicts_with = "timeout")]
+    pub save: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -42,6 +42,7 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Create(a) => to!(lifecycle::create, *a),
         Cmd::Start(a) => to!(lifecycle::start, a),
         Cmd::Stop(a) => to!(lifecycle::stop, a),
+        Cmd::Suspend(a) => to!(lifecycle::suspend, a),
         Cmd::Restart(a) => to!(lifecycle::restart, a),
         Cmd::Kill(a) => to!(lifecycle::kill, a),
         Cmd::Pause(a) => to!(lifecycle::pause, a),

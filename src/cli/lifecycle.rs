@@ -1,10 +1,12 @@
-//! The lifecycle commands' handlers: create, start, stop, restart, kill, pause, resume, reset,
-//! rm and run; each calls its `vm` command and shows the result.
+//! The lifecycle commands' handlers: create, start (and `--fresh`), stop, suspend, restart,
+//! kill, pause, resume, reset, rm and run; each calls its `vm` command and shows the result.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::args::{CreateArgs, NameArg, RestartArgs, RmArgs, RunArgs, StartArgs, StopArgs};
+use crate::cli::args::{
+    CreateArgs, NameArg, NameJsonArgs, RestartArgs, RmArgs, RunArgs, StartArgs, StopArgs,
+};
 use crate::cli::inspect::describe_exit;
 use crate::cli::output::{Show, print_lines, show};
 use crate::def::config::{FileProblem, VmConfig, read_text};
@@ -13,11 +15,13 @@ use crate::def::store::load;
 use crate::error::{Error, Result};
 use crate::paths::Home;
 use crate::supervisor::{handshake, run::Mode};
+use crate::sys::fsutil;
 use crate::types::VmName;
 use crate::vm::control::{Control, control};
 use crate::vm::create::{self as vm_create, Applied};
 use crate::vm::start::{self as vm_start, Started};
 use crate::vm::stop::{self as vm_stop, StopMode, Stopped};
+use crate::vm::suspend::{self as vm_suspend, Suspended};
 
 pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
     let (base, source) = match &a.from {
@@ -130,15 +134,69 @@ fn created(spec: &VmSpec) -> String {
 }
 
 pub fn start(home: &Home, a: StartArgs) -> Result<u8> {
+    if a.fresh {
+        fresh(home, &a.name, a.force)?;
+    }
     let wait = a.wait.then(|| Duration::from_secs(a.timeout));
     show(&vm_start::start(home, &a.name, wait)?, a.json);
     Ok(0)
 }
 
+/// `start --fresh`: the saved state discarded, after a yes on a terminal or with `--force`.
+fn fresh(home: &Home, name: &VmName, force: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let paths = home.defined(name)?;
+    if !force {
+        let when = crate::saved::read(&paths)
+            .map(|m| {
+                format!(
+                    " (saved {} s ago)",
+                    fsutil::unix_now().saturating_sub(m.saved_at)
+                )
+            })
+            .unwrap_or_default();
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage(format!(
+                "--fresh throws away VM {name}'s saved state{when}: answer on a terminal, or add --force"
+            )));
+        }
+        eprint!("Discard the saved state of VM {name}{when} and boot afresh? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).ok();
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(Error::State(format!(
+                "VM {name}'s saved state kept; nothing started"
+            )));
+        }
+    }
+    vm_suspend::discard(home, name)
+}
+
+pub fn suspend(home: &Home, a: NameJsonArgs) -> Result<u8> {
+    show(&vm_suspend::suspend(home, &a.name)?, a.json);
+    Ok(0)
+}
+
+impl Show for Suspended {
+    fn text(&self) -> String {
+        format!(
+            "Saved VM {} in {:.1} s ({} MiB of state); `vmctl start {}` resumes it\n",
+            self.name,
+            self.seconds,
+            self.saved.bytes.div_ceil(1 << 20),
+            self.name
+        )
+    }
+}
+
 impl Show for Started {
     fn text(&self) -> String {
+        let (verb, from) = match self.restored {
+            true => ("Resumed", " from its saved state"),
+            false => ("Started", ""),
+        };
         let mut s = format!(
-            "Started VM {} (QEMU pid {}, {}: {}){}\n",
+            "{verb} VM {}{from} (QEMU pid {}, {}: {}){}\n",
             self.name,
             self.pid,
             self.accel,
@@ -158,6 +216,15 @@ impl Show for Started {
 }
 
 pub fn stop(home: &Home, a: StopArgs) -> Result<u8> {
+    if a.save {
+        return suspend(
+            home,
+            NameJsonArgs {
+                name: a.name,
+                json: a.json,
+            },
+        );
+    }
     let mode = if a.force {
         StopMode::Force
     } else {

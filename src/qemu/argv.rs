@@ -96,6 +96,8 @@ pub mod fd {
     pub const SEED: i32 = 9;
     /// Your app's release, read-only (fd set 4).
     pub const APP: i32 = 39;
+    /// The saved state to load (`-incoming fd:38`), read-only.
+    pub const INCOMING: i32 = 38;
     /// A pipe holding the provisioning credential.
     pub const CREDENTIAL: i32 = 10;
     /// The guest network's socket (listening; passt connects to it), unless the VM has

@@ -52,6 +52,9 @@ pub fn child(
     if let Some(app) = &boot.app {
         child.pass(open(app, false)?, fd::APP)?;
     }
+    if matches!(plan.saved, crate::saved::Fit::Loads(_)) {
+        child.pass(open(&paths.saved_state(), false)?, fd::INCOMING)?;
+    }
     if let Some(cred) = &boot.credential {
         let data = std::fs::read(cred).path_ctx("read", cred)?;
         if data.len() > PIPE_MAX {

@@ -12,6 +12,7 @@ use crate::image;
 use crate::net::attach::Nic;
 use crate::paths::Home;
 use crate::qemu::argv::{self, Lan, Launch};
+use crate::saved::Fit;
 use crate::types::{PortForward, Protocol, VmName};
 
 /// Everything needed to spawn QEMU, decided before anything is started.
@@ -31,6 +32,11 @@ pub struct LaunchPlan {
     pub guest_net: GuestNet,
     /// The shared folders' daemons to start before QEMU.
     pub shares: Vec<PlannedShare>,
+    /// The fingerprint of the argv without what a restore adds: what a saved state is for.
+    pub machine: String,
+    /// What the VM's saved state says of this start: none, load it (then `argv` takes it in,
+    /// `-S -incoming`), or stale.
+    pub saved: Fit,
 }
 
 /// A shared folder's daemon: what it serves, as whom, on which socket, with which binary.
@@ -91,6 +97,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         lans_on_cmdline: (provision == image::recipe::Provision::None).then(|| peers.clone()),
         shares: guest_shares.clone(),
     });
+    let (argv, machine, saved) = with_saved(&paths, &img, argv, &qemu_version);
     let net = match spec.host_access {
         true => None,
         false => Some(crate::net::link::Setup {
@@ -112,7 +119,30 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
             shares: guest_shares,
         },
         shares,
+        machine,
+        saved,
     })
+}
+
+/// The argv, with what loads the VM's saved state when it has one that fits (`-S -incoming`:
+/// QEMU loads it paused, the supervisor lets it run); the fingerprint of the argv without that;
+/// and what the saved state says.
+fn with_saved(
+    paths: &crate::paths::VmPaths,
+    img: &image::store::Image,
+    mut argv: Vec<String>,
+    qemu_version: &str,
+) -> (Vec<String>, String, Fit) {
+    let machine = crate::saved::machine_of(&argv);
+    let saved = crate::saved::fit(paths, &img.disk(), &argv, qemu_version);
+    if matches!(saved, Fit::Loads(_)) {
+        argv.extend([
+            "-S".to_string(),
+            "-incoming".into(),
+            format!("fd:{}", argv::fd::INCOMING),
+        ]);
+    }
+    (argv, machine, saved)
 }
 
 /// The shared folders' daemons: each directory checked again (it may have gone or changed

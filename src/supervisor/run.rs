@@ -25,7 +25,9 @@ use crate::net::attach::Nics;
 use crate::paths::{Home, VmPaths};
 use crate::qemu::qmp::Qmp;
 use crate::runstate::{self, LastExit, Liveness, RunState};
+use crate::saved::Fit;
 use crate::supervisor::plan::{LaunchPlan, check_ports_free, plan};
+use crate::supervisor::save::SAVED;
 use crate::supervisor::watch::{Ending, ExitReceiver, Links, Running, Signals};
 use crate::supervisor::{handshake, launch};
 use crate::sys::{fsutil, process};
@@ -34,6 +36,8 @@ use crate::types::{Accel, AccelChoice, ServiceUnit};
 
 /// How long QEMU may take to answer its monitor after being spawned.
 const QMP_STARTUP: Duration = Duration::from_secs(30);
+/// How long loading a saved state may take (a few GiB from disk).
+const RESTORE_LIMIT: Duration = Duration::from_secs(300);
 
 /// How `run` reports to a parent `vmctl start`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,8 +91,12 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
         None => None,
     };
     let nics = qemu.attach(home, spec, &paths, plan.nics.clone()).await?;
+    let restored = matches!(plan.saved, Fit::Loads(_));
+    if restored {
+        qemu.restore(spec, &paths, &mut qmp).await?;
+    }
     check_accel(&mut qmp, plan.decision.accel).await;
-    let state = announce(spec, &paths, &plan, &qemu, unit, mode)?;
+    let state = announce(spec, &paths, &plan, &qemu, unit, mode, restored)?;
     drop(lock);
     let mut vm = Running::new(
         spec,
@@ -103,7 +111,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     if let Some(link) = vm.links.passt.as_mut() {
         link.stop().await;
     }
-    finish(spec, &paths, &qemu, status, ending)
+    finish(spec, &paths, &plan, &qemu, status, ending)
 }
 
 /// Refuse a VM that runs already (and clean what a crashed one left); plan the launch; refuse
@@ -120,6 +128,12 @@ fn prepare(home: &Home, spec: &VmSpec, paths: &VmPaths) -> Result<LaunchPlan> {
         Liveness::Stopped => {}
     }
     let plan = plan(home, spec)?;
+    if let Fit::Stale(why) = &plan.saved {
+        return Err(Error::State(format!(
+            "VM {name} has a saved state that no longer fits: {why}. `vmctl start {name} --fresh` discards it and boots",
+            name = spec.name
+        )));
+    }
     if let Some(user) = &plan.user {
         launch::open_image_to(home, &plan, user)?;
     }
@@ -242,6 +256,35 @@ impl Qemu {
         }
     }
 
+    /// Let QEMU load the saved state it was started with, then run the guest, and forget the
+    /// state (the guest moves on from it). A state QEMU cannot load ends QEMU: the error quotes
+    /// what it logged and keeps the state for another try or `--fresh`.
+    async fn restore(&mut self, spec: &VmSpec, paths: &VmPaths, qmp: &mut Qmp) -> Result<()> {
+        let t0 = Instant::now();
+        match crate::qemu::save::wait_loaded(qmp, t0 + RESTORE_LIMIT).await {
+            Ok(()) => {
+                crate::saved::discard(paths);
+                tracing::info!(vm = %spec.name, seconds = t0.elapsed().as_secs_f64(), "restored from the saved state");
+                Ok(())
+            }
+            Err(e) => {
+                process::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = (&mut self.exit_rx).await;
+                runstate::clean(paths);
+                let log = fsutil::tail_since(&paths.qemu_log(), self.log_offset, 15);
+                Err(Error::Qemu(format!(
+                    "VM {name} could not be restored from its saved state: {e}{}\n`vmctl start {name} --fresh` discards the state and boots",
+                    if log.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\nQEMU said:\n{log}")
+                    },
+                    name = spec.name
+                )))
+            }
+        }
+    }
+
     /// Connect to the primary QMP socket while QEMU starts. A QEMU that does not answer in time
     /// is killed and reaped, and the error quotes what it logged.
     async fn connect(&mut self, spec: &VmSpec, paths: &VmPaths) -> Result<Qmp> {
@@ -294,6 +337,7 @@ fn announce(
     qemu: &Qemu,
     unit: Option<ServiceUnit>,
     mode: Mode,
+    restored: bool,
 ) -> Result<RunState> {
     let state = RunState {
         qemu_pid: qemu.pid,
@@ -307,7 +351,8 @@ fn announce(
         ready: false,
         health: spec.health.as_ref().map(|h| Monitor::new(h).state),
         paused: false,
-        provision: (!spec.scripts.is_empty()).then_some(ScriptsState::Running),
+        // A restored guest ran its scripts before it was saved.
+        provision: (!spec.scripts.is_empty() && !restored).then_some(ScriptsState::Running),
     };
     runstate::write_state(paths, &state)?;
     tracing::info!(vm = %spec.name, pid = qemu.pid, accel = %state.accel, "QEMU is up");
@@ -323,6 +368,7 @@ fn announce(
 fn finish(
     spec: &VmSpec,
     paths: &VmPaths,
+    plan: &LaunchPlan,
     qemu: &Qemu,
     status: Option<std::process::ExitStatus>,
     ending: Ending,
@@ -348,8 +394,27 @@ fn finish(
     let shown = |v: Option<i32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     tracing::info!(vm = %spec.name, pid = qemu.pid, code = %shown(code), signal = %shown(sig), "QEMU exited");
     runstate::write_last_exit(paths, &last)?;
+    if last.stopped_by.as_deref() == Some(SAVED) {
+        record_save(paths, plan)?;
+    }
     runstate::clean(paths);
     Ok(exit_status(&ending, code, sig))
+}
+
+/// QEMU saved the guest and exited: record what the state fits (the disk as QEMU left it).
+fn record_save(paths: &VmPaths, plan: &LaunchPlan) -> Result<()> {
+    let id = |p: &std::path::Path| crate::saved::FileId::of(p).path_ctx("read", p);
+    let meta = crate::saved::SavedMeta {
+        saved_at: fsutil::unix_now(),
+        bytes: std::fs::metadata(paths.saved_state())
+            .map(|m| m.len())
+            .unwrap_or(0),
+        qemu_version: plan.qemu_version.clone(),
+        machine: plan.machine.clone(),
+        disk: id(&paths.disk())?,
+        base: id(&plan.image.disk())?,
+    };
+    crate::saved::write(paths, &meta)
 }
 
 /// `vmctl run`'s exit status: 8 when the guest was unhealthy, 0 after a requested stop, else

@@ -19,6 +19,7 @@ use crate::qemu::qmp::{Qmp, QmpEvent};
 use crate::qemu::shutdown;
 use crate::runstate::{self, RunState};
 use crate::supervisor::clock::Clock;
+use crate::supervisor::save;
 use crate::sys::fsutil;
 use crate::systemd::notify::{self, Field, Notifier};
 use crate::types::PortForward;
@@ -116,6 +117,8 @@ impl<'a> Running<'a> {
             let via = *spec.forward_to(h.check.guest_port())?;
             Some((h.clone(), via))
         });
+        // None for a guest restored from a saved state: it ran them before.
+        let scripts = state.provision.is_some().then(|| Follower::new(paths));
         Running {
             spec,
             home,
@@ -129,7 +132,7 @@ impl<'a> Running<'a> {
             started,
             health,
             clock: Clock::new(started, spec.health.as_ref()),
-            scripts: (!spec.scripts.is_empty()).then(|| Follower::new(paths)),
+            scripts,
             checks_passed: false,
         }
     }
@@ -472,7 +475,26 @@ impl<'a> Running<'a> {
     }
 
     async fn stop_on_signal(&mut self, qmp: &mut Qmp, sig: &str) -> Option<String> {
-        let (vm, pid, t) = (&self.spec.name, self.pid, self.spec.stop_timeout);
+        let (vm, pid, mut t) = (&self.spec.name, self.pid, self.spec.stop_timeout);
+        if save::wanted(self.paths) {
+            // Half the stop timeout for the save, the rest for the power button should it fail.
+            t /= 2;
+            tracing::info!(%vm, pid, "{sig}: saving the guest's state");
+            notify::notify(
+                self.notifier,
+                &[
+                    Field::Stopping,
+                    Field::Status(&format!("{sig}: saving the guest's state")),
+                ],
+            );
+            match save::save(qmp, self.paths, pid, t).await {
+                Ok(s) => {
+                    tracing::info!(%vm, pid, seconds = s.seconds, "saved");
+                    return Some(save::SAVED.to_string());
+                }
+                Err(e) => tracing::error!(%vm, pid, "the save failed, powering off instead: {e}"),
+            }
+        }
         tracing::info!(%vm, pid, "{sig}: stopping the guest");
         notify::notify(
             self.notifier,

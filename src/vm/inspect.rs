@@ -84,6 +84,7 @@ pub fn list(home: &Home) -> Vec<Summary> {
                     Some(*pid),
                     state.as_ref().map(|s| s.accel.to_string()),
                 ),
+                Liveness::Stopped if crate::saved::read(&paths).is_some() => ("saved", None, None),
                 Liveness::Stopped => ("stopped", None, None),
                 Liveness::Stale => ("crashed", None, None),
             };
@@ -127,7 +128,7 @@ pub fn list(home: &Home) -> Vec<Summary> {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub name: String,
-    /// running, paused, stopped, crashed, or QEMU's own run state.
+    /// running, paused, stopped, saved, crashed, or QEMU's own run state.
     pub state: String,
     pub pid: Option<i32>,
     pub accel: Option<String>,
@@ -155,6 +156,9 @@ pub struct Status {
     /// The systemd unit running the VM, if one does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// The saved state the next start resumes (state `saved`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved: Option<crate::saved::SavedMeta>,
 }
 
 pub fn status(home: &Home, name: &VmName) -> Result<Status> {
@@ -181,9 +185,15 @@ pub fn status(home: &Home, name: &VmName) -> Result<Status> {
         health: None,
         provision: None,
         unit: None,
+        saved: None,
     };
     match runstate::liveness(&paths) {
-        Liveness::Stopped => {}
+        Liveness::Stopped => {
+            st.saved = crate::saved::read(&paths);
+            if st.saved.is_some() {
+                st.state = "saved".into();
+            }
+        }
         Liveness::Stale => st.state = "crashed".into(),
         Liveness::Running { pid, state } => {
             st.pid = Some(pid);

@@ -1,5 +1,5 @@
-//! The VM commands, one room each: create (and update from a drop-in), start, stop, control
-//! (pause, resume, reset), rm, inspect (list, status, logs, show-cmd), snapshots and port
+//! The VM commands, one room each: create (and update from a drop-in), start, stop, suspend
+//! (save the guest's state, or discard it), control (pause, resume, reset), rm, inspect (list, status, logs, show-cmd), snapshots and port
 //! forwards. Each takes the VM's lock for what it changes and returns data for `cli` to print;
 //! only `cli` imports this folder.
 
@@ -16,3 +16,4 @@ pub mod snapshot;
 pub mod stack;
 pub mod start;
 pub mod stop;
+pub mod suspend;

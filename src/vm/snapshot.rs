@@ -239,6 +239,11 @@ fn apply(
             run_job(&mut q, command, args, &format!("{hmp} {tag}")).await
         })?;
     } else {
+        if crate::saved::read(paths).is_some() {
+            return Err(Error::State(format!(
+                "VM {name} has a saved state, which a changed disk would make unusable: `vmctl start {name}` resumes it first (or `vmctl start {name} --fresh` discards it)"
+            )));
+        }
         check(&offline_list(paths, false)?, false)?;
         let disk = paths.disk();
         crate::qemu::img::qemu_img(

@@ -25,6 +25,8 @@ pub struct Started {
     pub ports: Vec<PortForward>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_seconds: Option<f64>,
+    /// Resumed from its saved state rather than booted.
+    pub restored: bool,
 }
 
 /// Start the VM's supervisor detached and wait until QEMU answers QMP; with `wait`, also until
@@ -41,6 +43,7 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
                 "VM {name} is already running (QEMU pid {pid})"
             )));
         }
+        let restored = crate::saved::read(&paths).is_some();
         crate::systemd::manager::start(&unit)?;
         let Liveness::Running { pid, .. } = runstate::liveness(&paths) else {
             return Err(Error::Qemu(format!(
@@ -53,6 +56,7 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
         }
         let mut s = started(&paths, &spec, pid);
         s.ready_seconds = Some(t0.elapsed().as_secs_f64());
+        s.restored = restored;
         return Ok(s);
     }
     let pid = {
@@ -62,9 +66,12 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
                 "VM {name} is already running (QEMU pid {pid})"
             )));
         }
-        spawn_supervisor(home, &paths, name)?
+        let restored = crate::saved::read(&paths).is_some();
+        (spawn_supervisor(home, &paths, name)?, restored)
     };
+    let (pid, restored) = pid;
     let mut started = started(&paths, &spec, pid);
+    started.restored = restored;
     if let Some(timeout) = wait {
         wait_ready(&paths, &spec, t0 + timeout)?;
         started.ready_seconds = Some(t0.elapsed().as_secs_f64());
@@ -85,6 +92,7 @@ fn started(paths: &VmPaths, spec: &VmSpec, pid: i32) -> Started {
         accel_reason: state.map(|s| s.accel_reason).unwrap_or_default(),
         ports: spec.ports.clone(),
         ready_seconds: None,
+        restored: false,
     }
 }
 

@@ -20,6 +20,7 @@ mod security;
 mod shares;
 mod snapshot;
 mod stacks;
+mod suspend;
 mod systemd_e2e;
 mod systemd_hardened;
 mod systemd_units;

@@ -1,0 +1,89 @@
+//! Saved state on the tiny guest (its root file system is RAM): `suspend` and `stop --save`
+//! keep what the guest wrote in memory, the next `start` resumes it instead of booting; a disk
+//! changed behind vmctl's back makes the state refused, `start --fresh` throws it away; what
+//! cannot be saved or discarded is refused with its exit code.
+
+use std::process::Command;
+
+use crate::harness::*;
+
+const MARKER: &str = "/tmp/vmctl-suspend-marker";
+
+fn marker(port: u16) -> String {
+    let r = http_get_path(port, &format!("/cgi-bin/cat?{MARKER}")).unwrap_or_default();
+    r.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn a_suspended_guest_resumes_with_its_memory_and_a_changed_disk_is_refused() {
+    let t = TestHome::new();
+    let port = free_port();
+    create_tiny(&t, "s", port);
+    let err = t.fails(&["suspend", "s"], 7);
+    assert!(err.contains("VM s is not running"), "{err}");
+    let err = t.fails(&["start", "s", "--fresh", "--force"], 7);
+    assert!(err.contains("VM s has no saved state to discard"), "{err}");
+
+    t.ok(&["start", "s", "--wait"]);
+    let put = http_get_path(port, &format!("/cgi-bin/put?{MARKER}")).unwrap();
+    assert!(put.ends_with("ok\n"), "{put}");
+    let saved = t.json(&["suspend", "s", "--json"]);
+    assert!(saved["bytes"].as_u64().unwrap() > 1 << 20, "{saved}");
+    assert_eq!(t.json(&["list", "--json"])[0]["state"], "saved");
+    let st = t.status("s");
+    assert_eq!(st["state"], "saved");
+    assert_eq!(st["saved"]["bytes"], saved["bytes"]);
+    assert_eq!(st["last_exit"]["stopped_by"], "save");
+    // Its disk may not change while the state waits for it.
+    let err = t.fails(&["snapshot", "create", "s", "before"], 7);
+    assert!(err.contains("VM s has a saved state"), "{err}");
+
+    let resumed = t.json(&["start", "s", "--wait", "--json"]);
+    assert_eq!(resumed["restored"], true, "{resumed}");
+    assert_eq!(
+        marker(port),
+        "written by the guest",
+        "the guest's memory came back"
+    );
+    assert!(
+        !t.home().join("vms/s/saved.state").exists(),
+        "a resumed guest moves on from its state"
+    );
+    assert_eq!(t.status("s")["state"], "running");
+
+    // Saved again, then the disk written behind vmctl's back: the state no longer fits.
+    let stopped = t.ok(&["stop", "s", "--save"]);
+    assert!(stopped.starts_with("Saved VM s in "), "{stopped}");
+    let disk = t.home().join("vms/s/disk.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["snapshot", "-c", "behind-its-back"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let err = t.fails(&["start", "s", "--wait"], 7);
+    assert!(
+        err.contains("VM s has a saved state that no longer fits: its disk changed since the save"),
+        "{err}"
+    );
+    assert!(err.contains("vmctl start s --fresh"), "{err}");
+    assert_eq!(
+        t.status("s")["state"],
+        "saved",
+        "the refusal kept the state"
+    );
+    // Throwing it away needs a yes on a terminal, or --force.
+    let err = t.fails(&["start", "s", "--fresh"], 2);
+    assert!(
+        err.contains("answer on a terminal, or add --force"),
+        "{err}"
+    );
+    let fresh = t.json(&["start", "s", "--fresh", "--force", "--wait", "--json"]);
+    assert_eq!(fresh["restored"], false);
+    assert!(
+        marker(port).contains("No such file"),
+        "a fresh boot has a fresh memory"
+    );
+    assert!(!t.home().join("vms/s/saved.json").exists());
+    t.ok(&["stop", "s"]);
+}
