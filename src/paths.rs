@@ -276,9 +276,11 @@ impl VmPaths {
     pub fn saved_meta(&self) -> PathBuf {
         self.dir.join("saved.json")
     }
-    /// Present while a stop should save the guest instead of powering it off (`vmctl suspend`).
-    pub fn save_request(&self) -> PathBuf {
-        self.run_dir().join("save-request")
+    /// What the next stop through the supervisor (SIGTERM, `systemctl stop`) should do,
+    /// "save" or "poweroff", when a command asked (`vmctl suspend`, `vmctl stop`); without
+    /// it the definition's `on_host_shutdown` decides.
+    pub fn stop_request(&self) -> PathBuf {
+        self.run_dir().join("stop-request")
     }
     pub fn lock(&self) -> PathBuf {
         self.dir.join("lock")

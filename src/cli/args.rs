@@ -471,6 +471,10 @@ pub struct CreateArgs {
     /// loopback (passt).
     #[arg(long)]
     pub host_access: bool,
+    /// What a host shutdown or `systemctl stop` of its unit does: poweroff (default) or save
+    /// (the guest's state, resumed at the next start).
+    #[arg(long, value_name = "poweroff|save")]
+    pub on_host_shutdown: Option<String>,
     /// Share a host directory into the guest: HOST[:GUEST][:ro] (GUEST defaults to HOST; a
     /// relative HOST is taken from here); repeatable.
     #[arg(long = "mount", value_name = "HOST[:GUEST][:ro]")]
@@ -510,6 +514,7 @@ impl CreateArgs {
             app_env: Default::default(),
             autostart: self.autostart.then_some(true),
             host_access: self.host_access.then_some(true),
+            on_host_shutdown: self.on_host_shutdown.clone(),
             after: self.after.iter().map(|n| n.to_string()).collect(),
             networks: self.networks.clone(),
             mounts: self.mounts.iter().map(|m| absolute_host(m)).collect(),

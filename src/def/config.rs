@@ -78,6 +78,10 @@ pub struct VmConfig {
     /// to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_access: Option<bool>,
+    /// What a host shutdown (or `systemctl stop` of its unit) does to the guest: "poweroff"
+    /// (the ACPI power button; the default) or "save" (its state saved, resumed at next start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_host_shutdown: Option<String>,
     /// VMs whose units this one's unit starts after and requires (`vmctl systemd`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
@@ -220,6 +224,7 @@ impl VmConfig {
             app,
             autostart,
             host_access,
+            on_host_shutdown,
             health,
             stack
         );
@@ -303,6 +308,7 @@ mod tests {
             app_env: [("UPSTREAM".to_string(), "http://db/".to_string())].into(),
             autostart: Some(true),
             host_access: Some(true),
+            on_host_shutdown: Some("save".into()),
             after: vec!["db".into()],
             networks: vec![
                 NetworkRef::Name("a".into()),
@@ -375,7 +381,7 @@ mod tests {
             e,
             "web.toml: invalid VM definition:\n  \
              cpus: must be 1-255; got the string \"two\" (line 1)\n  \
-             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, after, networks, provision, cloud_init, mounts, stack, health\n  \
+             token: unknown key (line 2); a definition's keys are cpus, memory, disk, image, arch, accel, ports, stop_timeout, user, ssh_key, app, app_env, autostart, host_access, on_host_shutdown, after, networks, provision, cloud_init, mounts, stack, health\n  \
              ports[0]: must be a string such as \"8080:80\"; got the integer 8080 (line 3)\n  \
              health.tcp: must be a port 1-65535; got the float 1.5 (line 5)\n  \
              health.retry: unknown key (line 6); [health]'s keys are http, tcp, interval, retries, start_period"

@@ -9,6 +9,8 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
+use crate::error::Problems;
+
 /// One shared folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountSpec {
@@ -108,6 +110,34 @@ impl fmt::Display for MountSpec {
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
+}
+
+/// `mounts`: each `HOST[:GUEST][:ro]`, no two into one guest path or one inside another.
+pub fn validate(texts: &[String], p: &mut Problems) -> Vec<MountSpec> {
+    let mut out: Vec<MountSpec> = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        let field = format!("mounts[{i}]");
+        let Some(m) = p.check(&field, t.parse::<MountSpec>()) else {
+            continue;
+        };
+        if let Some(o) = out
+            .iter()
+            .find(|o| o.guest.starts_with(&m.guest) || m.guest.starts_with(&o.guest))
+        {
+            p.add(
+                field,
+                format!(
+                    "guest path {} overlaps {}'s ({}); one share per guest directory",
+                    m.guest.display(),
+                    o,
+                    o.guest.display()
+                ),
+            );
+            continue;
+        }
+        out.push(m);
+    }
+    out
 }
 
 /// What the host says of `m`'s directory: it exists, is a directory (not a symbolic link to

@@ -84,7 +84,7 @@ pub enum Kind {
 
 /// A VM definition's keys, as `def::config::VmConfig` has them (a test holds the two
 /// together).
-pub const VM_KEYS: [(&str, Kind); 21] = [
+pub const VM_KEYS: [(&str, Kind); 22] = [
     ("cpus", Kind::Int("1-255")),
     ("memory", Kind::Str("\"512M\"")),
     ("disk", Kind::Str("\"10G\"")),
@@ -102,6 +102,7 @@ pub const VM_KEYS: [(&str, Kind); 21] = [
     ),
     ("autostart", Kind::Bool),
     ("host_access", Kind::Bool),
+    ("on_host_shutdown", Kind::Str("\"save\"")),
     ("after", Kind::Strings("\"db\"")),
     ("networks", Kind::Networks),
     (

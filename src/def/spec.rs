@@ -39,6 +39,8 @@ pub struct VmSpec {
     pub autostart: bool,
     /// The guest may reach the host's loopback (QEMU's user networking instead of passt).
     pub host_access: bool,
+    /// What a host shutdown or its unit's stop does to the guest.
+    pub on_host_shutdown: OnHostShutdown,
     /// VMs whose units this VM's unit is ordered after and requires.
     pub after: Vec<VmName>,
     pub health: Option<HealthSpec>,
@@ -63,6 +65,48 @@ pub struct NetAttach {
     pub network: NetName,
     pub address: Option<Ipv4Addr>,
     pub mac: MacAddr,
+}
+
+/// `on_host_shutdown`: what stopping the VM's unit (a host shutdown) does to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnHostShutdown {
+    /// The ACPI power button (then quit, then kill), as `vmctl stop`.
+    #[default]
+    Poweroff,
+    /// Its state saved (`vmctl suspend`), the power button should that fail; the next start
+    /// resumes it.
+    Save,
+}
+
+impl OnHostShutdown {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnHostShutdown::Poweroff => "poweroff",
+            OnHostShutdown::Save => "save",
+        }
+    }
+}
+
+/// `on_host_shutdown`, checked: "save" needs a guest QEMU can save (no shared folders).
+fn on_host_shutdown(cfg: &VmConfig, mounts: &[MountSpec], p: &mut Problems) -> OnHostShutdown {
+    let v = match cfg.on_host_shutdown.as_deref() {
+        None | Some("poweroff") => return OnHostShutdown::Poweroff,
+        Some("save") => OnHostShutdown::Save,
+        Some(other) => {
+            p.add(
+                "on_host_shutdown",
+                format!("must be \"poweroff\" or \"save\"; got {other:?}"),
+            );
+            return OnHostShutdown::Poweroff;
+        }
+    };
+    if !mounts.is_empty() {
+        p.add(
+            "on_host_shutdown",
+            "\"save\" cannot be: the VM has shared folders, and QEMU cannot save a guest with virtio-fs devices",
+        );
+    }
+    v
 }
 
 /// A validated `[health]` table.
@@ -132,7 +176,8 @@ pub fn validate(
     let health = cfg.health.as_ref().and_then(|h| health(h, &ports, &mut p));
     let networks = networks(name, &cfg.networks, &mut p);
     let app_env = app_env(&cfg.app_env, &mut p);
-    let mounts = mounts(&cfg.mounts, &mut p);
+    let mounts = crate::def::mounts::validate(&cfg.mounts, &mut p);
+    let on_host_shutdown = on_host_shutdown(cfg, &mounts, &mut p);
     let scripts = crate::def::scripts::validate(&cfg.provision, &mut p);
     let wsgi_app = match &cfg.app {
         Some(AppValue::Wsgi(t)) => crate::def::app::validate(t, &mut p),
@@ -162,6 +207,7 @@ pub fn validate(
         app_env,
         autostart: cfg.autostart.unwrap_or(false),
         host_access: cfg.host_access.unwrap_or(false),
+        on_host_shutdown,
         after,
         health,
         networks,
@@ -171,34 +217,6 @@ pub fn validate(
         cloud_init: cfg.cloud_init.clone(),
         stack,
     })
-}
-
-/// `mounts`: each `HOST[:GUEST][:ro]`, no two into one guest path or one inside another.
-fn mounts(texts: &[String], p: &mut Problems) -> Vec<MountSpec> {
-    let mut out: Vec<MountSpec> = Vec::new();
-    for (i, t) in texts.iter().enumerate() {
-        let field = format!("mounts[{i}]");
-        let Some(m) = p.check(&field, t.parse::<MountSpec>()) else {
-            continue;
-        };
-        if let Some(o) = out
-            .iter()
-            .find(|o| o.guest.starts_with(&m.guest) || m.guest.starts_with(&o.guest))
-        {
-            p.add(
-                field,
-                format!(
-                    "guest path {} overlaps {}'s ({}); one share per guest directory",
-                    m.guest.display(),
-                    o,
-                    o.guest.display()
-                ),
-            );
-            continue;
-        }
-        out.push(m);
-    }
-    out
 }
 
 /// `cpus`, `memory` (within the host's RAM, whole MiB) and `disk`.
@@ -513,6 +531,8 @@ impl VmSpec {
             app_env: self.app_env.clone(),
             autostart: Some(self.autostart),
             host_access: Some(self.host_access),
+            on_host_shutdown: (self.on_host_shutdown != OnHostShutdown::Poweroff)
+                .then(|| self.on_host_shutdown.as_str().to_string()),
             after: self.after.iter().map(|n| n.to_string()).collect(),
             networks: self
                 .networks
@@ -581,6 +601,31 @@ mod tests {
         assert_eq!(s.image, "tiny");
         assert_eq!(s.accel, AccelChoice::Auto);
         assert_eq!(s.stop_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn on_host_shutdown_is_poweroff_or_a_save_qemu_can_make() {
+        let with = |v: &str, mounts: Vec<String>| VmConfig {
+            on_host_shutdown: Some(v.into()),
+            mounts,
+            ..Default::default()
+        };
+        let s = validate(&name(), &with("save", vec![]), LIMITS, "t").unwrap();
+        assert_eq!(s.on_host_shutdown, OnHostShutdown::Save);
+        assert_eq!(s.to_config().on_host_shutdown.as_deref(), Some("save"));
+        let s = validate(&name(), &VmConfig::default(), LIMITS, "t").unwrap();
+        assert_eq!(s.on_host_shutdown, OnHostShutdown::Poweroff);
+        assert_eq!(s.to_config().on_host_shutdown, None);
+        let e = validate(&name(), &with("hibernate", vec![]), LIMITS, "t").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("on_host_shutdown: must be \"poweroff\" or \"save\"; got \"hibernate\"")
+        );
+        let e = validate(&name(), &with("save", vec!["/srv".into()]), LIMITS, "t").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("on_host_shutdown: \"save\" cannot be: the VM has shared folders")
+        );
     }
 
     #[test]

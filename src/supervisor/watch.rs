@@ -476,7 +476,7 @@ impl<'a> Running<'a> {
 
     async fn stop_on_signal(&mut self, qmp: &mut Qmp, sig: &str) -> Option<String> {
         let (vm, pid, mut t) = (&self.spec.name, self.pid, self.spec.stop_timeout);
-        if save::wanted(self.paths) {
+        if save::wanted(self.paths, self.spec) {
             // Half the stop timeout for the save, the rest for the power button should it fail.
             t /= 2;
             tracing::info!(%vm, pid, "{sig}: saving the guest's state");

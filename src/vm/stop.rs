@@ -104,6 +104,8 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
 fn stop_unit(paths: &VmPaths, name: &VmName, unit: &crate::types::ServiceUnit) -> Result<Stopped> {
     let t0 = std::time::Instant::now();
     let since = fsutil::unix_now();
+    // A power-off, whatever the definition's on_host_shutdown says a unit's stop does.
+    fsutil::write_atomic(&paths.stop_request(), b"poweroff")?;
     crate::systemd::manager::stop(unit)?;
     if runstate::liveness(paths).is_running() {
         return Err(Error::Other(format!(

@@ -15,6 +15,7 @@ use crate::paths::{Home, VmPaths};
 use crate::qemu::shutdown;
 use crate::runstate::{self, Liveness};
 use crate::saved::{self, SavedMeta};
+use crate::supervisor::save::SAVED;
 use crate::sys::fsutil;
 use crate::sys::rt::block_on;
 use crate::types::VmName;
@@ -46,7 +47,7 @@ pub fn suspend(home: &Home, name: &VmName) -> Result<Suspended> {
     }
     let state = state
         .ok_or_else(|| Error::State(format!("VM {name} is starting; try again once it runs")))?;
-    fsutil::write_atomic(&paths.save_request(), b"")?;
+    fsutil::write_atomic(&paths.stop_request(), SAVED.as_bytes())?;
     let unit = state
         .unit
         .as_ref()
@@ -70,7 +71,7 @@ pub fn suspend(home: &Home, name: &VmName) -> Result<Suspended> {
             }
         }
     }
-    let _ = std::fs::remove_file(paths.save_request());
+    let _ = std::fs::remove_file(paths.stop_request());
     match saved::read(&paths) {
         Some(meta) => Ok(Suspended {
             name: name.to_string(),

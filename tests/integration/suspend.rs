@@ -87,3 +87,94 @@ fn a_suspended_guest_resumes_with_its_memory_and_a_changed_disk_is_refused() {
     assert!(!t.home().join("vms/s/saved.json").exists());
     t.ok(&["stop", "s"]);
 }
+
+/// The marker through the container's forwarded port (the container shares the host's network).
+fn put_marker(port: u16) {
+    let put = http_get_path(port, &format!("/cgi-bin/put?{MARKER}")).unwrap();
+    assert!(put.ends_with("ok\n"), "{put}");
+}
+
+/// `on_host_shutdown = "save"` under a real systemd (nspawn): `systemctl stop` saves the guest
+/// and `systemctl start` resumes it; a reboot of the container saves it on the way down and
+/// its enabled unit resumes it at boot, with what the guest had in memory.
+#[test]
+fn a_save_vm_is_saved_by_its_units_stop_and_a_reboot_and_resumed_after() {
+    use crate::nspawn::{Container, tiny_create_args};
+    use crate::systemd_e2e::{COMMAND_TIMEOUT, VMS, json, show, unit, wait_port};
+    let mut c = Container::boot("e2e-save");
+    let port = free_port();
+    let mut args = tiny_create_args("web", port);
+    args.extend(["--on-host-shutdown".into(), "save".into()]);
+    c.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    c.ok(&[
+        "timeout",
+        COMMAND_TIMEOUT,
+        "vmctl",
+        "systemd",
+        "install",
+        "web",
+        "--enable",
+        "--now",
+    ]);
+    wait_port(&c, "web", port);
+    put_marker(port);
+
+    c.ok(&[
+        "timeout",
+        COMMAND_TIMEOUT,
+        "systemctl",
+        "stop",
+        &unit("web"),
+    ]);
+    let last = json(&c, &format!("{VMS}/web/last-exit.json"));
+    assert_eq!(last["stopped_by"], "save", "{last}");
+    assert_eq!(show(&c, &unit("web"), "Result"), "success");
+    let listed: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vmctl", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["state"], "saved", "{listed}");
+
+    c.ok(&[
+        "timeout",
+        COMMAND_TIMEOUT,
+        "systemctl",
+        "start",
+        &unit("web"),
+    ]);
+    wait_port(&c, "web", port);
+    assert_eq!(
+        marker(port),
+        "written by the guest",
+        "resumed by systemctl start"
+    );
+
+    // `vmctl stop` is a power-off whatever on_host_shutdown says.
+    c.ok(&["timeout", COMMAND_TIMEOUT, "vmctl", "stop", "web"]);
+    let last = json(&c, &format!("{VMS}/web/last-exit.json"));
+    assert_eq!(last["stopped_by"], "acpi", "{last}");
+    c.ok(&[
+        "timeout",
+        COMMAND_TIMEOUT,
+        "systemctl",
+        "start",
+        &unit("web"),
+    ]);
+    wait_port(&c, "web", port);
+    put_marker(port);
+
+    c.reboot();
+    let previous = c.journal(-1);
+    assert!(
+        previous.contains("SIGTERM: saving the guest's state"),
+        "the reboot did not save the guest:\n{}",
+        previous
+            .lines()
+            .filter(|l| l.contains("vm=web") || l.contains("vmctl-web"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    wait_port(&c, "web", port);
+    assert_eq!(marker(port), "written by the guest", "resumed at boot");
+    let st: serde_json::Value =
+        serde_json::from_str(&c.ok(&["vmctl", "status", "web", "--json"])).unwrap();
+    assert_eq!(st["state"], "running", "{st}");
+}
