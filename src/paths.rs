@@ -204,6 +204,11 @@ impl VmPaths {
         self.run_dir().join(format!("fs{index}.sock"))
     }
     /// The guest's serial console: QEMU listens here, `vmctl console` connects.
+    /// The guest agent's socket (qemu-ga in the guest, at the other end of a virtio-serial
+    /// port).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.run_dir().join("qga.sock")
+    }
     pub fn console_socket(&self) -> PathBuf {
         self.run_dir().join("console.sock")
     }
@@ -322,6 +327,7 @@ impl VmPaths {
             self.qmp_shell_socket(),
             self.net_socket(),
             self.console_socket(),
+            self.agent_socket(),
         ] {
             check_socket_path(&p)?;
         }

@@ -253,6 +253,7 @@ PACKAGES=(
 	python3 gunicorn nginx                    # apps
 	linux-image-amd64 initramfs-tools lz4     # kernel + slim lz4 initramfs
 	e2fsprogs procps iproute2 netbase         # fsck, pkill/ps, ip, /etc/services
+	qemu-guest-agent                          # vmctl sets the clock after a resume
 )
 # dpkg leaves out docs, man pages, locales and the kernel modules of hardware
 # a QEMU guest does not have (GPUs, sound, wireless, media, InfiniBand, ...).
@@ -626,6 +627,18 @@ put 0644 /etc/modules-load.d/vmctl.conf <<'EOF'
 virtio_net
 button
 evdev
+virtio_console
+EOF
+
+# The guest agent (qemu-ga, on the virtio-serial port vmctl gives debian-12
+# guests): vmctl uses it to set the clock of a guest resumed from its saved
+# state (guest-set-time) and may freeze file systems for a consistent copy.
+# What would let the host side run commands, write files or change users in
+# the guest is blocked.
+put 0644 /etc/systemd/system/qemu-guest-agent.service.d/vmctl.conf <<'EOF'
+[Service]
+ExecStart=
+ExecStart=-/usr/sbin/qemu-ga --block-rpcs=guest-exec,guest-exec-status,guest-file-open,guest-file-close,guest-file-read,guest-file-write,guest-file-seek,guest-file-flush,guest-shutdown,guest-suspend-disk,guest-suspend-ram,guest-suspend-hybrid,guest-set-vcpus,guest-set-user-password,guest-set-memory-blocks,guest-ssh-add-authorized-keys,guest-ssh-remove-authorized-keys
 EOF
 
 # Journal in memory only (Debian's default without /var/log/journal, made
@@ -697,7 +710,7 @@ Before=sysinit.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=block --subsystem-match=net --subsystem-match=input
+ExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=block --subsystem-match=net --subsystem-match=input --subsystem-match=virtio-ports
 ExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=tty --sysname-match=ttyS0 --sysname-match=console --sysname-match=tty --sysname-match=ptmx
 
 [Install]
@@ -794,7 +807,11 @@ Trimmed for a fast boot under QEMU TCG (each item names its file):
   BIOS boot. vmctl's direct boot uses its own (~3 MB, uncompressed): the
   virtio-blk/ext4/fw_cfg modules and an init that mounts root=/dev/vda1.
 - direct boot ("vmctl.direct" on the kernel command line): coldplug of the
-  block, net, input devices and ttyS0 only (vmctl-udev-trigger.service).
+  block, net, input, virtio-ports devices and ttyS0 only
+  (vmctl-udev-trigger.service).
+- qemu-guest-agent on virtio-serial port org.qemu.guest_agent.0, with the
+  RPCs that run commands, write files or change users blocked
+  (qemu-guest-agent.service.d/vmctl.conf).
 - masked units and generators: `systemctl list-unit-files --state=masked`,
   /etc/systemd/system-generators/.
 - udev: no coldplug of virtual consoles/memory blocks

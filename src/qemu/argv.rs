@@ -41,6 +41,9 @@ pub struct Launch<'a> {
     pub lans_on_cmdline: Option<Vec<Peer>>,
     /// Shared folders: a vhost-user-fs device each, served by virtiofsd.
     pub shares: Vec<Share>,
+    /// A virtio-serial port for the guest agent (qemu-ga, in vmctl's debian-12 image), on a
+    /// socket the supervisor talks to (it sets the clock of a resumed guest).
+    pub guest_agent: bool,
 }
 
 /// A shared folder as the guest sees it: its virtio-fs tag, where it is mounted, read-only.
@@ -98,6 +101,8 @@ pub mod fd {
     pub const APP: i32 = 39;
     /// The saved state to load (`-incoming fd:38`), read-only.
     pub const INCOMING: i32 = 38;
+    /// The guest agent's socket (listening; the supervisor connects to it).
+    pub const AGENT: i32 = 37;
     /// A pipe holding the provisioning credential.
     pub const CREDENTIAL: i32 = 10;
     /// The guest network's socket (listening; passt connects to it), unless the VM has
@@ -250,6 +255,16 @@ pub fn argv(l: &Launch) -> Vec<String> {
             &format!("vhost-user-fs-pci,chardev=fs{i},tag={}", sh.tag),
         ]);
     }
+    if l.guest_agent {
+        push(&[
+            "-chardev",
+            &format!("socket,id=qga0,fd={},server=on,wait=off", fd::AGENT),
+            "-device",
+            "virtio-serial-pci,id=vser0",
+            "-device",
+            "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0",
+        ]);
+    }
     if l.boot_files.credential.is_some() {
         push(&[
             "-fw_cfg",
@@ -365,6 +380,7 @@ mod tests {
             lans: vec![],
             lans_on_cmdline: None,
             shares: vec![],
+            guest_agent: false,
         });
         let mut out = argv.join("\n");
         out.push('\n');
@@ -418,6 +434,7 @@ mod tests {
                 path: "/srv/code".into(),
                 ro: true,
             }],
+            guest_agent: false,
         });
         golden("tiny-x86_64-lans.argv", &(argv.join("\n") + "\n"));
     }
@@ -471,6 +488,7 @@ mod tests {
             lans: vec![],
             lans_on_cmdline: None,
             shares: vec![],
+            guest_agent: true,
         });
         golden("vps-x86_64-tcg-provisioned.argv", &(argv.join("\n") + "\n"));
     }
@@ -499,6 +517,7 @@ mod tests {
             lans: vec![],
             lans_on_cmdline: None,
             shares: vec![],
+            guest_agent: false,
         });
         golden("cloud-x86_64-tcg-seed.argv", &(argv.join("\n") + "\n"));
     }

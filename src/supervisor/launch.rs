@@ -43,6 +43,9 @@ pub fn child(
     }
     child.pass(fsutil::create_new_file(&paths.serial_log())?, fd::SERIAL)?;
     child.pass(listen(&paths.console_socket())?, fd::CONSOLE)?;
+    if plan.agent {
+        child.pass(listen(&paths.agent_socket())?, fd::AGENT)?;
+    }
     let disk = paths.disk();
     child.pass(open(&disk, true)?, fd::DISK)?;
     child.pass(open(&disk, false)?, fd::DISK_RO)?;

@@ -32,6 +32,8 @@ pub struct LaunchPlan {
     pub guest_net: GuestNet,
     /// The shared folders' daemons to start before QEMU.
     pub shares: Vec<PlannedShare>,
+    /// The guest has an agent port (`qga.sock`): vmctl's debian-12 image runs qemu-ga.
+    pub agent: bool,
     /// The fingerprint of the argv without what a restore adds: what a saved state is for.
     pub machine: String,
     /// What the VM's saved state says of this start: none, load it (then `argv` takes it in,
@@ -83,6 +85,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         .collect();
     let peers = crate::def::network::peers(home, spec);
     let provision = img.manifest.provision;
+    let agent = provision == image::recipe::Provision::Vmctl;
     let argv = argv::argv(&Launch {
         spec,
         accel: decision.accel,
@@ -96,6 +99,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         lans: lans.clone(),
         lans_on_cmdline: (provision == image::recipe::Provision::None).then(|| peers.clone()),
         shares: guest_shares.clone(),
+        guest_agent: agent,
     });
     let (argv, machine, saved) = with_saved(&paths, &img, argv, &qemu_version);
     let net = match spec.host_access {
@@ -119,6 +123,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
             shares: guest_shares,
         },
         shares,
+        agent,
         machine,
         saved,
     })

@@ -36,6 +36,8 @@ use crate::types::{Accel, AccelChoice, ServiceUnit};
 
 /// How long QEMU may take to answer its monitor after being spawned.
 const QMP_STARTUP: Duration = Duration::from_secs(30);
+/// How long the guest agent of a resumed guest may take to set its clock.
+const AGENT_LIMIT: Duration = Duration::from_secs(10);
 /// How long loading a saved state may take (a few GiB from disk).
 const RESTORE_LIMIT: Duration = Duration::from_secs(300);
 
@@ -94,6 +96,9 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     let restored = matches!(plan.saved, Fit::Loads(_));
     if restored {
         qemu.restore(spec, &paths, &mut qmp).await?;
+        if plan.agent {
+            set_clock(spec, &paths).await;
+        }
     }
     check_accel(&mut qmp, plan.decision.accel).await;
     let state = announce(spec, &paths, &plan, &qemu, unit, mode, restored)?;
@@ -314,6 +319,20 @@ impl Qemu {
                 format!("\nQEMU said:\n{log}")
             }
         )))
+    }
+}
+
+/// A resumed guest's clock stood still while it was saved: set it to the host's through the
+/// guest agent (bounded; a guest whose agent does not answer keeps its clock, and says so).
+async fn set_clock(spec: &VmSpec, paths: &VmPaths) {
+    let t0 = Instant::now();
+    match crate::guest::agent::set_time(&paths.agent_socket(), t0 + AGENT_LIMIT).await {
+        Ok(()) => {
+            tracing::info!(vm = %spec.name, seconds = t0.elapsed().as_secs_f64(), "the guest's clock is set")
+        }
+        Err(e) => {
+            tracing::warn!(vm = %spec.name, "the guest's clock is behind by the time it was saved: {e}")
+        }
     }
 }
 

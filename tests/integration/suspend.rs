@@ -178,3 +178,60 @@ fn a_save_vm_is_saved_by_its_units_stop_and_a_reboot_and_resumed_after() {
         serde_json::from_str(&c.ok(&["vmctl", "status", "web", "--json"])).unwrap();
     assert_eq!(st["state"], "running", "{st}");
 }
+
+/// The seed VM (`vm-configs/web.toml`, debian-12) resumed from its saved state: no reboot, its
+/// clock set to the host's by the guest agent although it stood still while saved, SSH and the
+/// app answering, and a forward added at run time back.
+#[test]
+fn a_resumed_debian_guest_keeps_its_boot_and_gets_the_hosts_time_and_its_forwards() {
+    let t = TestHome::bare();
+    t.link_image("debian-12", "x86_64");
+    let (ssh, http, extra) = (free_port(), free_port(), free_port());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/vm-configs/web.toml");
+    t.ok(&[
+        "create",
+        "web",
+        "--from",
+        example,
+        "--port",
+        &format!("{ssh}:22"),
+        "--port",
+        &format!("{http}:8080"),
+    ]);
+    t.ok(&["start", "web", "--wait", "--timeout", "500"]);
+    t.ok(&["port", "add", "web", &format!("{extra}:8080")]);
+    let guest = |cmd: &str| {
+        let out = t.ssh("web", cmd);
+        assert!(out.status.success(), "{cmd}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let boot_id = guest("cat /proc/sys/kernel/random/boot_id");
+    t.ok(&["suspend", "web"]);
+    // Time passes while the guest is saved (what is under test, not a wait for readiness): a
+    // clock nobody set would be this far behind.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let resumed = t.json(&["start", "web", "--wait", "--timeout", "300", "--json"]);
+    assert_eq!(resumed["restored"], true, "{resumed}");
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let before = unix();
+    let out = guest("date +%s.%N; cat /proc/sys/kernel/random/boot_id");
+    let after = unix();
+    let (clock, id) = out.split_once('\n').unwrap();
+    let clock: f64 = clock.parse().unwrap();
+    assert!(
+        clock > before - 1.0 && clock < after + 1.0,
+        "the guest's clock {clock} is not the host's ({before}..{after})\n{}",
+        std::fs::read_to_string(t.home().join("vms/web/qemu.log")).unwrap_or_default()
+    );
+    assert_eq!(id, boot_id, "resumed, not rebooted");
+    for port in [http, extra] {
+        let page = http_get(port).unwrap_or_default();
+        assert!(page.contains("Hello, World!"), "port {port}: {page}");
+    }
+    t.ok(&["stop", "web"]);
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Saved state (issue 14), as a Markdown table for BENCHMARKS.md: the seed's VM
+# (vm-configs/web.toml, debian-12, 1 vCPU, 2G) from `vmctl start` to its first HTTP 200, cold
+# boot against resume from its saved state, alternating in one run; and the save itself
+# (`vmctl suspend`: time and the state's size).
+#
+#   sudo scripts/bench-state.sh          # BENCH_N=3 of each
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${BENCH_N:-3}
+[[ $(id -u) -eq 0 ]] || { echo "bench-state: run as root (the image build needs it)" >&2; exit 1; }
+
+scripts/install-deps.sh >/dev/null
+cargo build --release --locked -q
+V=$PWD/target/release/vmctl
+work=$(mktemp -d /tmp/vmctl-bench-state.XXXXXX)
+# Run as root, QEMU runs as vmctl-qemu and must pass through to the home's images.
+chmod 0711 "$work"
+export VMCTL_HOME=$work/home
+export VMCTL_CACHE_DIR=${VMCTL_CACHE_DIR:-$PWD/target/vmctl-test/cache}
+mkdir -p "$VMCTL_CACHE_DIR"
+cleanup() {
+	"$V" kill web >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+"$V" image build debian-12 >/dev/null 2>&1
+
+now() { date +%s%N; }
+ms() { echo $((($2 - $1) / 1000000)); }
+median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%d", m}'; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Milliseconds from $1 (ns) to the first HTTP 200 on port $2 (a new attempt every 20 ms).
+first_200() {
+	until [[ $(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$2/") == 200 ]]; do
+		sleep 0.02
+	done
+	ms "$1" "$(now)"
+}
+
+ps=$(free_port) ph=$(free_port)
+"$V" create web --from vm-configs/web.toml --port "$ps:22" --port "$ph:8080" >/dev/null
+# The first boot provisions the guest; the runs below compare boots of a provisioned one.
+"$V" start web --wait --timeout 600 >/dev/null
+"$V" stop web >/dev/null
+
+cold=() warm=() saves=() sizes=()
+for i in $(seq "$N"); do
+	t0=$(now)
+	"$V" start web >/dev/null
+	cold+=("$(first_200 "$t0" "$ph")")
+	t0=$(now)
+	"$V" suspend web >/dev/null
+	saves+=("$(ms "$t0" "$(now)")")
+	sizes+=("$(stat -c %s "$VMCTL_HOME/vms/web/saved.state")")
+	t0=$(now)
+	"$V" start web >/dev/null
+	warm+=("$(first_200 "$t0" "$ph")")
+	"$V" stop web >/dev/null
+	echo "  run $i: cold boot ${cold[-1]} ms, resume ${warm[-1]} ms; save ${saves[-1]} ms, ${sizes[-1]} bytes" >&2
+done
+
+c=$(printf '%s\n' "${cold[@]}" | median)
+w=$(printf '%s\n' "${warm[@]}" | median)
+s=$(printf '%s\n' "${saves[@]}" | median)
+z=$(printf '%s\n' "${sizes[@]}" | median)
+echo
+echo "| measure (web.toml, 1 vCPU, 2G, TCG; median of $N) | result | goal |"
+echo "|---|---|---|"
+echo "| \`vmctl start\` to HTTP 200, cold boot | $c ms (runs: ${cold[*]}) | - |"
+echo "| \`vmctl start\` to HTTP 200, resumed from the saved state | $w ms (runs: ${warm[*]}) | - |"
+echo "| resume / cold boot | $(awk -v w="$w" -v c="$c" 'BEGIN {printf "%.2f×", w / c}') | ≤ 0.15× |"
+echo "| \`vmctl suspend\` (save and stop) | $s ms | - |"
+echo "| saved state on disk | $(awk -v z="$z" 'BEGIN {printf "%.0f MiB", z / 1048576}') (of 2048 MiB RAM) | - |"
