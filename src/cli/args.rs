@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::addr::NetName;
 use crate::cli::args_guest::{AppCmd, CpArgs, LogsArgs, SshArgs};
 use crate::cli::args_net::{DownArgs, NetworkCmd, StackJsonArgs, UpArgs};
+use crate::cli::args_state::DiskCmd;
 use crate::def::config::{NetworkEntry, NetworkRef, VmConfig};
 use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName};
 
@@ -53,6 +54,9 @@ pub enum Cmd {
     /// Take, list, revert and delete snapshots (in the VM's qcow2 disk; RAM too while it runs).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// A VM's disk: info, grow it, compact it.
+    #[command(subcommand)]
+    Disk(DiskCmd),
     /// Add, remove or list port forwards; a running VM gets them at once, without a restart.
     #[command(subcommand)]
     Port(PortCmd),

@@ -5,8 +5,9 @@
 use crate::cli::args::{Cli, Cmd, ImageCmd, PortCmd, SnapshotCmd, SystemdCmd};
 use crate::cli::args_guest::AppCmd;
 use crate::cli::args_net::NetworkCmd;
+use crate::cli::args_state::DiskCmd;
 use crate::cli::{
-    app, connect, doctor, image, inspect, lifecycle, network, port, snapshot, stack, systemd,
+    app, connect, disk, doctor, image, inspect, lifecycle, network, port, snapshot, stack, systemd,
 };
 use crate::error::Result;
 use crate::paths::Home;
@@ -75,6 +76,9 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Down(a) => to!(stack::down, a),
         Cmd::Ps(a) => to!(stack::ps, a),
         Cmd::App(AppCmd::Deploy(a)) => to!(app::deploy, a),
+        Cmd::Disk(DiskCmd::Info(a)) => to!(disk::info, a),
+        Cmd::Disk(DiskCmd::Resize(a)) => to!(disk::resize, a),
+        Cmd::Disk(DiskCmd::Compact(a)) => to!(disk::compact, a),
         Cmd::Network(NetworkCmd::Create(a)) => to!(network::create, a),
         Cmd::Network(NetworkCmd::Ls(a)) => to!(network::ls, a),
         Cmd::Network(NetworkCmd::Rm(a)) => to!(network::rm, a),

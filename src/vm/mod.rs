@@ -7,6 +7,7 @@ pub mod console;
 pub mod control;
 pub mod copy;
 pub mod create;
+pub mod disk;
 pub mod inspect;
 pub mod network;
 pub mod order;

@@ -7,6 +7,7 @@ mod bad_input;
 mod bad_input_suite;
 mod console;
 mod crash;
+mod disk;
 mod generator;
 mod harness;
 mod image_import;
