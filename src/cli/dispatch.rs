@@ -102,6 +102,7 @@ mod tests {
             "spec" => "8080:80",
             "file" => "/tmp/disk.img",
             "tag" => "before",
+            "size" => "20G",
             _ => "web",
         }
     }
