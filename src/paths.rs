@@ -266,6 +266,10 @@ impl VmPaths {
     pub fn app_lock(&self) -> PathBuf {
         self.dir.join("app.lock")
     }
+    /// The guest's machine-id (32 hex digits), made at create and at clone.
+    pub fn machine_id(&self) -> PathBuf {
+        self.dir.join("machine-id")
+    }
     /// Your provisioning scripts' output, kept across starts (`vmctl logs NAME --provision`).
     pub fn provision_log(&self) -> PathBuf {
         self.dir.join("provision.log")

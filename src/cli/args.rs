@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::addr::NetName;
 use crate::cli::args_guest::{AppCmd, CpArgs, LogsArgs, SshArgs};
 use crate::cli::args_net::{DownArgs, NetworkCmd, StackJsonArgs, UpArgs};
-use crate::cli::args_state::DiskCmd;
+use crate::cli::args_state::{CloneArgs, DiskCmd};
 use crate::def::config::{NetworkEntry, NetworkRef, VmConfig};
 use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName};
 
@@ -54,6 +54,8 @@ pub enum Cmd {
     /// Take, list, revert and delete snapshots (in the VM's qcow2 disk; RAM too while it runs).
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// A new VM from a stopped one: its definition, a copy of its disk, an identity of its own.
+    Clone(CloneArgs),
     /// A VM's disk: info, grow it, compact it.
     #[command(subcommand)]
     Disk(DiskCmd),

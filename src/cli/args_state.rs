@@ -1,9 +1,26 @@
-//! The command line of a VM's disk and state beyond start and stop: `vmctl disk info|resize|
-//! compact`, each subcommand's arguments one struct (see `cli::args` for the rest).
+//! The command line of a VM's disk and state beyond start and stop: `vmctl clone` and `vmctl
+//! disk info|resize|compact`, each subcommand's arguments one struct (see `cli::args` for the
+//! rest).
 
 use clap::{Args, Subcommand};
 
-use crate::types::{ByteSize, VmName};
+use crate::types::{ByteSize, PortForward, VmName};
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// The VM to clone (stopped).
+    pub source: VmName,
+    /// The new VM's name.
+    pub name: VmName,
+    /// The clone's forwards, instead of the source's (which it cannot share); repeatable.
+    #[arg(short, long = "port", value_name = "[ADDR:]HOST:GUEST[/PROTO]")]
+    pub ports: Vec<PortForward>,
+    /// Copy the whole disk into one standalone file instead of what differs from the image.
+    #[arg(long)]
+    pub full: bool,
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum DiskCmd {

@@ -22,7 +22,7 @@ pub fn resize(home: &Home, a: DiskResizeArgs) -> Result<u8> {
 }
 
 pub fn compact(home: &Home, a: DiskNameArgs) -> Result<u8> {
-    let progress = !a.json && std::io::stdout().is_terminal();
+    let progress = std::io::stderr().is_terminal();
     show(&vm_disk::compact(home, &a.name, progress)?, a.json);
     Ok(0)
 }

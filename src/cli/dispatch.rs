@@ -76,6 +76,7 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Down(a) => to!(stack::down, a),
         Cmd::Ps(a) => to!(stack::ps, a),
         Cmd::App(AppCmd::Deploy(a)) => to!(app::deploy, a),
+        Cmd::Clone(a) => to!(lifecycle::clone, a),
         Cmd::Disk(DiskCmd::Info(a)) => to!(disk::info, a),
         Cmd::Disk(DiskCmd::Resize(a)) => to!(disk::resize, a),
         Cmd::Disk(DiskCmd::Compact(a)) => to!(disk::compact, a),

@@ -1,4 +1,4 @@
-//! The lifecycle commands' handlers: create, start (and `--fresh`), stop, suspend, restart,
+//! The lifecycle commands' handlers: create, clone, start (and `--fresh`), stop, suspend, restart,
 //! kill, pause, resume, reset, rm and run; each calls its `vm` command and shows the result.
 
 use std::path::Path;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::cli::args::{
     CreateArgs, NameArg, NameJsonArgs, RestartArgs, RmArgs, RunArgs, StartArgs, StopArgs,
 };
+use crate::cli::args_state::CloneArgs;
 use crate::cli::inspect::describe_exit;
 use crate::cli::output::{Show, print_lines, show};
 use crate::def::config::{FileProblem, VmConfig, read_text};
@@ -16,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::paths::Home;
 use crate::supervisor::{handshake, run::Mode};
 use crate::sys::fsutil;
-use crate::types::VmName;
+use crate::types::{VmName, human_bytes};
+use crate::vm::clone::{self as vm_clone, Cloned};
 use crate::vm::control::{Control, control};
 use crate::vm::create::{self as vm_create, Applied};
 use crate::vm::start::{self as vm_start, Started};
@@ -312,4 +314,37 @@ pub fn run(home: &Home, a: RunArgs) -> Result<u8> {
         }
     })?;
     crate::supervisor::run::run(home, &spec, mode)
+}
+
+pub fn clone(home: &Home, a: CloneArgs) -> Result<u8> {
+    let ports = (!a.ports.is_empty()).then_some(a.ports.as_slice());
+    show(
+        &vm_clone::clone(home, &a.source, &a.name, ports, a.full)?,
+        a.json,
+    );
+    Ok(0)
+}
+
+impl Show for Cloned {
+    fn text(&self) -> String {
+        let mut s = format!(
+            "Cloned VM {} as {} in {:.1} s ({} disk, {} on the host)\n",
+            self.from,
+            self.name,
+            self.seconds,
+            if self.full {
+                "a standalone"
+            } else {
+                "its image and a copy of what differs: a linked"
+            },
+            human_bytes(self.disk_bytes)
+        );
+        for p in &self.ports {
+            s.push_str(&format!(
+                "  {}:{} -> guest {}/{}\n",
+                p.addr, p.host, p.guest, p.proto
+            ));
+        }
+        s
+    }
 }

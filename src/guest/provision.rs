@@ -257,6 +257,24 @@ pub fn setup(spec: &VmSpec, image: &Image, staging: &VmPaths, created: &VmPaths)
     Ok(spec)
 }
 
+/// A new machine-id for the VM in `staging` (`systemd.machine_id=` on vmctl images' kernel
+/// command line): 128 random bits as 32 hex digits, as systemd writes them.
+pub fn new_machine_id(staging: &VmPaths) -> Result<()> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .ctx(|| "Cannot read /dev/urandom".into())?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    fsutil::write_atomic(&staging.machine_id(), format!("{id}\n").as_bytes())
+}
+
+/// The VM's machine-id, when it has one (VMs made before vmctl kept one do not).
+pub fn machine_id(paths: &VmPaths) -> Option<String> {
+    let id = std::fs::read_to_string(paths.machine_id()).ok()?;
+    let id = id.trim();
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
 /// Render what the guest's provisioning reads at this boot. Returns the fw_cfg credential file
 /// (vmctl images) or the NoCloud seed disk (cloud-init images).
 pub fn boot_files(

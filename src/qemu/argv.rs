@@ -32,6 +32,9 @@ pub struct Launch<'a> {
     /// vmctl's own images: the guest takes its hostname from the kernel command line
     /// (`systemd.hostname=`), from its first instruction on.
     pub set_hostname: bool,
+    /// With `set_hostname`: the guest's machine-id (`systemd.machine_id=`), vmctl's for the
+    /// VM, so that a clone of its disk is a machine of its own.
+    pub machine_id: Option<String>,
     pub boot_files: BootFiles,
     /// The NICs on private networks, in the order of the definition's `networks`.
     pub lans: Vec<Lan>,
@@ -306,6 +309,9 @@ pub fn argv(l: &Launch) -> Vec<String> {
         ];
         if l.set_hostname {
             extras.push(format!("systemd.hostname={}", s.name));
+            if let Some(id) = &l.machine_id {
+                extras.push(format!("systemd.machine_id={id}"));
+            }
         }
         if let Some(peers) = &l.lans_on_cmdline {
             extras.extend(lan_cmdline(&l.lans, peers));
@@ -376,6 +382,7 @@ mod tests {
             initrd: Some(img.join("initrd")),
             cmdline: Some("panic=-1 quiet".into()),
             set_hostname: false,
+            machine_id: None,
             boot_files: Default::default(),
             lans: vec![],
             lans_on_cmdline: None,
@@ -426,6 +433,7 @@ mod tests {
             initrd: Some(img.join("initrd")),
             cmdline: Some("panic=-1 quiet".into()),
             set_hostname: false,
+            machine_id: None,
             boot_files: Default::default(),
             lans,
             lans_on_cmdline: Some(peers),
@@ -480,6 +488,7 @@ mod tests {
             initrd: Some(img.join("initrd")),
             cmdline: Some("root=/dev/vda1 ro quiet".into()),
             set_hostname: true,
+            machine_id: Some("5f1d3a0c9b7e4d2a8c6b0e1f2a3b4c5d".into()),
             boot_files: BootFiles {
                 credential: Some(paths.provision_credential()),
                 seed: None,
@@ -509,6 +518,7 @@ mod tests {
             initrd: None,
             cmdline: None,
             set_hostname: false,
+            machine_id: None,
             boot_files: BootFiles {
                 credential: None,
                 seed: Some(paths.cloud_init_seed()),

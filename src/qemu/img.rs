@@ -47,6 +47,46 @@ pub fn create(path: &Path, size: ByteSize, base: Option<&Path>) -> Result<()> {
     qemu_img(&args, &format!("Cannot create disk {}", path.display()))
 }
 
+/// `qemu-img convert` of the qcow2 `src` into a new qcow2 `dst`: with `base`, only what differs
+/// from it is written and `dst` backs onto it; without, one standalone file. Internal
+/// snapshots are not carried. `progress`: qemu-img draws its progress on stderr.
+pub fn convert(src: &Path, dst: &Path, base: Option<&Path>, progress: bool) -> Result<()> {
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-f", "qcow2", "-O", "qcow2"]);
+    if progress {
+        cmd.arg("-p");
+    }
+    if let Some(b) = base {
+        cmd.arg("-B").arg(b).args(["-F", "qcow2"]);
+    }
+    let out = cmd
+        .arg(src)
+        .arg(dst)
+        // The progress goes where vmctl's own messages go (stdout may be `--json`).
+        .stdout(match progress {
+            true => std::os::fd::AsFd::as_fd(&std::io::stderr())
+                .try_clone_to_owned()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            false => Stdio::null(),
+        })
+        .stderr(Stdio::piped())
+        .output()
+        .ctx(|| "Cannot run qemu-img (install qemu-utils)".to_string())?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(dst);
+        return Err(Error::Qemu(format!(
+            "Cannot copy {} to {}: qemu-img failed: {}",
+            src.display(),
+            dst.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    File::open(dst)
+        .and_then(|f| f.sync_all())
+        .path_ctx("sync", dst)
+}
+
 /// `qemu-img info --output=json` of one image (not its backing chain). `share` (`-U`) reads an
 /// image a running QEMU holds open; without it qemu-img refuses such an image.
 pub fn info(path: &Path, share: bool) -> Result<serde_json::Value> {

@@ -95,6 +95,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         initrd: img.initrd(),
         cmdline: img.manifest.cmdline.clone(),
         set_hostname: img.manifest.provision == image::recipe::Provision::Vmctl,
+        machine_id: crate::guest::provision::machine_id(&paths),
         boot_files: crate::guest::provision::planned(&paths, spec, &img),
         lans: lans.clone(),
         lans_on_cmdline: (provision == image::recipe::Provision::None).then(|| peers.clone()),

@@ -17,7 +17,25 @@ use crate::types::VmName;
 use crate::vm::ports::foreign_address;
 
 pub fn create(home: &Home, name: &VmName, cfg: &VmConfig, source_name: &str) -> Result<VmSpec> {
-    create_as(home, name, cfg, source_name, DefinedBy::Command)
+    create_as(
+        home,
+        name,
+        cfg,
+        source_name,
+        DefinedBy::Command,
+        DiskFrom::Image,
+    )
+}
+
+/// Where a new VM's disk comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum DiskFrom<'a> {
+    /// A thin overlay on its image (`vmctl create`).
+    Image,
+    /// A copy of another (stopped) VM's disk (`vmctl clone`): what differs from the image,
+    /// on the same image, or with `full` the whole chain in one standalone file. Its app's
+    /// last release comes along.
+    Vm { from: &'a VmPaths, full: bool },
 }
 
 /// Where a VM's definition comes from, and so who may change it.
@@ -32,12 +50,13 @@ pub enum DefinedBy<'a> {
 }
 
 /// `create`, of a VM defined by `by`.
-fn create_as(
+pub(crate) fn create_as(
     home: &Home,
     name: &VmName,
     cfg: &VmConfig,
     source_name: &str,
     by: DefinedBy,
+    disk: DiskFrom,
 ) -> Result<VmSpec> {
     let spec = spec::validate(name, cfg, limits(), source_name)?;
     let paths = home.vm(name);
@@ -59,14 +78,20 @@ fn create_as(
     let staging = VmPaths {
         dir: tmp.path().to_path_buf(),
     };
-    crate::qemu::img::create(&staging.disk(), spec.disk, Some(&img.disk()))?;
+    make_disk(&staging, &spec, &img, disk)?;
+    crate::guest::provision::new_machine_id(&staging)?;
     let spec = crate::guest::provision::setup(&spec, &img, &staging, &paths)?;
-    if let Some(app) = &spec.wsgi_app {
+    match (&spec.wsgi_app, disk) {
+        (Some(_), DiskFrom::Vm { from, .. }) if from.app_bundle().exists() => {
+            let (src, dst) = (from.app_bundle(), staging.app_bundle());
+            std::fs::copy(&src, &dst).path_ctx("copy", &src)?;
+        }
         // Your app's first release, which the guest installs at its first boot.
-        fsutil::write_atomic(
+        (Some(app), _) => fsutil::write_atomic(
             &staging.app_bundle(),
             &crate::app::bundle::build(app, &app.dir)?,
-        )?;
+        )?,
+        (None, _) => {}
     }
     fsutil::write_atomic(&staging.definition(), definition_text(&spec, by).as_bytes())?;
     if let DefinedBy::DropIn(f) = by {
@@ -74,6 +99,23 @@ fn create_as(
     }
     std::fs::rename(tmp.path(), &paths.dir).path_ctx("create", &paths.dir)?;
     Ok(spec)
+}
+
+/// The new VM's disk in `staging`, as `from` says.
+fn make_disk(
+    staging: &VmPaths,
+    spec: &VmSpec,
+    img: &image::store::Image,
+    from: DiskFrom,
+) -> Result<()> {
+    match from {
+        DiskFrom::Image => crate::qemu::img::create(&staging.disk(), spec.disk, Some(&img.disk())),
+        DiskFrom::Vm { from, full } => {
+            let base = (!full).then(|| img.disk());
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr()) && full;
+            crate::qemu::img::convert(&from.disk(), &staging.disk(), base.as_deref(), progress)
+        }
+    }
 }
 
 /// Name free, sockets fit, image built, disk large enough, forwards from this host's addresses and
@@ -238,7 +280,8 @@ fn define(home: &Home, name: &VmName, cfg: &VmConfig, by: DefinedBy) -> Result<(
     };
     let paths = home.vm(name);
     if !paths.definition().exists() {
-        return create_as(home, name, cfg, &source_name, by).map(|s| (s, Applied::Created));
+        return create_as(home, name, cfg, &source_name, by, DiskFrom::Image)
+            .map(|s| (s, Applied::Created));
     }
     let mut wanted = spec::validate(name, cfg, limits(), &source_name)?;
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;

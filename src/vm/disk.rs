@@ -6,7 +6,7 @@
 //! snapshots, which a rewrite would drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -180,37 +180,8 @@ pub fn compact(home: &Home, name: &VmName, progress: bool) -> Result<Compacted> 
     let tmp = disk.with_extension("qcow2.compact");
     let _ = std::fs::remove_file(&tmp);
     let base = top["full-backing-filename"].as_str().map(PathBuf::from);
-    let mut cmd = Command::new("qemu-img");
-    cmd.args(["convert", "-f", "qcow2", "-O", "qcow2"]);
-    if progress {
-        cmd.arg("-p");
-    }
-    if let Some(b) = &base {
-        // Only what differs from the image is written; the new file backs onto it too.
-        cmd.arg("-B").arg(b).args(["-F", "qcow2"]);
-    }
-    let out = cmd
-        .arg(&disk)
-        .arg(&tmp)
-        .stdout(if progress {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .stderr(Stdio::piped())
-        .output()
-        .ctx(|| "Cannot run qemu-img (install qemu-utils)".to_string())?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Qemu(format!(
-            "Cannot compact {}: qemu-img failed: {}",
-            disk.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .path_ctx("sync", &tmp)?;
+    // Only what differs from the image is written; the new file backs onto it too.
+    crate::qemu::img::convert(&disk, &tmp, base.as_deref(), progress)?;
     std::fs::rename(&tmp, &disk).path_ctx("replace", &disk)?;
     Ok(Compacted {
         name: name.to_string(),

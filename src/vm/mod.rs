@@ -3,6 +3,7 @@
 //! forwards. Each takes the VM's lock for what it changes and returns data for `cli` to print;
 //! only `cli` imports this folder.
 
+pub mod clone;
 pub mod console;
 pub mod control;
 pub mod copy;

@@ -125,3 +125,163 @@ fn a_grown_disk_is_the_debian_guests_root_file_system_at_its_next_boot() {
         "df says {after} bytes after growing from {before}"
     );
 }
+
+/// The first bytes of a VM's disk as the guest sees them (through its qcow2 chain).
+fn disk_head(t: &TestHome, vm: &str) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let disk = t.home().join(format!("vms/{vm}/disk.qcow2"));
+    let st = std::process::Command::new("qemu-img")
+        .args(["dd", "-U", "-f", "qcow2", "-O", "raw", "bs=512", "count=1"])
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", out.path().display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    String::from_utf8_lossy(&std::fs::read(out.path()).unwrap()[..20]).into_owned()
+}
+
+#[test]
+fn a_clone_has_the_sources_disk_its_own_ports_and_name_and_no_snapshots() {
+    let t = TestHome::new();
+    let (port, port2, port3) = (free_port(), free_port(), free_port());
+    create_tiny(&t, "src", port);
+    t.ok(&["start", "src", "--wait"]);
+    let put = http_get_path(port, "/cgi-bin/put?/dev/vda").unwrap();
+    assert!(put.ends_with("ok\n"), "{put}");
+    let err = t.fails(&["clone", "src", "copy"], 7);
+    assert!(
+        err.contains("VM src is running; stop it before cloning"),
+        "{err}"
+    );
+    t.ok(&["stop", "src"]);
+    t.ok(&["snapshot", "create", "src", "kept-by-src"]);
+
+    // Its forwards are the source's: refused, by field, until the clone has its own.
+    t.refused(
+        &["clone", "src", "copy"],
+        &[
+            "ports[0]: host port",
+            "already forwarded by VM src",
+            "--port",
+        ],
+    );
+    t.refused(&["clone", "src", "src"], &["VM src already exists"]);
+    let linked = t.json(&[
+        "clone",
+        "src",
+        "copy",
+        "--port",
+        &format!("{port2}:8080"),
+        "--json",
+    ]);
+    assert_eq!(linked["full"], false);
+    assert!(linked["disk_bytes"].as_u64().unwrap() < 4 << 20, "{linked}");
+    let full = t.json(&[
+        "clone",
+        "src",
+        "solo",
+        "--full",
+        "--port",
+        &format!("{port3}:8080"),
+        "--json",
+    ]);
+    assert_eq!(full["full"], true);
+
+    for vm in ["copy", "solo"] {
+        assert_eq!(
+            disk_head(&t, vm),
+            "written by the guest",
+            "{vm} has src's data"
+        );
+        assert!(
+            t.json(&["snapshot", "list", vm, "--json"])
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let chain = |vm: &str| {
+        t.json(&["disk", "info", vm, "--json"])["chain"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        (chain("copy"), chain("solo")),
+        (2, 1),
+        "linked on the image; full standalone"
+    );
+    assert_eq!(
+        t.json(&["snapshot", "list", "src", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the source keeps its snapshot"
+    );
+    // Side by side, each on its own port, each by its own name.
+    for (vm, p) in [("src", port), ("copy", port2), ("solo", port3)] {
+        t.ok(&["start", vm, "--wait"]);
+        let page = http_get(p).unwrap_or_default();
+        assert!(
+            page.contains(&format!("vmctl tiny guest: {vm}\n")),
+            "{vm}: {page}"
+        );
+    }
+    for vm in ["src", "copy", "solo"] {
+        t.ok(&["stop", vm]);
+    }
+    let ids: std::collections::BTreeSet<String> = ["src", "copy", "solo"]
+        .iter()
+        .map(|vm| std::fs::read_to_string(t.home().join(format!("vms/{vm}/machine-id"))).unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "a machine-id each: {ids:?}");
+}
+
+/// The seed's debian-12 VM cloned: both run side by side, each with its own hostname,
+/// machine-id and SSH host key (`vmctl ssh` pins each VM's own), and the clone serves the app.
+#[test]
+fn a_debian_clone_is_a_machine_of_its_own() {
+    let t = TestHome::bare();
+    t.link_image("debian-12", "x86_64");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/vm-configs/web.toml");
+    let ports = |ssh: u16, http: u16| {
+        vec![
+            "--port".to_string(),
+            format!("{ssh}:22"),
+            "--port".into(),
+            format!("{http}:8080"),
+        ]
+    };
+    let (a, b) = ((free_port(), free_port()), (free_port(), free_port()));
+    let mut create = vec![
+        "create".to_string(),
+        "web".into(),
+        "--from".into(),
+        example.into(),
+    ];
+    create.extend(ports(a.0, a.1));
+    t.ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
+    t.ok(&["start", "web", "--wait", "--timeout", "500"]);
+    t.ok(&["stop", "web"]);
+    let mut clone = vec!["clone".to_string(), "web".into(), "web2".into()];
+    clone.extend(ports(b.0, b.1));
+    t.ok(&clone.iter().map(String::as_str).collect::<Vec<_>>());
+    let who = |vm: &str| {
+        t.ok(&["start", vm, "--wait", "--timeout", "500"]);
+        let out = t.ssh(
+            vm,
+            "hostname; cat /etc/machine-id; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub",
+        );
+        assert!(out.status.success(), "{vm}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (one, two) = (who("web"), who("web2"));
+    let (one, two): (Vec<&str>, Vec<&str>) = (one.lines().collect(), two.lines().collect());
+    assert_eq!((one[0], two[0]), ("web", "web2"), "hostnames");
+    assert_ne!(one[1], two[1], "machine-ids");
+    assert_ne!(one[2], two[2], "SSH host keys");
+    assert!(http_get(b.1).unwrap_or_default().contains("Hello, World!"));
+    t.ok(&["stop", "web"]);
+    t.ok(&["stop", "web2"]);
+}
