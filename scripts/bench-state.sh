@@ -2,7 +2,8 @@
 # Saved state (issue 14), as a Markdown table for BENCHMARKS.md: the seed's VM
 # (vm-configs/web.toml, debian-12, 1 vCPU, 2G) from `vmctl start` to its first HTTP 200, cold
 # boot against resume from its saved state, alternating in one run; and the save itself
-# (`vmctl suspend`: time and the state's size).
+# (`vmctl suspend`: time and the state's size); clones (linked and full: time, size) and a
+# compaction after the guest wrote and deleted 256 MiB (sizes before and after).
 #
 #   sudo scripts/bench-state.sh          # BENCH_N=3 of each
 set -euo pipefail
@@ -60,6 +61,36 @@ for i in $(seq "$N"); do
 	echo "  run $i: cold boot ${cold[-1]} ms, resume ${warm[-1]} ms; save ${saves[-1]} ms, ${sizes[-1]} bytes" >&2
 done
 
+# Clones of the stopped VM: linked (what differs from the image) and full (standalone).
+clone_ms() { # $1 name, $2 port, more: flags
+	local t0 n=$1 p=$2
+	shift 2
+	t0=$(now)
+	"$V" clone web "$n" --port "$p:22" "$@" >/dev/null
+	ms "$t0" "$(now)"
+}
+bytes() { stat -c %b "$VMCTL_HOME/vms/$1/disk.qcow2" | awk '{print $1 * 512}'; }
+src_bytes=$(bytes web)
+linked_ms=$(clone_ms linked "$(free_port)") linked_bytes=$(bytes linked)
+full_ms=$(clone_ms solo "$(free_port)" --full) full_bytes=$(bytes solo)
+echo "  clones: linked $linked_ms ms ($linked_bytes bytes), full $full_ms ms ($full_bytes bytes); source overlay $src_bytes bytes" >&2
+
+# Compaction: the guest writes 256 MiB and deletes it (with fstrim: the disk has
+# discard=unmap), then `vmctl disk compact`.
+"$V" start web --wait --timeout 600 >/dev/null
+"$V" ssh web -- 'dd if=/dev/urandom of=/var/tmp/blob bs=1M count=256 status=none && sync' >/dev/null
+"$V" stop web >/dev/null
+grown=$(bytes web)
+"$V" start web --wait --timeout 600 >/dev/null
+"$V" ssh web -- 'rm /var/tmp/blob && sync && sudo -n fstrim -v /' >/dev/null
+"$V" stop web >/dev/null
+trimmed=$(bytes web)
+t0=$(now)
+"$V" disk compact web >/dev/null
+compact_ms=$(ms "$t0" "$(now)")
+compacted=$(bytes web)
+echo "  compaction: $grown bytes after the write, $trimmed after rm + fstrim, $compacted after compact ($compact_ms ms)" >&2
+
 c=$(printf '%s\n' "${cold[@]}" | median)
 w=$(printf '%s\n' "${warm[@]}" | median)
 s=$(printf '%s\n' "${saves[@]}" | median)
@@ -72,3 +103,7 @@ echo "| \`vmctl start\` to HTTP 200, resumed from the saved state | $w ms (runs:
 echo "| resume / cold boot | $(awk -v w="$w" -v c="$c" 'BEGIN {printf "%.2f×", w / c}') | ≤ 0.15× |"
 echo "| \`vmctl suspend\` (save and stop) | $s ms | - |"
 echo "| saved state on disk | $(awk -v z="$z" 'BEGIN {printf "%.0f MiB", z / 1048576}') (of 2048 MiB RAM) | - |"
+mib() { awk -v z="$1" 'BEGIN {printf "%.1f MiB", z / 1048576}'; }
+echo "| \`vmctl clone\` (linked: what differs from the image) | $linked_ms ms, $(mib "$linked_bytes") on the host (source's overlay: $(mib "$src_bytes")) | - |"
+echo "| \`vmctl clone --full\` (standalone) | $full_ms ms, $(mib "$full_bytes") | - |"
+echo "| disk after the guest wrote 256 MiB / deleted it + fstrim / \`vmctl disk compact\` | $(mib "$grown") / $(mib "$trimmed") / $(mib "$compacted") ($compact_ms ms) | - |"

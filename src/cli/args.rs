@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::addr::NetName;
 use crate::cli::args_guest::{AppCmd, CpArgs, LogsArgs, SshArgs};
 use crate::cli::args_net::{DownArgs, NetworkCmd, StackJsonArgs, UpArgs};
-use crate::cli::args_state::{CloneArgs, DiskCmd};
+use crate::cli::args_state::{CloneArgs, DiskCmd, ExportArgs, ImportArgs as VmImportArgs};
 use crate::def::config::{NetworkEntry, NetworkRef, VmConfig};
 use crate::types::{AccelChoice, App, Arch, ByteSize, LoginName, PortForward, VmName};
 
@@ -56,6 +56,10 @@ pub enum Cmd {
     Snapshot(SnapshotCmd),
     /// A new VM from a stopped one: its definition, a copy of its disk, an identity of its own.
     Clone(CloneArgs),
+    /// Write a stopped VM, its disk (with its snapshots), keys and image into one archive.
+    Export(ExportArgs),
+    /// A VM from an archive `vmctl export` wrote (checked whole before anything is installed).
+    Import(VmImportArgs),
     /// A VM's disk: info, grow it, compact it.
     #[command(subcommand)]
     Disk(DiskCmd),

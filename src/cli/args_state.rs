@@ -1,6 +1,8 @@
-//! The command line of a VM's disk and state beyond start and stop: `vmctl clone` and `vmctl
-//! disk info|resize|compact`, each subcommand's arguments one struct (see `cli::args` for the
-//! rest).
+//! The command line of a VM's disk and state beyond start and stop: `vmctl clone`, `export`,
+//! `import` and `disk info|resize|compact`, each subcommand's arguments one struct (see
+//! `cli::args` for the rest).
+
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
@@ -18,6 +20,39 @@ pub struct CloneArgs {
     /// Copy the whole disk into one standalone file instead of what differs from the image.
     #[arg(long)]
     pub full: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `vmctl export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// vmctl's archive (tar + zstd): the VM, its disk with its snapshots, its image.
+    Archive,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub name: VmName,
+    /// Where to write it (default: NAME.vmctl.tar.zst here).
+    #[arg(short, long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "archive")]
+    pub format: ExportFormat,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An archive `vmctl export` wrote.
+    pub file: PathBuf,
+    /// The VM's name here (default: its name in the archive).
+    #[arg(long)]
+    pub name: Option<VmName>,
     #[arg(long)]
     pub json: bool,
 }

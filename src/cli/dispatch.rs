@@ -7,7 +7,8 @@ use crate::cli::args_guest::AppCmd;
 use crate::cli::args_net::NetworkCmd;
 use crate::cli::args_state::DiskCmd;
 use crate::cli::{
-    app, connect, disk, doctor, image, inspect, lifecycle, network, port, snapshot, stack, systemd,
+    app, archive, connect, disk, doctor, image, inspect, lifecycle, network, port, snapshot, stack,
+    systemd,
 };
 use crate::error::Result;
 use crate::paths::Home;
@@ -77,6 +78,8 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Ps(a) => to!(stack::ps, a),
         Cmd::App(AppCmd::Deploy(a)) => to!(app::deploy, a),
         Cmd::Clone(a) => to!(lifecycle::clone, a),
+        Cmd::Export(a) => to!(archive::export, a),
+        Cmd::Import(a) => to!(archive::import, a),
         Cmd::Disk(DiskCmd::Info(a)) => to!(disk::info, a),
         Cmd::Disk(DiskCmd::Resize(a)) => to!(disk::resize, a),
         Cmd::Disk(DiskCmd::Compact(a)) => to!(disk::compact, a),

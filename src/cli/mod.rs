@@ -3,6 +3,7 @@
 //! are shown (`output`: text for people or JSON for scripts, decided once).
 
 pub mod app;
+pub mod archive;
 pub mod args;
 pub mod args_guest;
 pub mod args_net;

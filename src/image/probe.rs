@@ -257,6 +257,18 @@ fn extensions(
     Ok(out)
 }
 
+/// A VM's overlay from an archive (`vmctl import`): like [`check_qcow2`], except that its
+/// backing file may be named (vmctl replaces it with its own image's before anything reads it).
+pub fn check_overlay(head: &[u8]) -> std::result::Result<(), String> {
+    if !head.starts_with(QCOW_MAGIC) {
+        return Err("is not a qcow2 image".into());
+    }
+    let mut h = parse_qcow2(head)?;
+    h.backing_file_offset = 0;
+    h.extensions.retain(|(kind, _)| *kind != EXT_BACKING_FORMAT);
+    check_qcow2(&h, head)
+}
+
 /// Refuse a qcow2 that points outside itself, is encrypted, is marked corrupt, needs a feature
 /// vmctl does not know, or has an unbootable size.
 pub fn check_qcow2(h: &Qcow2Header, head: &[u8]) -> std::result::Result<(), String> {

@@ -167,7 +167,7 @@ fn shared_dirs(home: &Home, spec: &VmSpec, problems: &mut Problems) {
 
 /// Forwards of `spec` from an address this host lacks, or from a host port that another VM's
 /// definition forwards.
-fn foreign_ports(home: &Home, spec: &VmSpec, problems: &mut Problems) {
+pub(crate) fn foreign_ports(home: &Home, spec: &VmSpec, problems: &mut Problems) {
     for (i, f) in spec.ports.iter().enumerate() {
         if let Some(why) = foreign_address(f) {
             problems.add(format!("ports[{i}]"), why);

@@ -3,12 +3,15 @@
 //! forwards. Each takes the VM's lock for what it changes and returns data for `cli` to print;
 //! only `cli` imports this folder.
 
+pub mod archive;
 pub mod clone;
 pub mod console;
 pub mod control;
 pub mod copy;
 pub mod create;
 pub mod disk;
+pub mod export;
+pub mod import;
 pub mod inspect;
 pub mod network;
 pub mod order;

@@ -285,3 +285,81 @@ fn a_debian_clone_is_a_machine_of_its_own() {
     t.ok(&["stop", "web"]);
     t.ok(&["stop", "web2"]);
 }
+
+/// `vmctl export` of the tiny VM with a snapshot, `vmctl import` into a home that has no image:
+/// the VM boots there with its disk and its snapshot; collisions and damaged archives are
+/// refused and leave the home as it was.
+#[test]
+fn an_exported_vm_imports_where_its_image_is_missing_and_damage_is_refused() {
+    let t = TestHome::new();
+    let port = free_port();
+    create_tiny(&t, "src", port);
+    t.ok(&["start", "src", "--wait"]);
+    let put = http_get_path(port, "/cgi-bin/put?/dev/vda").unwrap();
+    assert!(put.ends_with("ok\n"), "{put}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("src.vmctl.tar.zst");
+    let f = file.to_str().unwrap();
+    let err = t.fails(&["export", "src", "-o", f], 7);
+    assert!(
+        err.contains("VM src is running; stop it before exporting"),
+        "{err}"
+    );
+    t.ok(&["stop", "src"]);
+    t.ok(&["snapshot", "create", "src", "before-export"]);
+    let e = t.json(&["export", "src", "-o", f, "--json"]);
+    assert!(
+        e["bytes"].as_u64().unwrap() < e["content_bytes"].as_u64().unwrap(),
+        "{e}"
+    );
+    t.refused(&["export", "src", "-o", f], &["-o:", "exists", "--force"]);
+    t.refused(
+        &["export", "src", "--format", "ova"],
+        &["invalid value 'ova'"],
+    );
+
+    let there = TestHome::bare();
+    let i = there.json(&["import", f, "--json"]);
+    assert_eq!(
+        (
+            i["name"].as_str(),
+            i["image_installed"].as_bool(),
+            i["snapshots"].as_u64()
+        ),
+        (Some("src"), Some(true), Some(1)),
+        "{i}"
+    );
+    assert_eq!(disk_head(&there, "src"), "written by the guest");
+    let snaps = there.json(&["snapshot", "list", "src", "--json"]);
+    assert_eq!(snaps[0]["tag"], "before-export", "{snaps}");
+    there.ok(&["start", "src", "--wait"]);
+    let page = http_get(port).unwrap_or_default();
+    assert!(page.contains("vmctl tiny guest: src\n"), "{page}");
+    there.ok(&["stop", "src"]);
+
+    // Here the name is taken, and another name would forward the same host port.
+    t.refused(&["import", f], &["VM src exists already"]);
+    t.refused(
+        &["import", f, "--name", "copy"],
+        &["ports[0]: host port", "already forwarded by VM src"],
+    );
+    // A truncated archive, and one with a byte changed: refused, nothing installed.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.path().join("cut.tar.zst");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let bare = TestHome::bare();
+    bare.refused(
+        &["import", cut.to_str().unwrap()],
+        &["is not a whole vmctl archive"],
+    );
+    let mut changed = bytes.clone();
+    let at = changed.len() / 3;
+    changed[at] ^= 0x55;
+    let bad = dir.path().join("changed.tar.zst");
+    std::fs::write(&bad, &changed).unwrap();
+    bare.refused(
+        &["import", bad.to_str().unwrap()],
+        &["FILE:", "changed.tar.zst"],
+    );
+    assert!(bare.snapshot().is_empty(), "{:?}", bare.snapshot());
+}
