@@ -3,7 +3,8 @@
 # (vm-configs/web.toml, debian-12, 1 vCPU, 2G) from `vmctl start` to its first HTTP 200, cold
 # boot against resume from its saved state, alternating in one run; and the save itself
 # (`vmctl suspend`: time and the state's size); clones (linked and full: time, size) and a
-# compaction after the guest wrote and deleted 256 MiB (sizes before and after).
+# compaction after the guest wrote and deleted 256 MiB (sizes before and after); an export
+# (time, archive size) and its import into a home without the image.
 #
 #   sudo scripts/bench-state.sh          # BENCH_N=3 of each
 set -euo pipefail
@@ -91,6 +92,17 @@ compact_ms=$(ms "$t0" "$(now)")
 compacted=$(bytes web)
 echo "  compaction: $grown bytes after the write, $trimmed after rm + fstrim, $compacted after compact ($compact_ms ms)" >&2
 
+# Export of the seed's VM (its disk and the debian-12 image) and import into a fresh home.
+t0=$(now)
+"$V" export web -o "$work/web.vmctl.tar.zst" >/dev/null
+export_ms=$(ms "$t0" "$(now)")
+archive=$(stat -c %s "$work/web.vmctl.tar.zst")
+content=$(($(bytes web) + $(du -sb "$VMCTL_HOME/images/debian-12" | cut -f1)))
+t0=$(now)
+VMCTL_HOME=$work/elsewhere "$V" import "$work/web.vmctl.tar.zst" >/dev/null
+import_ms=$(ms "$t0" "$(now)")
+echo "  export: $export_ms ms, $archive bytes (of $content); import into a home without the image: $import_ms ms" >&2
+
 c=$(printf '%s\n' "${cold[@]}" | median)
 w=$(printf '%s\n' "${warm[@]}" | median)
 s=$(printf '%s\n' "${saves[@]}" | median)
@@ -107,3 +119,5 @@ mib() { awk -v z="$1" 'BEGIN {printf "%.1f MiB", z / 1048576}'; }
 echo "| \`vmctl clone\` (linked: what differs from the image) | $linked_ms ms, $(mib "$linked_bytes") on the host (source's overlay: $(mib "$src_bytes")) | - |"
 echo "| \`vmctl clone --full\` (standalone) | $full_ms ms, $(mib "$full_bytes") | - |"
 echo "| disk after the guest wrote 256 MiB / deleted it + fstrim / \`vmctl disk compact\` | $(mib "$grown") / $(mib "$trimmed") / $(mib "$compacted") ($compact_ms ms) | - |"
+echo "| \`vmctl export\` (VM and debian-12 image, zstd) | $export_ms ms, archive $(mib "$archive") of $(mib "$content") | - |"
+echo "| \`vmctl import\` into a home without the image | $import_ms ms | - |"

@@ -90,10 +90,25 @@ pub fn convert(src: &Path, dst: &Path, base: Option<&Path>, progress: bool) -> R
 /// `qemu-img info --output=json` of one image (not its backing chain). `share` (`-U`) reads an
 /// image a running QEMU holds open; without it qemu-img refuses such an image.
 pub fn info(path: &Path, share: bool) -> Result<serde_json::Value> {
+    info_of(path, share, false)
+}
+
+/// `qemu-img info -U --backing-chain --output=json`: each layer, the image's own first.
+pub fn info_chain(path: &Path) -> Result<Vec<serde_json::Value>> {
+    match info_of(path, true, true)? {
+        serde_json::Value::Array(layers) => Ok(layers),
+        one => Ok(vec![one]),
+    }
+}
+
+fn info_of(path: &Path, share: bool, chain: bool) -> Result<serde_json::Value> {
     let mut cmd = Command::new("qemu-img");
     cmd.arg("info");
     if share {
         cmd.arg("-U");
+    }
+    if chain {
+        cmd.arg("--backing-chain");
     }
     let out = cmd
         .arg("--output=json")

@@ -6,7 +6,6 @@
 //! snapshots, which a rewrite would drop.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -49,7 +48,7 @@ pub struct DiskInfo {
 /// What `qemu-img info --backing-chain` says of the VM's disk (also while it runs).
 pub fn info(home: &Home, name: &VmName) -> Result<DiskInfo> {
     let paths = home.defined(name)?;
-    let chain = chain(&paths.disk())?;
+    let chain = crate::qemu::img::info_chain(&paths.disk())?;
     let top = chain.first().cloned().unwrap_or(Value::Null);
     let snapshots = top["snapshots"]
         .as_array()
@@ -79,30 +78,6 @@ fn layer(v: &Value) -> Layer {
         format: v["format"].as_str().unwrap_or("").to_string(),
         virtual_size: v["virtual-size"].as_u64().unwrap_or(0),
         allocated: v["actual-size"].as_u64().unwrap_or(0),
-    }
-}
-
-/// `qemu-img info -U --backing-chain --output=json`: the layers, the VM's own first.
-fn chain(disk: &Path) -> Result<Vec<Value>> {
-    let out = Command::new("qemu-img")
-        .args(["info", "-U", "--backing-chain", "--output=json"])
-        .arg(disk)
-        .output()
-        .ctx(|| "Cannot run qemu-img (install qemu-utils)".to_string())?;
-    if !out.status.success() {
-        return Err(Error::Qemu(format!(
-            "Cannot read {}: {}",
-            disk.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    match serde_json::from_slice(&out.stdout) {
-        Ok(Value::Array(layers)) => Ok(layers),
-        Ok(one) => Ok(vec![one]),
-        Err(e) => Err(Error::Qemu(format!(
-            "qemu-img info {}: {e}",
-            disk.display()
-        ))),
     }
 }
 
@@ -169,7 +144,7 @@ pub fn compact(home: &Home, name: &VmName, progress: bool) -> Result<Compacted> 
     still(&paths, name, "compacting")?;
     let disk = paths.disk();
     let t0 = std::time::Instant::now();
-    let layers = chain(&disk)?;
+    let layers = crate::qemu::img::info_chain(&disk)?;
     let top = layers.first().cloned().unwrap_or(Value::Null);
     if let Some(n) = top["snapshots"].as_array().map(Vec::len).filter(|n| *n > 0) {
         return Err(Error::State(format!(
