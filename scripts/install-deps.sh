@@ -4,6 +4,8 @@
 #   scripts/install-deps.sh          # QEMU for x86_64 and aarch64 guests, qemu-img, passt (the guest
 #                                    # network), image build tools
 #   scripts/install-deps.sh --test   # also what the tests use: cloud-init (schema checks), python3-venv,
+#                                    # libvirt-clients + libxml2-utils (virt-xml-validate of exported
+#                                    # domains),
 #                                    # systemd-container + mmdebstrap (scripts/nspawn-rootfs.sh)
 #
 # QEMU comes from Debian: qemu-system-x86 and qemu-utils must be the same release (an image may ship
@@ -14,7 +16,7 @@ set -euo pipefail
 need=(qemu-system-x86 qemu-system-arm qemu-utils passt cpio curl ca-certificates openssh-client dosfstools mtools
 	libseccomp-dev libcap-ng-dev pkg-config)
 extra=()
-[[ ${1:-} == --test ]] && extra=(cloud-init python3-venv systemd-container mmdebstrap)
+[[ ${1:-} == --test ]] && extra=(cloud-init python3-venv systemd-container mmdebstrap libvirt-clients libxml2-utils)
 need+=("${extra[@]}")
 missing=()
 for p in "${need[@]}"; do

@@ -14,6 +14,7 @@ pub mod addr;
 pub mod app;
 pub mod cli;
 pub mod def;
+pub mod engines;
 pub mod error;
 #[cfg(test)]
 mod golden;

@@ -29,12 +29,14 @@ pub struct CloneArgs {
 pub enum ExportFormat {
     /// vmctl's archive (tar + zstd): the VM, its disk with its snapshots, its image.
     Archive,
+    /// A libvirt domain (XML) that `virsh define` takes, naming the VM's files here.
+    Libvirt,
 }
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     pub name: VmName,
-    /// Where to write it (default: NAME.vmctl.tar.zst here).
+    /// Where to write it (default: NAME.vmctl.tar.zst here for an archive, stdout otherwise).
     #[arg(short, long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "archive")]
@@ -42,6 +44,9 @@ pub struct ExportArgs {
     /// Replace FILE if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Refuse, instead of listing on stderr, what the format cannot carry.
+    #[arg(long)]
+    pub strict: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -302,37 +302,45 @@ pub fn argv(l: &Launch) -> Vec<String> {
         if let Some(i) = &l.initrd {
             push(&["-initrd", &path(i)]);
         }
-        let mut cmdline = l.cmdline.clone().unwrap_or_default();
-        let mut extras = vec![
-            format!("console={}", s.arch.console()),
-            format!("vmctl.name={}", s.name),
-        ];
-        if l.set_hostname {
-            extras.push(format!("systemd.hostname={}", s.name));
-            if let Some(id) = &l.machine_id {
-                extras.push(format!("systemd.machine_id={id}"));
-            }
-        }
-        if let Some(peers) = &l.lans_on_cmdline {
-            extras.extend(lan_cmdline(&l.lans, peers));
-            extras.extend(l.shares.iter().map(|sh| {
-                format!(
-                    "vmctl.mount={},{},{}",
-                    sh.tag,
-                    sh.path.display(),
-                    if sh.ro { "ro" } else { "rw" }
-                )
-            }));
-        }
-        for extra in extras {
-            if !cmdline.is_empty() {
-                cmdline.push(' ');
-            }
-            cmdline.push_str(&extra);
-        }
-        push(&["-append", &cmdline]);
+        push(&["-append", &kernel_cmdline(l)]);
     }
     a
+}
+
+/// The guest kernel's command line on a direct boot: the image's, then what vmctl tells the
+/// guest (its console, name, hostname and machine-id, and on the tiny image its networks and
+/// shares). Also what the libvirt export passes.
+pub fn kernel_cmdline(l: &Launch) -> String {
+    let s = l.spec;
+    let mut cmdline = l.cmdline.clone().unwrap_or_default();
+    let mut extras = vec![
+        format!("console={}", s.arch.console()),
+        format!("vmctl.name={}", s.name),
+    ];
+    if l.set_hostname {
+        extras.push(format!("systemd.hostname={}", s.name));
+        if let Some(id) = &l.machine_id {
+            extras.push(format!("systemd.machine_id={id}"));
+        }
+    }
+    if let Some(peers) = &l.lans_on_cmdline {
+        extras.extend(lan_cmdline(&l.lans, peers));
+        extras.extend(l.shares.iter().map(|sh| {
+            format!(
+                "vmctl.mount={},{},{}",
+                sh.tag,
+                sh.path.display(),
+                if sh.ro { "ro" } else { "rw" }
+            )
+        }));
+    }
+    for extra in extras {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&extra);
+    }
+    cmdline
 }
 
 /// `vmctl.nic=MAC,ADDRESS/PREFIX` for each private NIC and `vmctl.host=ADDRESS,NAME,...` for

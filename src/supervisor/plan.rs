@@ -32,6 +32,8 @@ pub struct LaunchPlan {
     pub guest_net: GuestNet,
     /// The shared folders' daemons to start before QEMU.
     pub shares: Vec<PlannedShare>,
+    /// The guest kernel's command line on a direct boot (as in `argv`).
+    pub cmdline: Option<String>,
     /// The guest has an agent port (`qga.sock`): vmctl's debian-12 image runs qemu-ga.
     pub agent: bool,
     /// The fingerprint of the argv without what a restore adds: what a saved state is for.
@@ -55,16 +57,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
     let paths = home.vm(&spec.name);
     paths.check_socket_paths()?;
     let img = image::store::find(home, &spec.image, spec.arch)?;
-    let binary = crate::host::facts::find_in_path(spec.arch.qemu_binary()).ok_or_else(|| {
-        Error::Host(format!(
-            "{} is not installed (apt-get install {})",
-            spec.arch.qemu_binary(),
-            match spec.arch {
-                crate::types::Arch::X86_64 => "qemu-system-x86",
-                crate::types::Arch::Aarch64 => "qemu-system-arm",
-            }
-        ))
-    })?;
+    let binary = qemu_binary(spec.arch)?;
     let qemu_version = crate::host::facts::qemu_version(&binary).unwrap_or_default();
     let user = qemu_user::for_this_process()?;
     let identity = user.as_ref().map(|u| u.identity.clone());
@@ -86,7 +79,7 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
     let peers = crate::def::network::peers(home, spec);
     let provision = img.manifest.provision;
     let agent = provision == image::recipe::Provision::Vmctl;
-    let argv = argv::argv(&Launch {
+    let launch = Launch {
         spec,
         accel: decision.accel,
         paths: &paths,
@@ -101,7 +94,12 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         lans_on_cmdline: (provision == image::recipe::Provision::None).then(|| peers.clone()),
         shares: guest_shares.clone(),
         guest_agent: agent,
-    });
+    };
+    let argv = argv::argv(&launch);
+    let cmdline = launch
+        .kernel
+        .is_some()
+        .then(|| argv::kernel_cmdline(&launch));
     let (argv, machine, saved) = with_saved(&paths, &img, argv, &qemu_version);
     let net = match spec.host_access {
         true => None,
@@ -125,8 +123,23 @@ pub fn plan(home: &Home, spec: &VmSpec) -> Result<LaunchPlan> {
         },
         shares,
         agent,
+        cmdline,
         machine,
         saved,
+    })
+}
+
+/// The QEMU binary for `arch`, from PATH.
+fn qemu_binary(arch: crate::types::Arch) -> Result<std::path::PathBuf> {
+    crate::host::facts::find_in_path(arch.qemu_binary()).ok_or_else(|| {
+        Error::Host(format!(
+            "{} is not installed (apt-get install {})",
+            arch.qemu_binary(),
+            match arch {
+                crate::types::Arch::X86_64 => "qemu-system-x86",
+                crate::types::Arch::Aarch64 => "qemu-system-arm",
+            }
+        ))
     })
 }
 

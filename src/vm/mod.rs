@@ -22,3 +22,4 @@ pub mod stack;
 pub mod start;
 pub mod stop;
 pub mod suspend;
+pub mod translate;

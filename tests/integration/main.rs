@@ -8,6 +8,7 @@ mod bad_input_suite;
 mod console;
 mod crash;
 mod disk;
+mod engines;
 mod generator;
 mod harness;
 mod image_import;

@@ -1,0 +1,60 @@
+//! `vmctl export NAME --format libvirt`: the VM in another engine's form (`engines`), gathered
+//! from its definition, the launch plan vmctl would start it with (accelerator, image, kernel
+//! command line, guest agent) and the boot files a start writes (the provisioning credential,
+//! the cloud-init seed, the app release), which the document names by path. What the form
+//! cannot carry comes back as gaps, for stderr, or as a refusal with `strict`.
+
+use serde::Serialize;
+
+use crate::def::store::load;
+use crate::engines::libvirt::{self, Domain};
+use crate::error::{Error, Result};
+use crate::paths::Home;
+use crate::types::VmName;
+
+#[derive(Debug, Serialize)]
+pub struct Translated {
+    pub name: String,
+    pub format: &'static str,
+    pub document: String,
+    /// What the document does not carry, one line each.
+    pub gaps: Vec<String>,
+}
+
+/// The VM `name` as a libvirt domain.
+pub fn libvirt(home: &Home, name: &VmName, strict: bool) -> Result<Translated> {
+    let spec = load(home, name)?;
+    let gaps = libvirt::gaps(&spec);
+    if strict && !gaps.is_empty() {
+        return Err(Error::Usage(format!(
+            "--strict: VM {name} has what a libvirt domain does not carry:\n  {}",
+            gaps.join("\n  ")
+        )));
+    }
+    let paths = home.vm(name);
+    let plan = crate::supervisor::plan::plan(home, &spec)?;
+    let boot = crate::guest::provision::boot_files(&paths, &spec, &plan.image, &plan.guest_net)?;
+    let domain = Domain {
+        name: name.to_string(),
+        accel: plan.decision.accel,
+        arch: spec.arch,
+        cpus: spec.cpus,
+        memory_mib: spec.memory.mib(),
+        disk: paths.disk(),
+        base: Some(plan.image.disk()),
+        kernel: plan.image.kernel(),
+        initrd: plan.image.initrd(),
+        cmdline: plan.cmdline.clone(),
+        credential: boot.credential,
+        seed: boot.seed,
+        app: boot.app,
+        agent: plan.agent,
+        forwards: spec.ports.clone(),
+    };
+    Ok(Translated {
+        name: name.to_string(),
+        format: "libvirt",
+        document: libvirt::render(&domain),
+        gaps,
+    })
+}
