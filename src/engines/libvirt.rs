@@ -86,28 +86,7 @@ pub fn render(d: &Domain) -> String {
         );
         line(1, "</sysinfo>");
     }
-    let (arch, machine) = match d.arch {
-        Arch::X86_64 => ("x86_64", "pc"),
-        Arch::Aarch64 => ("aarch64", "virt"),
-    };
-    line(1, "<os>");
-    line(
-        2,
-        &format!("<type arch='{arch}' machine='{machine}'>hvm</type>"),
-    );
-    match &d.kernel {
-        Some(k) => {
-            line(2, &format!("<kernel>{}</kernel>", path(k)));
-            if let Some(i) = &d.initrd {
-                line(2, &format!("<initrd>{}</initrd>", path(i)));
-            }
-            if let Some(c) = &d.cmdline {
-                line(2, &format!("<cmdline>{}</cmdline>", esc(c)));
-            }
-        }
-        None => line(2, "<boot dev='hd'/>"),
-    }
-    line(1, "</os>");
+    os(d, &mut line);
     line(1, "<features>");
     line(2, "<acpi/>");
     line(1, "</features>");
@@ -140,6 +119,32 @@ pub fn render(d: &Domain) -> String {
     line(1, "</qemu:commandline>");
     line(0, "</domain>");
     x
+}
+
+/// `<os>`: the machine, and the direct kernel boot of vmctl's images or the disk's bootloader.
+fn os(d: &Domain, line: &mut impl FnMut(usize, &str)) {
+    let (arch, machine) = match d.arch {
+        Arch::X86_64 => ("x86_64", "pc"),
+        Arch::Aarch64 => ("aarch64", "virt"),
+    };
+    line(1, "<os>");
+    line(
+        2,
+        &format!("<type arch='{arch}' machine='{machine}'>hvm</type>"),
+    );
+    match &d.kernel {
+        Some(k) => {
+            line(2, &format!("<kernel>{}</kernel>", path(k)));
+            if let Some(i) = &d.initrd {
+                line(2, &format!("<initrd>{}</initrd>", path(i)));
+            }
+            if let Some(c) = &d.cmdline {
+                line(2, &format!("<cmdline>{}</cmdline>", esc(c)));
+            }
+        }
+        None => line(2, "<boot dev='hd'/>"),
+    }
+    line(1, "</os>");
 }
 
 /// The VM's disk (with its backing image), then the seed and the app release, read-only.
