@@ -56,7 +56,8 @@ pub enum Cmd {
     Snapshot(SnapshotCmd),
     /// A new VM from a stopped one: its definition, a copy of its disk, an identity of its own.
     Clone(CloneArgs),
-    /// Write a stopped VM, its disk (with its snapshots), keys and image into one archive.
+    /// Write a stopped VM, its disk (with its snapshots), keys and image into one archive, or
+    /// print it as another engine's document (--format libvirt).
     Export(ExportArgs),
     /// A VM from an archive `vmctl export` wrote (checked whole before anything is installed).
     Import(VmImportArgs),

@@ -100,6 +100,15 @@ impl Show for Status {
         if let Some(u) = &s.unit {
             let _ = writeln!(out, "Unit:    {u}");
         }
+        if let Some(m) = &s.saved {
+            let ago = crate::sys::fsutil::unix_now().saturating_sub(m.saved_at);
+            let _ = writeln!(
+                out,
+                "Saved:   {ago} s ago, {} of state; `vmctl start {}` resumes it",
+                crate::types::human_bytes(m.bytes),
+                s.name
+            );
+        }
         let _ = writeln!(out, "Console: {}", s.serial_log);
         if let (None, Some(e)) = (s.pid, &s.last_exit) {
             let _ = writeln!(out, "Last exit: {}", describe_exit(e));

@@ -34,6 +34,11 @@ fn a_suspended_guest_resumes_with_its_memory_and_a_changed_disk_is_refused() {
     assert_eq!(st["state"], "saved");
     assert_eq!(st["saved"]["bytes"], saved["bytes"]);
     assert_eq!(st["last_exit"]["stopped_by"], "save");
+    let text = t.ok(&["status", "s"]);
+    assert!(
+        text.contains("State:   saved\n") && text.contains("`vmctl start s` resumes it"),
+        "{text}"
+    );
     // Its disk may not change while the state waits for it.
     let err = t.fails(&["snapshot", "create", "s", "before"], 7);
     assert!(err.contains("VM s has a saved state"), "{err}");
