@@ -31,6 +31,8 @@ pub enum ExportFormat {
     Archive,
     /// A libvirt domain (XML) that `virsh define` takes, naming the VM's files here.
     Libvirt,
+    /// KubeVirt objects (YAML): a VirtualMachine and a Service for its forwards.
+    Kubevirt,
 }
 
 #[derive(Debug, Args)]

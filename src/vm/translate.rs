@@ -1,4 +1,4 @@
-//! `vmctl export NAME --format libvirt`: the VM in another engine's form (`engines`), gathered
+//! `vmctl export NAME --format libvirt|kubevirt`: the VM in another engine's form (`engines`), gathered
 //! from its definition, the launch plan vmctl would start it with (accelerator, image, kernel
 //! command line, guest agent) and the boot files a start writes (the provisioning credential,
 //! the cloud-init seed, the app release), which the document names by path. What the form
@@ -7,8 +7,10 @@
 use serde::Serialize;
 
 use crate::def::store::load;
+use crate::engines::kubevirt::{self, Kube};
 use crate::engines::libvirt::{self, Domain};
 use crate::error::{Error, Result};
+use crate::image::recipe::Provision;
 use crate::paths::Home;
 use crate::types::VmName;
 
@@ -21,16 +23,53 @@ pub struct Translated {
     pub gaps: Vec<String>,
 }
 
+/// The VM `name` as KubeVirt objects (a VirtualMachine and a Service, YAML).
+pub fn kubevirt(home: &Home, name: &VmName, strict: bool) -> Result<Translated> {
+    let spec = load(home, name)?;
+    let paths = home.vm(name);
+    let image = crate::image::store::find(home, &spec.image, spec.arch)?;
+    let keys = std::fs::read_to_string(paths.ssh().authorized_keys())
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    let k = Kube {
+        user: spec
+            .user
+            .clone()
+            .unwrap_or_else(crate::guest::credential::default_user)
+            .to_string(),
+        keys,
+        vmctl_provisioned: image.manifest.provision == Provision::Vmctl,
+    };
+    let gaps = kubevirt::gaps(&spec, &k);
+    refuse_gaps(strict, name, "KubeVirt objects", &gaps)?;
+    Ok(Translated {
+        name: name.to_string(),
+        format: "kubevirt",
+        document: kubevirt::render(&spec, &k),
+        gaps,
+    })
+}
+
+/// With `strict`, what a format cannot carry is a refusal.
+fn refuse_gaps(strict: bool, name: &VmName, what: &str, gaps: &[String]) -> Result<()> {
+    if strict && !gaps.is_empty() {
+        return Err(Error::Usage(format!(
+            "--strict: VM {name} has what {what} do not carry:\n  {}",
+            gaps.join("\n  ")
+        )));
+    }
+    Ok(())
+}
+
 /// The VM `name` as a libvirt domain.
 pub fn libvirt(home: &Home, name: &VmName, strict: bool) -> Result<Translated> {
     let spec = load(home, name)?;
     let gaps = libvirt::gaps(&spec);
-    if strict && !gaps.is_empty() {
-        return Err(Error::Usage(format!(
-            "--strict: VM {name} has what a libvirt domain does not carry:\n  {}",
-            gaps.join("\n  ")
-        )));
-    }
+    refuse_gaps(strict, name, "libvirt domains", &gaps)?;
     let paths = home.vm(name);
     let plan = crate::supervisor::plan::plan(home, &spec)?;
     let boot = crate::guest::provision::boot_files(&paths, &spec, &plan.image, &plan.guest_net)?;

@@ -59,3 +59,68 @@ fn a_vm_exports_as_a_libvirt_domain_that_libvirts_schema_accepts() {
         "{err}"
     );
 }
+
+/// KubeVirt's OpenAPI document (`../shared/schemas/` beside the repository, see its README).
+fn kubevirt_schema() -> std::path::PathBuf {
+    let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/schemas/kubevirt-openapi.json");
+    [beside, "/work/shared/schemas/kubevirt-openapi.json".into()]
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("KubeVirt's OpenAPI schema in ../shared/schemas/ (see HOST.md)")
+}
+
+fn kubevirt_valid(file: &std::path::Path) -> Result<(), String> {
+    let tool = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/tools/kubevirt-validate.py"
+    );
+    let out = Command::new(work_dir().join("venv/bin/python"))
+        .arg(tool)
+        .arg(kubevirt_schema())
+        .arg(file)
+        .output()
+        .expect("the suite's venv (scripts/test.sh installs jsonschema there)");
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
+#[test]
+fn a_vm_exports_as_kubevirt_objects_that_kubevirts_schema_accepts_with_unknown_keys_refused() {
+    let t = TestHome::new();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let def = dir.path().join("kv.toml");
+    std::fs::write(
+        &def,
+        format!("memory = \"256M\"\nautostart = true\nports = [\"{port}:8080\"]\n[health]\nhttp = \"8080/\"\n"),
+    )
+    .unwrap();
+    t.ok(&["create", "kv", "--from", def.to_str().unwrap()]);
+    let out = t.run(&["export", "kv", "--format", "kubevirt"]);
+    assert!(out.status.success(), "{out:?}");
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not carried: [health] start_period"));
+    assert!(
+        yaml.contains("runStrategy: Always") && yaml.contains("kind: Service"),
+        "{yaml}"
+    );
+    let file = dir.path().join("kv.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    kubevirt_valid(&file).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    // The check refuses what KubeVirt does not know: a misspelled key fails it.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, yaml.replacen("runStrategy:", "runStrategyy:", 1)).unwrap();
+    let e = kubevirt_valid(&bad).unwrap_err();
+    assert!(e.contains("runStrategyy"), "{e}");
+    t.refused(
+        &["export", "kv", "--format", "kubevirt", "--strict"],
+        &["--strict", "start_period"],
+    );
+}
