@@ -13,13 +13,13 @@ scripts/install-deps.sh --test
 # instant while its recipe is unchanged.
 echo "== scripts/nspawn-rootfs.sh"
 scripts/nspawn-rootfs.sh >/dev/null
-# Ansible (for the inventory test) and jsonschema (the KubeVirt export's schema check) from
-# PyPI, in a venv under target/ so the host stays clean.
+# Ansible (for the inventory test), jsonschema (the KubeVirt export's schema check) and an HCL
+# parser (the Nomad export's) from PyPI, in a venv under target/ so the host stays clean.
 venv=target/vmctl-test/venv
-if ! "$venv/bin/python" -c 'import ansible, jsonschema' 2>/dev/null; then
-	echo "== installing ansible-core and jsonschema into $venv"
+if ! "$venv/bin/python" -c 'import ansible, jsonschema, hcl2' 2>/dev/null; then
+	echo "== installing ansible-core, jsonschema and python-hcl2 into $venv"
 	[[ -x $venv/bin/python ]] || python3 -m venv "$venv"
-	"$venv/bin/pip" install -q ansible-core jsonschema
+	"$venv/bin/pip" install -q ansible-core jsonschema python-hcl2
 fi
 echo "== scripts/check-structure.py (no import circle, imports down the layers, sizes)"
 scripts/check-structure.py --self-test

@@ -19,6 +19,7 @@ pub fn export(home: &Home, a: ExportArgs) -> Result<u8> {
         ),
         ExportFormat::Libvirt => document(translate::libvirt(home, &a.name, a.strict)?, &a)?,
         ExportFormat::Kubevirt => document(translate::kubevirt(home, &a.name, a.strict)?, &a)?,
+        ExportFormat::Nomad => document(translate::nomad(home, &a.name, a.strict)?, &a)?,
     }
     Ok(0)
 }

@@ -33,6 +33,8 @@ pub enum ExportFormat {
     Libvirt,
     /// KubeVirt objects (YAML): a VirtualMachine and a Service for its forwards.
     Kubevirt,
+    /// A Nomad job on the qemu driver (HCL).
+    Nomad,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use crate::def::spec::{HealthCheck, OnHostShutdown, VmSpec};
+use crate::def::spec::{HealthCheck, VmSpec};
 use crate::types::Protocol;
 
 /// What the objects are made of besides the definition.
@@ -159,18 +159,9 @@ pub fn render(spec: &VmSpec, k: &Kube) -> String {
 
 /// What the objects do not carry, one line each.
 pub fn gaps(spec: &VmSpec, k: &Kube) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = super::common_gaps(spec, "KubeVirt");
     if k.vmctl_provisioned {
         out.push("provisioning: vmctl's credential (fw_cfg) has no KubeVirt form and debian-12 runs no cloud-init: the disk keeps what its earlier boots set up (user, keys, host key, app)".into());
-    }
-    if !spec.networks.is_empty() {
-        out.push("networks: vmctl's private networks are left out (use a Multus network)".into());
-    }
-    if !spec.mounts.is_empty() {
-        out.push("mounts: shared folders are left out".into());
-    }
-    if spec.on_host_shutdown == OnHostShutdown::Save {
-        out.push("on_host_shutdown = \"save\": KubeVirt has no save on node shutdown".into());
     }
     if let Some(h) = &spec.health {
         out.push(format!(

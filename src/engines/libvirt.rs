@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use crate::def::spec::{OnHostShutdown, VmSpec};
+use crate::def::spec::VmSpec;
 use crate::types::{Accel, Arch, PortForward, Protocol};
 
 /// QEMU's passthrough namespace in libvirt's domain XML.
@@ -206,7 +206,7 @@ fn nic() -> (&'static str, String) {
 /// them on stderr; `--strict` refuses instead). Its stop timeout and run-time forwards are
 /// libvirt's own business (`virsh shutdown`, a redefine), not gaps.
 pub fn gaps(spec: &VmSpec) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = super::common_gaps(spec, "libvirt");
     if spec.health.is_some() {
         out.push("[health]: libvirt has no health check; watch the guest from outside".into());
     }
@@ -216,22 +216,14 @@ pub fn gaps(spec: &VmSpec) -> Vec<String> {
             spec.name
         ));
     }
-    if !spec.networks.is_empty() {
-        out.push("networks: vmctl's private networks have no libvirt form here; the domain has only its user-mode NIC".into());
-    }
-    if !spec.mounts.is_empty() {
-        out.push("mounts: shared folders are left out (virtiofs under libvirt needs its own memory backing and daemon setup)".into());
-    }
-    if spec.on_host_shutdown == OnHostShutdown::Save {
-        out.push(
-            "on_host_shutdown = \"save\": set ON_SHUTDOWN=suspend in libvirt-guests instead".into(),
-        );
-    }
     if !spec.host_access {
-        out.push("host_access = false: libvirt 9.0 cannot forward ports through passt, so the domain uses QEMU's user networking, where the guest reaches the host's loopback (10.0.2.2)".into());
+        out.push(LOOPBACK.into());
     }
     out
 }
+
+/// Why QEMU's user networking (libvirt 9.0, Nomad) is less closed than vmctl's passt.
+pub const LOOPBACK: &str = "host_access = false: without passt the domain uses QEMU's user networking, where the guest reaches the host's loopback (10.0.2.2)";
 
 #[cfg(test)]
 mod tests {

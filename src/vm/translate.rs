@@ -1,4 +1,4 @@
-//! `vmctl export NAME --format libvirt|kubevirt`: the VM in another engine's form (`engines`), gathered
+//! `vmctl export NAME --format libvirt|kubevirt|nomad`: the VM in another engine's form (`engines`), gathered
 //! from its definition, the launch plan vmctl would start it with (accelerator, image, kernel
 //! command line, guest agent) and the boot files a start writes (the provisioning credential,
 //! the cloud-init seed, the app release), which the document names by path. What the form
@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::def::store::load;
 use crate::engines::kubevirt::{self, Kube};
 use crate::engines::libvirt::{self, Domain};
+use crate::engines::nomad::{self, Job};
 use crate::error::{Error, Result};
 use crate::image::recipe::Provision;
 use crate::paths::Home;
@@ -63,6 +64,35 @@ fn refuse_gaps(strict: bool, name: &VmName, what: &str, gaps: &[String]) -> Resu
         )));
     }
     Ok(())
+}
+
+/// The VM `name` as a Nomad job on the qemu driver (HCL).
+pub fn nomad(home: &Home, name: &VmName, strict: bool) -> Result<Translated> {
+    let spec = load(home, name)?;
+    let gaps = nomad::gaps(&spec);
+    refuse_gaps(strict, name, "Nomad jobs", &gaps)?;
+    let paths = home.vm(name);
+    let plan = crate::supervisor::plan::plan(home, &spec)?;
+    let boot = crate::guest::provision::boot_files(&paths, &spec, &plan.image, &plan.guest_net)?;
+    let job = Job {
+        name: name.to_string(),
+        accel: plan.decision.accel,
+        cpus: spec.cpus,
+        memory_mib: spec.memory.mib(),
+        disk: paths.disk(),
+        kernel: plan.image.kernel(),
+        initrd: plan.image.initrd(),
+        cmdline: plan.cmdline.clone(),
+        credential: boot.credential,
+        forwards: spec.ports.clone(),
+        stop_timeout_secs: spec.stop_timeout.as_secs(),
+    };
+    Ok(Translated {
+        name: name.to_string(),
+        format: "nomad",
+        document: nomad::render(&job),
+        gaps,
+    })
 }
 
 /// The VM `name` as a libvirt domain.

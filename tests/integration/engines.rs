@@ -124,3 +124,51 @@ fn a_vm_exports_as_kubevirt_objects_that_kubevirts_schema_accepts_with_unknown_k
         &["--strict", "start_period"],
     );
 }
+
+#[test]
+fn a_vm_exports_as_a_nomad_job_that_warns_of_its_open_forwards() {
+    let t = TestHome::new();
+    let port = free_port();
+    create_tiny(&t, "nj", port);
+    let out = t.run(&["export", "nj", "--format", "nomad"]);
+    assert!(out.status.success(), "{out:?}");
+    let hcl = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(hcl.contains("driver       = \"qemu\""), "{hcl}");
+    assert!(
+        hcl.contains(&format!("port \"tcp_8080\" {{ static = {port} }}")),
+        "{hcl}"
+    );
+    assert!(hcl.contains("tcp_8080 = 8080"), "{hcl}");
+    assert!(hcl.contains("on EVERY interface"), "{hcl}");
+    assert!(stderr.contains("binds them on every interface"), "{stderr}");
+    // An HCL parser reads it as a job with a qemu task (Nomad itself is not in Debian).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nj.hcl");
+    std::fs::write(&file, &hcl).unwrap();
+    let check = r#"
+import hcl2, sys
+job = hcl2.load(open(sys.argv[1]))["job"][0]['"nj"']
+task = job["group"][0]['"nj"']["task"][0]['"nj"']
+config = task["config"][0]
+assert task["driver"] == '"qemu"', task
+assert config["port_map"][0]["tcp_8080"] == 8080, config
+assert config["graceful_shutdown"] is True, config
+print("ok")
+"#;
+    let out = Command::new(work_dir().join("venv/bin/python"))
+        .args(["-c", check])
+        .arg(&file)
+        .output()
+        .expect("the suite's venv (scripts/test.sh installs python-hcl2 there)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.refused(
+        &["export", "nj", "--format", "nomad", "--strict"],
+        &["--strict"],
+    );
+}
