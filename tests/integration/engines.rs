@@ -172,3 +172,74 @@ print("ok")
         &["--strict"],
     );
 }
+
+/// The libvirt export run by a real libvirt 9.0 (libvirtd in a systemd-nspawn container, so no
+/// daemon is started on the host): `virsh define` takes it, `virsh start` boots the tiny guest
+/// under TCG, its forwarded port answers, `virsh shutdown` powers it off by ACPI.
+#[test]
+fn the_libvirt_export_runs_under_libvirt_and_powers_off_by_acpi() {
+    use crate::nspawn::{Container, create_tiny};
+    use crate::systemd_e2e::{GUEST_UP, wait_for};
+    let c = Container::boot("libvirt");
+    let port = free_port();
+    create_tiny(&c, "lv", port);
+    c.ok(&[
+        "vmctl",
+        "export",
+        "lv",
+        "--format",
+        "libvirt",
+        "-o",
+        "/root/lv.xml",
+    ]);
+    c.ok(&["virt-xml-validate", "/root/lv.xml", "domain"]);
+    // libvirt's QEMU runs as libvirt-qemu: it may pass vmctl's folders to the VM's files
+    // (libvirt gives it the files themselves while the domain runs).
+    c.ok(&[
+        "setfacl",
+        "-m",
+        "u:libvirt-qemu:x",
+        "/var/lib/vmctl",
+        "/var/lib/vmctl/vms",
+        "/var/lib/vmctl/vms/lv",
+        "/var/lib/vmctl/images",
+        "/var/lib/vmctl/images/tiny",
+        "/var/lib/vmctl/images/tiny/x86_64",
+    ]);
+    // The container's cgroups are read-only to it: libvirt manages no cgroup of its own here.
+    c.ok(&[
+        "sh",
+        "-c",
+        "echo 'cgroup_controllers = [ ]' >> /etc/libvirt/qemu.conf && systemctl restart libvirtd",
+    ]);
+    let virsh = |args: &[&str]| {
+        let mut a = vec!["timeout", "120", "virsh", "-c", "qemu:///system"];
+        a.extend(args);
+        c.ok(&a)
+    };
+    virsh(&["define", "/root/lv.xml"]);
+    virsh(&["start", "lv"]);
+    let want = "vmctl tiny guest: lv";
+    wait_for(&c, "the libvirt domain's forwarded port", GUEST_UP, || {
+        http_get(port).filter(|p| p.contains(want))
+    });
+    virsh(&["shutdown", "lv"]);
+    let (reason, _) = wait_for(&c, "the domain shut off", GUEST_UP, || {
+        let out = c.ok(&[
+            "virsh",
+            "-c",
+            "qemu:///system",
+            "domstate",
+            "lv",
+            "--reason",
+        ]);
+        out.trim()
+            .starts_with("shut off")
+            .then(|| out.trim().to_string())
+    });
+    assert_eq!(
+        reason, "shut off (shutdown)",
+        "powered off by the guest (ACPI)"
+    );
+    virsh(&["undefine", "lv"]);
+}
