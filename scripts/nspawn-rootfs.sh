@@ -76,7 +76,7 @@ PACKAGES=(
 	"qemu-system-x86=$QEMU_VERSION" "qemu-utils=$QEMU_VERSION"
 	passt # the guests' network
 	curl python3 iproute2 procps # what the tests' probes use inside
-	libvirt-daemon-system libvirt-clients libxml2-utils acl # the libvirt export's test (virsh)
+	libvirt-daemon-system libvirt-clients libxml2-utils acl openssh-client # the libvirt export tests
 )
 DIGEST=$({
 	cat "$SELF"

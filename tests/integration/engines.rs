@@ -243,3 +243,97 @@ fn the_libvirt_export_runs_under_libvirt_and_powers_off_by_acpi() {
     );
     virsh(&["undefine", "lv"]);
 }
+
+/// The seed's debian-12 VM exported to libvirt keeps what vmctl gives it: its provisioning
+/// credential (through `<sysinfo type='fwcfg'>`) makes its user, key and host key, so the guest
+/// answers `vmctl ssh` with its key (host key pinned) and serves its app through the forward.
+#[test]
+fn the_debian_libvirt_export_answers_ssh_with_its_key_and_serves_its_app() {
+    use crate::nspawn::Container;
+    use crate::systemd_e2e::wait_for;
+    let c = Container::boot_with("libvirt-deb", &["debian-12"]);
+    let (ssh, http) = (free_port(), free_port());
+    c.ok(&[
+        "vmctl",
+        "create",
+        "web",
+        "--image",
+        "debian-12",
+        "--mem",
+        "1G",
+        "--disk",
+        "4G",
+        "--app",
+        "gunicorn-hello",
+        "--port",
+        &format!("{ssh}:22"),
+        "--port",
+        &format!("{http}:8080"),
+    ]);
+    c.ok(&[
+        "vmctl",
+        "export",
+        "web",
+        "--format",
+        "libvirt",
+        "-o",
+        "/root/web.xml",
+    ]);
+    c.ok(&[
+        "sh",
+        "-c",
+        "echo 'cgroup_controllers = [ ]' >> /etc/libvirt/qemu.conf && systemctl restart libvirtd && \
+         setfacl -m u:libvirt-qemu:x /var/lib/vmctl /var/lib/vmctl/vms /var/lib/vmctl/vms/web \
+           /var/lib/vmctl/images /var/lib/vmctl/images/debian-12 /var/lib/vmctl/images/debian-12/x86_64 && \
+         setfacl -m u:libvirt-qemu:r /var/lib/vmctl/vms/web/provision.json",
+    ]);
+    c.ok(&[
+        "timeout",
+        "120",
+        "virsh",
+        "-c",
+        "qemu:///system",
+        "define",
+        "/root/web.xml",
+    ]);
+    c.ok(&[
+        "timeout",
+        "120",
+        "virsh",
+        "-c",
+        "qemu:///system",
+        "start",
+        "web",
+    ]);
+    wait_for(
+        &c,
+        "the app through libvirt's forward",
+        std::time::Duration::from_secs(400),
+        || http_get(http).filter(|p| p.contains("Hello, World!")),
+    );
+    let id = c.ok(&[
+        "vmctl",
+        "ssh",
+        "web",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=30",
+        "--",
+        "id -un; hostname",
+    ]);
+    assert_eq!(
+        id.trim(),
+        "root\nweb".replace("root", "debian"),
+        "the login user over its key"
+    );
+    c.ok(&[
+        "timeout",
+        "120",
+        "virsh",
+        "-c",
+        "qemu:///system",
+        "destroy",
+        "web",
+    ]);
+}

@@ -67,6 +67,11 @@ pub struct Container {
 impl Container {
     /// Boot a fresh container named `name` (also its hostname) and wait until systemd is up.
     pub fn boot(name: &str) -> Container {
+        Container::boot_with(name, &["tiny"])
+    }
+
+    /// A container whose vmctl home has these images (built once on the host, copied in).
+    pub fn boot_with(name: &str, images: &[&str]) -> Container {
         let lower = rootfs();
         reap_stale();
         let key = format!("{KEY_PREFIX}{}.{name}", std::process::id());
@@ -80,15 +85,19 @@ impl Container {
         let upper = dir.path().join("upper");
         // Written into the upper layer before the mount: the container sees them as its own.
         copy_into(Path::new(vmctl_bin()), &upper.join("usr/local/bin/vmctl"));
-        let tiny = shared_images("x86_64").join("tiny/x86_64");
-        for e in std::fs::read_dir(&tiny).unwrap() {
-            let e = e.unwrap();
-            copy_into(
-                &e.path(),
-                &upper
-                    .join("var/lib/vmctl/images/tiny/x86_64")
-                    .join(e.file_name()),
-            );
+        for image in images {
+            let dir = shared_images_for(image, "x86_64")
+                .join(image)
+                .join("x86_64");
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                copy_into(
+                    &e.path(),
+                    &upper
+                        .join(format!("var/lib/vmctl/images/{image}/x86_64"))
+                        .join(e.file_name()),
+                );
+            }
         }
 
         let cgroups: Vec<PathBuf> = hierarchies().iter().map(|h| h.join(&key)).collect();
