@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use crate::def::spec::VmSpec;
-use crate::types::{Accel, Arch, PortForward, Protocol};
+use crate::types::{Accel, Arch, PortForward};
 
 /// QEMU's passthrough namespace in libvirt's domain XML.
 pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
@@ -183,14 +183,7 @@ fn disks(d: &Domain, line: &mut impl FnMut(usize, &str)) {
 fn netdev(forwards: &[PortForward]) -> (&'static str, String) {
     let mut v = "user,id=vmctlnet".to_string();
     for f in forwards {
-        let proto = match f.proto {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
-        v.push_str(&format!(
-            ",hostfwd={proto}:{}:{}-:{}",
-            f.addr, f.host, f.guest
-        ));
+        v.push_str(&crate::qemu::argv::hostfwd(f));
     }
     ("-netdev", v)
 }

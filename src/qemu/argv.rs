@@ -223,14 +223,7 @@ pub fn argv(l: &Launch) -> Vec<String> {
         )
     };
     for f in s.ports.iter().filter(|_| s.host_access) {
-        let proto = match f.proto {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        };
-        netdev.push_str(&format!(
-            ",hostfwd={proto}:{}:{}-:{}",
-            f.addr, f.host, f.guest
-        ));
+        netdev.push_str(&hostfwd(f));
     }
     push(&[
         "-netdev",
@@ -305,6 +298,15 @@ pub fn argv(l: &Launch) -> Vec<String> {
         push(&["-append", &kernel_cmdline(l)]);
     }
     a
+}
+
+/// `,hostfwd=PROTO:ADDR:HOST-:GUEST`: one forward of QEMU's user networking.
+pub fn hostfwd(f: &crate::types::PortForward) -> String {
+    let proto = match f.proto {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    format!(",hostfwd={proto}:{}:{}-:{}", f.addr, f.host, f.guest)
 }
 
 /// The guest kernel's command line on a direct boot: the image's, then what vmctl tells the
