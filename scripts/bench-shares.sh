@@ -27,8 +27,9 @@ export VMCTL_CACHE_DIR=${VMCTL_CACHE_DIR:-$PWD/target/vmctl-test/cache}
 mkdir -p "$VMCTL_CACHE_DIR"
 pids=()
 cleanup() {
-	for vm in $("$V" list --json 2>/dev/null | sed -n 's/^    "name": "\(.*\)",$/\1/p'); do
-		"$V" kill "$vm" >/dev/null 2>&1 || true
+	# Every VM of this run's home, by its folder (vmctl kill ends it by its own pidfile).
+	for dir in "$VMCTL_HOME"/vms/*/; do
+		[[ -d $dir ]] && "$V" kill "$(basename "$dir")" >/dev/null 2>&1 || true
 	done
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	rm -rf "$work"
