@@ -11,7 +11,6 @@ use crate::def::config::NetworkRef;
 use crate::def::store::load;
 use crate::error::{Error, Result};
 use crate::paths::Home;
-use crate::runstate;
 use crate::types::{PortForward, VmName};
 use crate::vm::create::{DefinedBy, DiskFrom, create_as};
 
@@ -39,16 +38,7 @@ pub fn clone(
     let t0 = std::time::Instant::now();
     let spec = load(home, src)?;
     let from = home.vm(src);
-    if runstate::liveness(&from).is_running() {
-        return Err(Error::State(format!(
-            "VM {src} is running; stop it before cloning it (its disk must hold still)"
-        )));
-    }
-    if crate::saved::read(&from).is_some() {
-        return Err(Error::State(format!(
-            "VM {src} has a saved state, so its disk is that of a running guest: `vmctl start {src}` and stop it before cloning"
-        )));
-    }
+    crate::vm::disk::still(&from, src, "cloning it")?;
     let mut cfg = spec.to_config();
     if let Some(p) = ports {
         cfg.ports = p.iter().map(|f| f.to_string()).collect();

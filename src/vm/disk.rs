@@ -104,7 +104,7 @@ pub fn resize(home: &Home, name: &VmName, size: ByteSize) -> Result<Resized> {
     // A refusal writes nothing (not even the lock file); checked again under the lock.
     grows()?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
-    still(&paths, name, "resizing")?;
+    still(&paths, name, "resizing its disk")?;
     let from = grows()?;
     let disk = paths.disk();
     let bytes = size.bytes().to_string();
@@ -141,7 +141,7 @@ pub struct Compacted {
 pub fn compact(home: &Home, name: &VmName, progress: bool) -> Result<Compacted> {
     let paths = home.defined(name)?;
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
-    still(&paths, name, "compacting")?;
+    still(&paths, name, "compacting its disk")?;
     let disk = paths.disk();
     let t0 = std::time::Instant::now();
     let layers = crate::qemu::img::info_chain(&disk)?;
@@ -185,16 +185,18 @@ fn allocated(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path).path_ctx("read", path)?.blocks() * 512)
 }
 
-/// Refuse to change the disk of a VM that runs or has a saved state.
-fn still(paths: &VmPaths, name: &VmName, doing: &str) -> Result<()> {
+/// Refuse a VM whose disk does not hold still: one that runs, or has a saved state (its disk
+/// is that of a guest still running in it, and the state fits only the disk as it is).
+/// `doing` completes "stop it before ...": "resizing its disk", "cloning it", ...
+pub(crate) fn still(paths: &VmPaths, name: &VmName, doing: &str) -> Result<()> {
     if runstate::liveness(paths).is_running() {
         return Err(Error::State(format!(
-            "VM {name} is running; stop it before {doing} its disk"
+            "VM {name} is running; stop it before {doing} (its disk must hold still)"
         )));
     }
     if crate::saved::read(paths).is_some() {
         return Err(Error::State(format!(
-            "VM {name} has a saved state, which fits only its disk as it is: `vmctl start {name}` resumes it (or `vmctl start {name} --fresh` discards it) before {doing} the disk"
+            "VM {name} has a saved state, which fits only its disk as it is: `vmctl start {name}` resumes it (or `vmctl start {name} --fresh` discards it) before {doing}"
         )));
     }
     Ok(())

@@ -11,7 +11,6 @@ use serde::Serialize;
 use crate::def::store::load;
 use crate::error::{Error, IoContext, Result};
 use crate::paths::Home;
-use crate::runstate;
 use crate::sys::fsutil;
 use crate::types::{VmName, human_bytes};
 use crate::vm::archive::{self, Hashing, Manifest, Member};
@@ -45,16 +44,7 @@ pub fn export(home: &Home, name: &VmName, out: Option<&Path>, force: bool) -> Re
         )));
     }
     let _lock = fsutil::lock_exclusive(&paths.lock())?;
-    if runstate::liveness(&paths).is_running() {
-        return Err(Error::State(format!(
-            "VM {name} is running; stop it before exporting it (its disk must hold still)"
-        )));
-    }
-    if crate::saved::read(&paths).is_some() {
-        return Err(Error::State(format!(
-            "VM {name} has a saved state, so its disk is that of a running guest: `vmctl start {name}` and stop it before exporting"
-        )));
-    }
+    crate::vm::disk::still(&paths, name, "exporting it")?;
     let image = crate::image::store::find(home, &spec.image, spec.arch)?;
     let mut members: Vec<(String, PathBuf)> = archive::VM_FILES
         .iter()

@@ -123,6 +123,16 @@ fn a_save_vm_is_saved_by_its_units_stop_and_a_reboot_and_resumed_after() {
     ]);
     wait_port(&c, "web", port);
     put_marker(port);
+    let start_unit = || {
+        c.ok(&[
+            "timeout",
+            COMMAND_TIMEOUT,
+            "systemctl",
+            "start",
+            &unit("web"),
+        ]);
+        wait_port(&c, "web", port);
+    };
 
     c.ok(&[
         "timeout",
@@ -138,14 +148,7 @@ fn a_save_vm_is_saved_by_its_units_stop_and_a_reboot_and_resumed_after() {
         serde_json::from_str(&c.ok(&["vmctl", "list", "--json"])).unwrap();
     assert_eq!(listed[0]["state"], "saved", "{listed}");
 
-    c.ok(&[
-        "timeout",
-        COMMAND_TIMEOUT,
-        "systemctl",
-        "start",
-        &unit("web"),
-    ]);
-    wait_port(&c, "web", port);
+    start_unit();
     assert_eq!(
         marker(port),
         "written by the guest",
@@ -156,14 +159,7 @@ fn a_save_vm_is_saved_by_its_units_stop_and_a_reboot_and_resumed_after() {
     c.ok(&["timeout", COMMAND_TIMEOUT, "vmctl", "stop", "web"]);
     let last = json(&c, &format!("{VMS}/web/last-exit.json"));
     assert_eq!(last["stopped_by"], "acpi", "{last}");
-    c.ok(&[
-        "timeout",
-        COMMAND_TIMEOUT,
-        "systemctl",
-        "start",
-        &unit("web"),
-    ]);
-    wait_port(&c, "web", port);
+    start_unit();
     put_marker(port);
 
     c.reboot();
