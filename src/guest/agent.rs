@@ -78,7 +78,9 @@ async fn reply(
         if n == 0 {
             return Err("the guest agent's connection closed".into());
         }
-        let text = String::from_utf8_lossy(&line);
+        // A reply to a sync comes after a 0xFF, and an older one may still be on its way.
+        let start = line.iter().position(|b| *b != 0xff).unwrap_or(line.len());
+        let text = String::from_utf8_lossy(&line[start..]);
         if text.trim().is_empty() {
             continue;
         }
@@ -107,7 +109,11 @@ mod tests {
             assert_eq!(first[0], 0xff, "the parser reset comes first");
             let req: Value = serde_json::from_slice(&first[1..]).unwrap();
             let id = req["arguments"]["id"].clone();
+            // Half an old reply, then an older session's sync reply (its 0xFF included: that
+            // session's connection closed before it read it), then ours.
             let mut out = b"{\"return\": 7}\n".to_vec();
+            out.push(0xff);
+            out.extend(b"{\"return\": 29675080350}\n");
             out.push(0xff);
             out.extend(format!("{{\"return\": {id}}}\n").as_bytes());
             w.write_all(&out).await.unwrap();
