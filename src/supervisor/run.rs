@@ -94,10 +94,16 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     };
     let nics = qemu.attach(home, spec, &paths, plan.nics.clone()).await?;
     let restored = matches!(plan.saved, Fit::Loads(_));
+    let mut clock = None;
     if restored {
         qemu.restore(spec, &paths, &mut qmp).await?;
+        // The guest runs from here: its clock is set while `start` returns and the guest
+        // answers; the VM counts as ready once it is.
         if plan.agent {
-            set_clock(spec, &paths).await;
+            clock = Some(tokio::spawn(set_clock(
+                spec.name.to_string(),
+                paths.agent_socket(),
+            )));
         }
     }
     check_accel(&mut qmp, plan.decision.accel).await;
@@ -112,6 +118,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
         qemu.started,
         Links { passt, nics },
     );
+    vm.before_ready = clock;
     let (status, ending) = vm.watch(&mut qmp, &mut qemu.exit_rx, &mut signals).await;
     if let Some(link) = vm.links.passt.as_mut() {
         link.stop().await;
@@ -324,14 +331,14 @@ impl Qemu {
 
 /// A resumed guest's clock stood still while it was saved: set it to the host's through the
 /// guest agent (bounded; a guest whose agent does not answer keeps its clock, and says so).
-async fn set_clock(spec: &VmSpec, paths: &VmPaths) {
+async fn set_clock(vm: String, agent: std::path::PathBuf) {
     let t0 = Instant::now();
-    match crate::guest::agent::set_time(&paths.agent_socket(), t0 + AGENT_LIMIT).await {
+    match crate::guest::agent::set_time(&agent, t0 + AGENT_LIMIT).await {
         Ok(()) => {
-            tracing::info!(vm = %spec.name, seconds = t0.elapsed().as_secs_f64(), "the guest's clock is set")
+            tracing::info!(%vm, seconds = t0.elapsed().as_secs_f64(), "the guest's clock is set")
         }
         Err(e) => {
-            tracing::warn!(vm = %spec.name, "the guest's clock is behind by the time it was saved: {e}")
+            tracing::warn!(%vm, "the guest's clock is behind by the time it was saved: {e}")
         }
     }
 }

@@ -86,6 +86,8 @@ pub struct Running<'a> {
     paths: &'a VmPaths,
     /// The guest's passt and its NICs on private networks.
     pub links: Links,
+    /// Work the guest is not ready before, besides its checks (a resumed guest's clock).
+    pub before_ready: Option<tokio::task::JoinHandle<()>>,
     pid: i32,
     /// Run by a service manager (`NOTIFY_SOCKET`, or the VM's own unit), which restarts us.
     supervised: bool,
@@ -124,6 +126,7 @@ impl<'a> Running<'a> {
             home,
             paths,
             links,
+            before_ready: None,
             pid: state.qemu_pid,
             supervised: notifier.is_some() || state.unit.is_some(),
             notifier,
@@ -151,7 +154,13 @@ impl<'a> Running<'a> {
             self.state.accel,
             readiness.describe()
         ));
-        let ready = readiness.wait();
+        let before = self.before_ready.take();
+        let ready = async move {
+            readiness.wait().await;
+            if let Some(task) = before {
+                let _ = task.await;
+            }
+        };
         tokio::pin!(ready);
         let far = self.started + Duration::from_secs(86400 * 365);
         let mut probes = tokio::task::JoinSet::new();
