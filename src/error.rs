@@ -25,6 +25,21 @@ pub mod exit {
     pub const PROVISION: u8 = 9;
 }
 
+/// The name of an exit code (README.md lists them); `failure` for any other.
+pub fn kind_of(code: u8) -> &'static str {
+    match code {
+        exit::USAGE => "usage",
+        exit::NOT_FOUND => "not_found",
+        exit::HOST => "host",
+        exit::QEMU => "qemu",
+        exit::TIMEOUT => "timeout",
+        exit::STATE => "state",
+        exit::UNHEALTHY => "unhealthy",
+        exit::PROVISION => "provision",
+        _ => "failure",
+    }
+}
+
 /// One invalid field of a definition or command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -139,6 +154,12 @@ impl Error {
             Error::Io { .. } | Error::Other(_) => exit::FAILURE,
             Error::Relayed { code, .. } => *code,
         }
+    }
+
+    /// The exit code's name, for scripts reading `--json` errors: `failure`, `usage`,
+    /// `not_found`, `host`, `qemu`, `timeout`, `state`, `unhealthy`, `provision`.
+    pub fn kind(&self) -> &'static str {
+        kind_of(self.code())
     }
 
     /// The error for a request that needs a running VM.

@@ -50,7 +50,28 @@ pub fn main() -> ExitCode {
     if systemd::generator::run::invoked_as_generator() {
         return systemd::generator::run::main();
     }
-    let cli = cli::args::Cli::parse();
+    let json = cli::output::wants_json(std::env::args_os());
+    let cli = match cli::args::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not errors; with --json a usage error is one JSON object.
+        Err(e) if json && e.use_stderr() => {
+            let text = e.render().to_string();
+            // The error and its tip, without the usage lines that follow.
+            let message = text.split("\n\nUsage:").next().unwrap_or(&text);
+            let message = message
+                .split("\n\nFor more information")
+                .next()
+                .unwrap_or(message);
+            let message = message.trim().trim_start_matches("error: ");
+            println!(
+                "{}",
+                cli::output::error_json(error::exit::USAGE, message, &[])
+            );
+            return ExitCode::from(error::exit::USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    cli::output::set_json(json);
     let journal = systemd::notify::stderr_is_journal();
     logging::init(cli.verbose, journal);
     let result = cli::dispatch::run(cli);
@@ -60,14 +81,22 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let mut msg = format!("vmctl: {e}");
+            let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 msg.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            // In the journal, `<3>` makes the line an error (priority 3).
-            eprintln!("{}{msg}", if journal { "<3>" } else { "" });
+            if json {
+                let problems = match &e {
+                    error::Error::Invalid { problems, .. } => problems.as_slice(),
+                    _ => &[],
+                };
+                println!("{}", cli::output::error_json(e.code(), &msg, problems));
+            } else {
+                // In the journal, `<3>` makes the line an error (priority 3).
+                eprintln!("{}vmctl: {msg}", if journal { "<3>" } else { "" });
+            }
             ExitCode::from(e.code())
         }
     }

@@ -8,7 +8,7 @@ use crate::paths::Home;
 
 pub fn deploy(home: &Home, a: AppDeployArgs) -> Result<u8> {
     let d = deploy::deploy(home, &a.name, a.dir.as_deref())?;
-    if a.json {
+    if a.json || crate::cli::output::json_mode() {
         print_json(&d);
     } else if d.live {
         println!(

@@ -27,6 +27,9 @@ pub struct Cli {
     /// More logging: -v lifecycle steps, -vv QEMU argv and QMP traffic.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Print the result, or the error, as one JSON document on stdout (every subcommand).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Cmd,
 }

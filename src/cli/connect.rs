@@ -3,6 +3,7 @@
 
 use crate::cli::args::{InventoryArgs, InventoryFormat, NameArg, QmpArgs, SshConfigArgs};
 use crate::cli::args_guest::{CpArgs, SshArgs};
+use crate::cli::output::{json_mode, print_json};
 use crate::def::store::names;
 use crate::error::{Error, Result};
 use crate::guest::ssh::{self, Target};
@@ -13,7 +14,7 @@ pub fn ssh(home: &Home, a: SshArgs) -> Result<u8> {
     let t = ssh::target(home, &a.name)?;
     let argv = ssh::argv(&t, &a.option, &a.command);
     if a.print {
-        println!("{}", crate::sys::quote::argv(&argv));
+        print_argv(&argv);
         return Ok(0);
     }
     use std::os::unix::process::CommandExt;
@@ -29,6 +30,10 @@ pub fn ssh_config(home: &Home, a: SshConfigArgs) -> Result<u8> {
         Some(n) => vec![ssh::target(home, &n)?],
         None => ssh_targets(home),
     };
+    if json_mode() {
+        print_json(&targets);
+        return Ok(0);
+    }
     let blocks: Vec<String> = targets.iter().map(ssh::config_block).collect();
     print!("{}", blocks.join("\n"));
     Ok(0)
@@ -36,6 +41,11 @@ pub fn ssh_config(home: &Home, a: SshConfigArgs) -> Result<u8> {
 
 pub fn inventory(home: &Home, a: InventoryArgs) -> Result<u8> {
     let targets = ssh_targets(home);
+    if json_mode() {
+        // Ansible's own JSON inventory (what `ansible-inventory --list` prints).
+        print_json(&ssh::inventory_json(&targets));
+        return Ok(0);
+    }
     print!(
         "{}",
         match a.format {
@@ -54,6 +64,15 @@ fn ssh_targets(home: &Home) -> Vec<Target> {
         .collect()
 }
 
+/// A command line to run: quoted for a shell, or with `--json` its words as an array.
+fn print_argv(argv: &[String]) {
+    if json_mode() {
+        print_json(argv);
+    } else {
+        println!("{}", crate::sys::quote::argv(argv));
+    }
+}
+
 pub fn qmp(home: &Home, a: QmpArgs) -> Result<u8> {
     crate::qmp_shell::session::run(home, &a.name, a.exec)?;
     Ok(0)
@@ -68,7 +87,7 @@ pub fn cp(home: &Home, a: CpArgs) -> Result<u8> {
     let (dest, sources) = a.paths.split_last().expect("clap requires two paths");
     let argv = crate::vm::copy::plan(home, a.recursive, sources, dest)?;
     if a.print {
-        println!("{}", crate::sys::quote::argv(&argv));
+        print_argv(&argv);
         return Ok(0);
     }
     let status = std::process::Command::new(&argv[0])

@@ -136,7 +136,12 @@ pub fn logs(home: &Home, a: LogsArgs) -> Result<u8> {
 }
 
 pub fn show_cmd(home: &Home, a: NameArg) -> Result<u8> {
-    for argv in vm_inspect::show_cmd(home, &a.name)? {
+    let argvs = vm_inspect::show_cmd(home, &a.name)?;
+    if crate::cli::output::json_mode() {
+        crate::cli::output::print_json(&argvs);
+        return Ok(0);
+    }
+    for argv in argvs {
         println!("{}", crate::sys::quote::argv(&argv));
     }
     Ok(0)

@@ -9,7 +9,7 @@ use crate::cli::args::{
 };
 use crate::cli::args_state::CloneArgs;
 use crate::cli::inspect::describe_exit;
-use crate::cli::output::{Show, print_lines, show};
+use crate::cli::output::{Show, done, json_mode, show};
 use crate::def::config::{FileProblem, VmConfig, read_text};
 use crate::def::spec::VmSpec;
 use crate::def::store::load;
@@ -24,6 +24,7 @@ use crate::vm::create::{self as vm_create, Applied};
 use crate::vm::start::{self as vm_start, Started};
 use crate::vm::stop::{self as vm_stop, StopMode, Stopped};
 use crate::vm::suspend::{self as vm_suspend, Suspended};
+use serde_json::json;
 
 pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
     let (base, source) = match &a.from {
@@ -42,23 +43,39 @@ pub fn create(home: &Home, a: CreateArgs) -> Result<u8> {
     let cfg = base.overlay(over);
     let (true, Some(file)) = (a.update, &a.from) else {
         let spec = vm_create::create(home, &a.name, &cfg, &source)?;
-        print!("{}", created(&spec));
+        done(
+            "created",
+            json!({"vm": spec.name.as_str()}),
+            &[created(&spec)],
+        );
         note_missing_after(home, &spec);
         return Ok(0);
     };
     let (spec, applied) = vm_create::create_or_update(home, &a.name, &cfg, file)?;
     match applied {
-        Applied::Created => print!("{}", created(&spec)),
+        Applied::Created => done(
+            "created",
+            json!({"vm": spec.name.as_str()}),
+            &[created(&spec)],
+        ),
         Applied::Unchanged => {
-            println!("VM {} is up to date with {}", spec.name, file.display());
+            let line = format!("VM {} is up to date with {}", spec.name, file.display());
+            done("unchanged", json!({"vm": spec.name.as_str()}), &[line]);
             return Ok(0);
         }
-        Applied::Updated(changes) => println!(
-            "Updated VM {} from {}: {}",
-            spec.name,
-            file.display(),
-            changes.join("; ")
-        ),
+        Applied::Updated(changes) => {
+            let line = format!(
+                "Updated VM {} from {}: {}",
+                spec.name,
+                file.display(),
+                changes.join("; ")
+            );
+            done(
+                "updated",
+                json!({"vm": spec.name.as_str(), "changes": changes}),
+                &[line],
+            );
+        }
         Applied::Differs(_) => unreachable!("create_or_update refuses a running VM that differs"),
     }
     note_missing_after(home, &spec);
@@ -130,7 +147,7 @@ fn created(spec: &VmSpec) -> String {
         format!(", ports {}", list.join(" "))
     };
     format!(
-        "Created VM {}: {} CPU, {} RAM, {} disk on image {} ({}){ports}\n",
+        "Created VM {}: {} CPU, {} RAM, {} disk on image {} ({}){ports}",
         spec.name, spec.cpus, spec.memory, spec.disk, spec.image, spec.arch,
     )
 }
@@ -264,39 +281,60 @@ impl Show for Stopped {
 
 pub fn restart(home: &Home, a: RestartArgs) -> Result<u8> {
     let t = stop_timeout(home, &a.name, a.timeout)?;
-    show(&vm_stop::stop(home, &a.name, StopMode::Graceful(t))?, false);
+    let stopped = vm_stop::stop(home, &a.name, StopMode::Graceful(t))?;
+    if !json_mode() {
+        print!("{}", stopped.text());
+    }
     let wait = a.wait.then(|| Duration::from_secs(300));
     let s = vm_start::start(home, &a.name, wait)?;
-    println!("Started VM {} (QEMU pid {}, {})", s.name, s.pid, s.accel);
+    let line = format!("Started VM {} (QEMU pid {}, {})", s.name, s.pid, s.accel);
+    done(
+        "restarted",
+        json!({"vm": a.name.as_str(), "pid": s.pid}),
+        &[line],
+    );
     Ok(0)
 }
 
 pub fn kill(home: &Home, a: NameArg) -> Result<u8> {
-    show(&vm_stop::stop(home, &a.name, StopMode::Kill)?, false);
+    show(&vm_stop::stop(home, &a.name, StopMode::Kill)?, json_mode());
     Ok(0)
 }
 
 pub fn pause(home: &Home, a: NameArg) -> Result<u8> {
     control(home, &a.name, Control::Pause)?;
-    println!("Paused VM {}", a.name);
+    done(
+        "paused",
+        json!({"vm": a.name.as_str()}),
+        &[format!("Paused VM {}", a.name)],
+    );
     Ok(0)
 }
 
 pub fn resume(home: &Home, a: NameArg) -> Result<u8> {
     control(home, &a.name, Control::Resume)?;
-    println!("Resumed VM {}", a.name);
+    done(
+        "resumed",
+        json!({"vm": a.name.as_str()}),
+        &[format!("Resumed VM {}", a.name)],
+    );
     Ok(0)
 }
 
 pub fn reset(home: &Home, a: NameArg) -> Result<u8> {
     control(home, &a.name, Control::Reset)?;
-    println!("Reset VM {}", a.name);
+    done(
+        "reset",
+        json!({"vm": a.name.as_str()}),
+        &[format!("Reset VM {}", a.name)],
+    );
     Ok(0)
 }
 
 pub fn rm(home: &Home, a: RmArgs) -> Result<u8> {
-    print_lines(&crate::vm::rm::rm(home, &a.name, a.force)?);
-    println!("Removed VM {}", a.name);
+    let mut lines = crate::vm::rm::rm(home, &a.name, a.force)?;
+    lines.push(format!("Removed VM {}", a.name));
+    done("removed", json!({"vm": a.name.as_str()}), &lines);
     Ok(0)
 }
 

@@ -2,7 +2,7 @@
 //! network's switch in the foreground (as VMs start it, or its systemd unit).
 
 use crate::cli::args_net::{NetLsArgs, NetNameArg, NetworkCreateArgs, SwitchArgs};
-use crate::cli::output::{Show, print_json, show};
+use crate::cli::output::{Show, done, print_json, show};
 use crate::error::Result;
 use crate::paths::Home;
 use crate::vm::network::{self as vm_network, NetworkInfo};
@@ -29,7 +29,12 @@ pub fn ls(home: &Home, a: NetLsArgs) -> Result<u8> {
 
 pub fn rm(home: &Home, a: NetNameArg) -> Result<u8> {
     vm_network::remove(home, &a.name)?;
-    println!("Removed network {}", a.name);
+    let line = format!("Removed network {}", a.name);
+    done(
+        "removed",
+        serde_json::json!({"network": a.name.as_str()}),
+        &[line],
+    );
     Ok(0)
 }
 

@@ -2,14 +2,17 @@
 //! start, with a note when a drop-in file defines the VM and so has the last word.
 
 use crate::cli::args::{NameJsonArgs, PortArgs};
-use crate::cli::output::{Show, show};
+use crate::cli::output::{Show, done, show};
 use crate::error::Result;
 use crate::paths::Home;
 use crate::vm::ports::{self as vm_ports, Changed, PortState};
+use serde_json::json;
 
 pub fn add(home: &Home, a: PortArgs) -> Result<u8> {
     let c = vm_ports::add(home, &a.name, a.spec)?;
-    println!("VM {} forwards {}{}", c.name, c.spec, when(&c));
+    let line = format!("VM {} forwards {}{}", c.name, c.spec, when(&c));
+    let subject = json!({"vm": c.name.as_str(), "port": c.spec.to_string()});
+    done("port added", subject, &[line]);
     if let Some(f) = &c.defined_by {
         eprintln!(
             "Note: {} defines VM {} and is applied at each start: add \"{}\" to `ports` there to keep this forward",
@@ -23,7 +26,9 @@ pub fn add(home: &Home, a: PortArgs) -> Result<u8> {
 
 pub fn rm(home: &Home, a: PortArgs) -> Result<u8> {
     let c = vm_ports::rm(home, &a.name, a.spec)?;
-    println!("VM {} no longer forwards {}{}", c.name, c.spec, when(&c));
+    let line = format!("VM {} no longer forwards {}{}", c.name, c.spec, when(&c));
+    let subject = json!({"vm": c.name.as_str(), "port": c.spec.to_string()});
+    done("port removed", subject, &[line]);
     if let Some(f) = &c.defined_by {
         eprintln!(
             "Note: {} defines VM {} and is applied at each start: remove \"{}\" from `ports` there, or the forward comes back",

@@ -1,15 +1,21 @@
 //! `vmctl snapshot create|list|revert|delete`'s handlers.
 
 use crate::cli::args::{NameJsonArgs, RevertArgs, SnapshotCreateArgs, TagArgs};
-use crate::cli::output::{Show, show};
+use crate::cli::output::{Show, done, show};
 use crate::error::Result;
 use crate::paths::Home;
 use crate::types::human_bytes;
 use crate::vm::snapshot::{self as vm_snapshot, Done, Snapshot};
+use serde_json::json;
 
 pub fn create(home: &Home, a: SnapshotCreateArgs) -> Result<u8> {
     let d = vm_snapshot::create(home, &a.name, a.tag)?;
-    println!("Created snapshot {} of VM {} ({})", d.tag, d.name, how(&d));
+    let line = format!("Created snapshot {} of VM {} ({})", d.tag, d.name, how(&d));
+    done(
+        "snapshot created",
+        json!({"vm": d.name.to_string(), "tag": d.tag.to_string()}),
+        &[line],
+    );
     Ok(0)
 }
 
@@ -39,13 +45,23 @@ impl Show for Vec<Snapshot> {
 
 pub fn revert(home: &Home, a: RevertArgs) -> Result<u8> {
     let d = vm_snapshot::revert(home, &a.name, &a.tag, a.force)?;
-    println!("Reverted VM {} to snapshot {} ({})", d.name, d.tag, how(&d));
+    let line = format!("Reverted VM {} to snapshot {} ({})", d.name, d.tag, how(&d));
+    done(
+        "snapshot reverted",
+        json!({"vm": d.name.to_string(), "tag": d.tag.to_string()}),
+        &[line],
+    );
     Ok(0)
 }
 
 pub fn delete(home: &Home, a: TagArgs) -> Result<u8> {
     let d = vm_snapshot::delete(home, &a.name, &a.tag)?;
-    println!("Deleted snapshot {} of VM {} ({})", d.tag, d.name, how(&d));
+    let line = format!("Deleted snapshot {} of VM {} ({})", d.tag, d.name, how(&d));
+    done(
+        "snapshot deleted",
+        json!({"vm": d.name.to_string(), "tag": d.tag.to_string()}),
+        &[line],
+    );
     Ok(0)
 }
 

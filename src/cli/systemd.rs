@@ -26,7 +26,11 @@ pub fn generate(home: &Home, a: GenerateArgs) -> Result<u8> {
             ));
         }
     };
-    print!("{text}");
+    if crate::cli::output::json_mode() {
+        crate::cli::output::print_json(&serde_json::json!({ "unit": text }));
+    } else {
+        print!("{text}");
+    }
     Ok(0)
 }
 

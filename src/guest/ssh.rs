@@ -442,6 +442,37 @@ fn yaml_string(s: &str) -> String {
 
 /// The same inventory as YAML: host names quoted (a VM named `null` or `yes` stays a string),
 /// every string value tagged `!unsafe`, which Ansible keeps as data and never templates.
+/// The inventory as Ansible's JSON (`ansible-inventory --list`'s shape): group `vmctl` with
+/// its hosts, their variables under `_meta.hostvars`, and a host Ansible cannot be given in
+/// `_meta.vmctl_left_out` with the reason.
+pub fn inventory_json(targets: &[Target]) -> serde_json::Value {
+    let (mut hosts, mut vars, mut left_out) =
+        (Vec::new(), serde_json::Map::new(), serde_json::Map::new());
+    for t in targets {
+        match vmctl_host_name(&t.name).and_then(|()| ansible_vars(t)) {
+            Ok(v) => {
+                let v: serde_json::Map<String, serde_json::Value> = v
+                    .into_iter()
+                    .map(|(k, v)| match v {
+                        AnsibleValue::Int(n) => (k, n.into()),
+                        AnsibleValue::Str(s) => (k, s.into()),
+                    })
+                    .collect();
+                hosts.push(t.name.clone());
+                vars.insert(t.name.clone(), v.into());
+            }
+            Err(why) => {
+                left_out.insert(t.name.clone(), why.into());
+            }
+        }
+    }
+    serde_json::json!({
+        "_meta": { "hostvars": vars, "vmctl_left_out": left_out },
+        "all": { "children": ["vmctl"] },
+        "vmctl": { "hosts": hosts },
+    })
+}
+
 pub fn inventory_yaml(targets: &[Target]) -> String {
     let mut s = String::from("vmctl:\n  hosts:\n");
     for t in targets {

@@ -12,6 +12,7 @@ mod engines;
 mod generator;
 mod harness;
 mod image_import;
+mod json_output;
 mod lifecycle;
 mod network;
 mod nspawn;
