@@ -7,6 +7,8 @@
 #                                    # libvirt-clients + libxml2-utils (virt-xml-validate of exported
 #                                    # domains),
 #                                    # systemd-container + mmdebstrap (scripts/nspawn-rootfs.sh)
+#   scripts/install-deps.sh --bench-libvirt  # also libvirtd, acl and hyperfine for
+#                                    # scripts/bench-libvirt.sh (services are not started)
 #
 # QEMU comes from Debian: qemu-system-x86 and qemu-utils must be the same release (an image may ship
 # a newer qemu-utils from elsewhere, which Debian's qemu-system-x86 would then conflict with), so
@@ -16,7 +18,10 @@ set -euo pipefail
 need=(qemu-system-x86 qemu-system-arm qemu-utils passt cpio curl ca-certificates openssh-client dosfstools mtools
 	libseccomp-dev libcap-ng-dev pkg-config)
 extra=()
-[[ ${1:-} == --test ]] && extra=(cloud-init python3-venv systemd-container mmdebstrap libvirt-clients libxml2-utils)
+case ${1:-} in
+--test) extra=(cloud-init python3-venv systemd-container mmdebstrap libvirt-clients libxml2-utils) ;;
+--bench-libvirt) extra=(libvirt-daemon-system libvirt-clients acl hyperfine) ;;
+esac
 need+=("${extra[@]}")
 missing=()
 for p in "${need[@]}"; do
