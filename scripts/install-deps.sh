@@ -6,7 +6,8 @@
 #   scripts/install-deps.sh --test   # also what the tests use: cloud-init (schema checks), python3-venv,
 #                                    # libvirt-clients + libxml2-utils (virt-xml-validate of exported
 #                                    # domains),
-#                                    # systemd-container + mmdebstrap (scripts/nspawn-rootfs.sh)
+#                                    # systemd-container + mmdebstrap (scripts/nspawn-rootfs.sh),
+#                                    # prometheus (promtool and a real scrape of `vmctl metrics`)
 #   scripts/install-deps.sh --bench-libvirt  # also libvirtd, acl and hyperfine for
 #                                    # scripts/bench-libvirt.sh (services are not started)
 #
@@ -19,7 +20,7 @@ need=(qemu-system-x86 qemu-system-arm qemu-utils passt cpio curl ca-certificates
 	libseccomp-dev libcap-ng-dev pkg-config)
 extra=()
 case ${1:-} in
---test) extra=(cloud-init python3-venv systemd-container mmdebstrap libvirt-clients libxml2-utils) ;;
+--test) extra=(cloud-init python3-venv systemd-container mmdebstrap libvirt-clients libxml2-utils prometheus) ;;
 --bench-libvirt) extra=(libvirt-daemon-system libvirt-clients acl hyperfine) ;;
 esac
 need+=("${extra[@]}")

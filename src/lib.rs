@@ -22,6 +22,7 @@ pub mod guest;
 pub mod host;
 pub mod image;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod paths;
 pub mod qemu;

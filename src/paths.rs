@@ -297,6 +297,10 @@ impl VmPaths {
     pub fn last_exit(&self) -> PathBuf {
         self.dir.join("last-exit.json")
     }
+    /// How many times the VM was started, and restarted after a crash (`runstate::Counters`).
+    pub fn counters(&self) -> PathBuf {
+        self.dir.join("counters.json")
+    }
     /// For a VM made from a drop-in definition (`create --update`): that file's path. A VM whose
     /// drop-in is gone no longer autostarts.
     pub fn drop_in_record(&self) -> PathBuf {

@@ -54,6 +54,45 @@ pub struct LastExit {
     pub stopped_by: Option<String>,
 }
 
+impl LastExit {
+    /// QEMU ended by itself with a failure or a signal (a crash, a `kill -9`), or vmctl ended it
+    /// for failing its health check: what a service manager restarts.
+    pub fn failed(&self) -> bool {
+        match self.stopped_by.as_deref() {
+            Some(step) => step == "health-check",
+            None => self.signal.is_some() || self.code.is_some_and(|c| c != 0),
+        }
+    }
+}
+
+/// Starts of a VM over its life, and how many of them followed a failed run (crash, killed,
+/// unhealthy, or a supervisor that died): `vmctl stats` and `vmctl_vm_restarts_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub starts: u64,
+    pub restarts: u64,
+}
+
+pub fn read_counters(paths: &VmPaths) -> Counters {
+    std::fs::read_to_string(paths.counters())
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+/// Count a start; `after_failure` when the run before it failed. The caller holds the VM's
+/// lock (two starts cannot both count from the same number).
+pub fn count_start(paths: &VmPaths, after_failure: bool) -> Result<Counters> {
+    let mut c = read_counters(paths);
+    c.starts += 1;
+    c.restarts += u64::from(after_failure);
+    fsutil::write_atomic(
+        &paths.counters(),
+        serde_json::to_string(&c).expect("serializes").as_bytes(),
+    )?;
+    Ok(c)
+}
+
 #[derive(Debug)]
 pub enum Liveness {
     Running {

@@ -90,6 +90,10 @@ pub enum Cmd {
     ShowCmd(NameArg),
     /// Show host facts: QEMU binaries, KVM and the accelerator decision with its reason.
     Doctor(JsonArg),
+    /// What each VM uses: state, CPU %, memory, disk and its I/O, uptime, restarts, health.
+    Stats(crate::cli::args_observe::StatsArgs),
+    /// Serve the VMs' metrics for Prometheus over HTTP (loopback unless --listen names another).
+    Metrics(crate::cli::args_observe::MetricsArgs),
     /// Log in to the guest with OpenSSH (the VM's user, forwarded port and key; host key pinned).
     Ssh(SshArgs),
     /// Copy files between this host and a VM over its SSH: `vmctl cp [-r] SRC... DST`, the VM's

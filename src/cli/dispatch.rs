@@ -7,8 +7,8 @@ use crate::cli::args_guest::AppCmd;
 use crate::cli::args_net::NetworkCmd;
 use crate::cli::args_state::DiskCmd;
 use crate::cli::{
-    app, archive, connect, disk, doctor, image, inspect, lifecycle, network, port, snapshot, stack,
-    systemd,
+    app, archive, connect, disk, doctor, image, inspect, lifecycle, network, observe, port,
+    snapshot, stack, systemd,
 };
 use crate::error::Result;
 use crate::paths::Home;
@@ -58,6 +58,8 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Console(a) => to!(connect::console, a),
         Cmd::ShowCmd(a) => to!(inspect::show_cmd, a),
         Cmd::Doctor(a) => to!(doctor::doctor, a),
+        Cmd::Stats(a) => to!(observe::stats, a),
+        Cmd::Metrics(a) => to!(observe::metrics, a),
         Cmd::Ssh(a) => to!(connect::ssh, a),
         Cmd::Cp(a) => to!(connect::cp, a),
         Cmd::SshConfig(a) => to!(connect::ssh_config, a),

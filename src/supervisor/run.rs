@@ -129,7 +129,11 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
 /// Refuse a VM that runs already (and clean what a crashed one left); plan the launch; refuse
 /// host ports that are taken and a missing disk.
 fn prepare(home: &Home, spec: &VmSpec, paths: &VmPaths) -> Result<LaunchPlan> {
-    match runstate::liveness(paths) {
+    let liveness = runstate::liveness(paths);
+    // A supervisor that died left no last exit: that run failed too.
+    let after_failure = matches!(liveness, Liveness::Stale)
+        || runstate::read_last_exit(paths).is_some_and(|e| e.failed());
+    match liveness {
         Liveness::Running { pid, .. } => {
             return Err(Error::State(format!(
                 "VM {} is already running (QEMU pid {pid})",
@@ -157,6 +161,7 @@ fn prepare(home: &Home, spec: &VmSpec, paths: &VmPaths) -> Result<LaunchPlan> {
             spec.name
         )));
     }
+    runstate::count_start(paths, after_failure)?;
     Ok(plan)
 }
 

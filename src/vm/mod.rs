@@ -20,6 +20,7 @@ pub mod rm;
 pub mod snapshot;
 pub mod stack;
 pub mod start;
+pub mod stats;
 pub mod stop;
 pub mod suspend;
 pub mod translate;

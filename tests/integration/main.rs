@@ -14,6 +14,7 @@ mod harness;
 mod image_import;
 mod json_output;
 mod lifecycle;
+mod metrics;
 mod network;
 mod nspawn;
 mod ports;
