@@ -20,7 +20,7 @@ need=(qemu-system-x86 qemu-system-arm qemu-utils passt cpio curl ca-certificates
 	libseccomp-dev libcap-ng-dev pkg-config)
 extra=()
 case ${1:-} in
---test) extra=(cloud-init python3-venv systemd-container mmdebstrap libvirt-clients libxml2-utils prometheus) ;;
+--test) extra=(cloud-init python3-venv systemd-container mmdebstrap libvirt-clients libxml2-utils prometheus man-db) ;;
 --bench-libvirt) extra=(libvirt-daemon-system libvirt-clients acl hyperfine) ;;
 esac
 need+=("${extra[@]}")

@@ -51,6 +51,8 @@ pub fn main() -> ExitCode {
     if systemd::generator::run::invoked_as_generator() {
         return systemd::generator::run::main();
     }
+    // The shell asking for completions (`COMPLETE=bash vmctl ...`): answered, and exit.
+    cli::complete::complete_if_asked();
     let json = cli::output::wants_json(std::env::args_os());
     let cli = match cli::args::Cli::try_parse() {
         Ok(cli) => cli,

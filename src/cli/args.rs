@@ -94,6 +94,10 @@ pub enum Cmd {
     Stats(crate::cli::args_observe::StatsArgs),
     /// Serve the VMs' metrics for Prometheus over HTTP (loopback unless --listen names another).
     Metrics(crate::cli::args_observe::MetricsArgs),
+    /// Print the shell's completion script: `source <(vmctl completions bash)`.
+    Completions(crate::cli::args_shell::CompletionsArgs),
+    /// Write the manual pages, one per subcommand, into a folder.
+    Man(crate::cli::args_shell::ManArgs),
     /// Log in to the guest with OpenSSH (the VM's user, forwarded port and key; host key pinned).
     Ssh(SshArgs),
     /// Copy files between this host and a VM over its SSH: `vmctl cp [-r] SRC... DST`, the VM's

@@ -7,8 +7,8 @@ use crate::cli::args_guest::AppCmd;
 use crate::cli::args_net::NetworkCmd;
 use crate::cli::args_state::DiskCmd;
 use crate::cli::{
-    app, archive, connect, disk, doctor, image, inspect, lifecycle, network, observe, port,
-    snapshot, stack, systemd,
+    app, archive, complete, connect, disk, doctor, image, inspect, lifecycle, network, observe,
+    port, snapshot, stack, systemd,
 };
 use crate::error::Result;
 use crate::paths::Home;
@@ -60,6 +60,8 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Doctor(a) => to!(doctor::doctor, a),
         Cmd::Stats(a) => to!(observe::stats, a),
         Cmd::Metrics(a) => to!(observe::metrics, a),
+        Cmd::Completions(a) => to!(complete::completions, a),
+        Cmd::Man(a) => to!(complete::man, a),
         Cmd::Ssh(a) => to!(connect::ssh, a),
         Cmd::Cp(a) => to!(connect::cp, a),
         Cmd::SshConfig(a) => to!(connect::ssh_config, a),
@@ -109,6 +111,8 @@ mod tests {
             "file" => "/tmp/disk.img",
             "tag" => "before",
             "size" => "20G",
+            "shell" => "bash",
+            "dir" => "/tmp/man",
             _ => "web",
         }
     }

@@ -28,9 +28,19 @@ fn leaves(cmd: &clap::Command, path: &[String], out: &mut Vec<(Vec<String>, clap
 }
 
 /// The subcommand with each required positional given a name nothing in the home has.
-fn invocation(path: &[String], cmd: &clap::Command) -> Vec<String> {
+fn invocation(path: &[String], cmd: &clap::Command, home: &std::path::Path) -> Vec<String> {
     let mut args = path.to_vec();
-    for a in cmd.get_positionals().filter(|a| a.is_required_set()) {
+    match path {
+        // It would serve until stopped: an address it refuses instead.
+        [p] if p == "metrics" => args.extend(["--listen".into(), "nosuch".into()]),
+        // It writes where it is told: into the test's home.
+        [p] if p == "man" => args.push(home.join("man").display().to_string()),
+        _ => {}
+    }
+    for a in cmd
+        .get_positionals()
+        .filter(|a| a.is_required_set() && path != ["man"])
+    {
         let n = a.get_num_args().map_or(1, |r| r.min_values().max(1));
         // `cp` takes host and guest paths; anything else a name, a file or a spec.
         let value = if path == ["cp"] {
@@ -92,7 +102,7 @@ fn every_subcommand_answers_json_and_its_errors_are_json_with_their_exit_code() 
         {
             continue;
         }
-        let args = invocation(path, cmd);
+        let args = invocation(path, cmd, t.home());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = t.run(&refs);
         let v = check(&args, &out);

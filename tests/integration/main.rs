@@ -22,6 +22,7 @@ mod provision;
 mod qmp_shell;
 mod security;
 mod shares;
+mod shell;
 mod snapshot;
 mod stacks;
 mod suspend;
