@@ -16,6 +16,7 @@ pub mod cli;
 pub mod def;
 pub mod engines;
 pub mod error;
+pub mod events;
 #[cfg(test)]
 mod golden;
 pub mod guest;

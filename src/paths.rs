@@ -79,6 +79,10 @@ impl Home {
         self.root.join("networks")
     }
     /// Serialises network creation and removal, and address assignment.
+    /// What happened to the home's VMs, one JSON line per event (`events`).
+    pub fn events_log(&self) -> PathBuf {
+        self.root.join("events.jsonl")
+    }
     pub fn networks_lock(&self) -> PathBuf {
         self.networks_dir().join(".lock")
     }

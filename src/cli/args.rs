@@ -92,6 +92,9 @@ pub enum Cmd {
     Doctor(JsonArg),
     /// What each VM uses: state, CPU %, memory, disk and its I/O, uptime, restarts, health.
     Stats(crate::cli::args_observe::StatsArgs),
+    /// Print what happens to the VMs as it happens: created, started, ready, health, paused,
+    /// resumed, snapshot, port changes, stopped (with the step), saved, crashed, restarted.
+    Events(crate::cli::args_observe::EventsArgs),
     /// Serve the VMs' metrics for Prometheus over HTTP (loopback unless --listen names another).
     Metrics(crate::cli::args_observe::MetricsArgs),
     /// Print the shell's completion script: `source <(vmctl completions bash)`.

@@ -1,5 +1,5 @@
-//! The command line of watching VMs: `vmctl stats` and `vmctl metrics` (see `cli::args` for the
-//! rest).
+//! The command line of watching VMs: `vmctl stats`, `vmctl events` and `vmctl metrics` (see
+//! `cli::args` for the rest).
 
 use clap::Args;
 
@@ -16,6 +16,18 @@ pub struct StatsArgs {
     /// Seconds between samples; CPU % is measured over it.
     #[arg(long, default_value = "1", value_name = "SECS", value_parser = interval)]
     pub interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only these VMs' events (default: every VM of the home).
+    pub names: Vec<VmName>,
+    /// Print the events recorded so far first (the log keeps the last 4-8 MiB).
+    #[arg(long)]
+    pub all: bool,
+    /// Stop once the recorded events are printed instead of waiting for more (with --all).
+    #[arg(long, requires = "all")]
+    pub no_follow: bool,
 }
 
 #[derive(Debug, Args)]

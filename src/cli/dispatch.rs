@@ -60,6 +60,7 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Doctor(a) => to!(doctor::doctor, a),
         Cmd::Stats(a) => to!(observe::stats, a),
         Cmd::Metrics(a) => to!(observe::metrics, a),
+        Cmd::Events(a) => to!(observe::events, a),
         Cmd::Completions(a) => to!(complete::completions, a),
         Cmd::Man(a) => to!(complete::man, a),
         Cmd::Ssh(a) => to!(connect::ssh, a),

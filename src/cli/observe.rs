@@ -1,10 +1,10 @@
-//! `vmctl stats` (what each VM uses, once or redrawn) and `vmctl metrics` (the same for
-//! Prometheus, served over HTTP).
+//! `vmctl stats` (what each VM uses, once or redrawn), `vmctl events` (what happens to them, as
+//! it happens) and `vmctl metrics` (their use for Prometheus, served over HTTP).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::cli::args_observe::{MetricsArgs, StatsArgs};
+use crate::cli::args_observe::{EventsArgs, MetricsArgs, StatsArgs};
 use crate::cli::output::{Show, json_mode, show};
 use crate::error::Result;
 use crate::paths::Home;
@@ -89,6 +89,30 @@ fn uptime(secs: u64) -> String {
         (0, 0, _) => format!("{m}m{s:02}s"),
         (0, _, _) => format!("{h}h{m:02}m"),
         _ => format!("{d}d{h}h"),
+    }
+}
+
+pub fn events(home: &Home, a: EventsArgs) -> Result<u8> {
+    let wanted =
+        |e: &crate::events::Event| a.names.is_empty() || a.names.iter().any(|n| n.as_str() == e.vm);
+    let mut out = std::io::stdout().lock();
+    let mut follow = crate::events::Follower::open(&home.events_log(), a.all);
+    loop {
+        for e in follow.next_events().into_iter().filter(|e| wanted(e)) {
+            let line = if json_mode() {
+                serde_json::to_string(&e).expect("JSON")
+            } else {
+                e.line()
+            };
+            // A reader that went away (`| head`) ends the command.
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return Ok(0);
+            }
+        }
+        if a.no_follow {
+            return Ok(0);
+        }
+        follow.wait();
     }
 }
 

@@ -108,6 +108,8 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     }
     check_accel(&mut qmp, plan.decision.accel).await;
     let state = announce(spec, &paths, &plan, &qemu, unit, mode, restored)?;
+    let detail = serde_json::json!({"pid": qemu.pid, "accel": state.accel.to_string(), "restored": restored});
+    crate::events::record(home, spec.name.as_str(), "started", detail);
     drop(lock);
     let mut vm = Running::new(
         spec,
@@ -123,7 +125,7 @@ async fn run_async(home: &Home, spec: &VmSpec, mode: Mode) -> Result<u8> {
     if let Some(link) = vm.links.passt.as_mut() {
         link.stop().await;
     }
-    finish(spec, &paths, &plan, &qemu, status, ending)
+    finish(home, spec, &plan, &qemu, status, ending)
 }
 
 /// Refuse a VM that runs already (and clean what a crashed one left); plan the launch; refuse
@@ -161,7 +163,11 @@ fn prepare(home: &Home, spec: &VmSpec, paths: &VmPaths) -> Result<LaunchPlan> {
             spec.name
         )));
     }
-    runstate::count_start(paths, after_failure)?;
+    let counted = runstate::count_start(paths, after_failure)?;
+    if after_failure {
+        let detail = serde_json::json!({"restarts": counted.restarts});
+        crate::events::record(home, spec.name.as_str(), "restarted", detail);
+    }
     Ok(plan)
 }
 
@@ -397,13 +403,14 @@ fn announce(
 /// QEMU is gone: record how it ended (`last-exit.json`), remove the runtime files, and say
 /// what `vmctl run` exits with.
 fn finish(
+    home: &Home,
     spec: &VmSpec,
-    paths: &VmPaths,
     plan: &LaunchPlan,
     qemu: &Qemu,
     status: Option<std::process::ExitStatus>,
     ending: Ending,
 ) -> Result<u8> {
+    let paths = &home.vm(&spec.name);
     let (code, sig) = match status {
         Some(s) => {
             use std::os::unix::process::ExitStatusExt;
@@ -425,11 +432,34 @@ fn finish(
     let shown = |v: Option<i32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     tracing::info!(vm = %spec.name, pid = qemu.pid, code = %shown(code), signal = %shown(sig), "QEMU exited");
     runstate::write_last_exit(paths, &last)?;
+    // A `vmctl stop` or `kill` records its own event, with the step that stopped QEMU.
+    let asked = paths.stop_request().exists() && last.stopped_by.is_none();
+    if !asked {
+        let mut d =
+            serde_json::json!({"code": code, "signal": sig, "uptime_secs": last.uptime_secs});
+        let event = ended(&last);
+        if event != "crashed" {
+            let step = last.stopped_by.clone().unwrap_or_else(|| "guest".into());
+            d["step"] = step.into();
+        }
+        crate::events::record(home, spec.name.as_str(), event, d);
+    }
     if last.stopped_by.as_deref() == Some(SAVED) {
         record_save(paths, plan)?;
     }
     runstate::clean(paths);
     Ok(exit_status(&ending, code, sig))
+}
+
+/// The event of QEMU's end no command asked for: `saved`, `crashed` (a signal or a failure
+/// status), or `stopped` (a service manager's stop, a failed health check, the guest's own
+/// poweroff).
+fn ended(last: &LastExit) -> &'static str {
+    match last.stopped_by.as_deref() {
+        Some(SAVED) => "saved",
+        None if last.failed() => "crashed",
+        _ => "stopped",
+    }
 }
 
 /// QEMU saved the guest and exited: record what the state fits (the disk as QEMU left it).

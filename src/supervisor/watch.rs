@@ -383,6 +383,10 @@ impl<'a> Running<'a> {
         self.state.ready = true;
         self.clock.schedule_probe(Instant::now());
         self.save();
+        self.event(
+            "ready",
+            serde_json::json!({"seconds": (secs * 10.0).round() / 10.0}),
+        );
         let (vm, pid, accel) = (&self.spec.name, self.pid, self.state.accel);
         tracing::info!(%vm, pid, %accel, seconds = format!("{secs:.1}"), "the guest is up");
         notify::notify(
@@ -396,11 +400,20 @@ impl<'a> Running<'a> {
         );
     }
 
+    /// Record an event of this VM in the home's log.
+    fn event(&self, event: &str, detail: serde_json::Value) {
+        crate::events::record(self.home, self.spec.name.as_str(), event, detail);
+    }
+
     /// The guest's CPUs stopped (or run again): `state.json` (so `vmctl list` says paused) and
     /// systemd's status line hear of it.
     fn on_pause(&mut self, paused: bool) {
         self.state.paused = paused;
         self.save();
+        self.event(
+            if paused { "paused" } else { "resumed" },
+            serde_json::json!({}),
+        );
         let (vm, pid) = (&self.spec.name, self.pid);
         if paused {
             tracing::info!(%vm, pid, "the guest is paused; health checks wait until it resumes");
@@ -439,6 +452,10 @@ impl<'a> Running<'a> {
                 ),
                 None => format!("Health: {} ({check})", now.as_str()),
             });
+            if before.status != now && now != HealthStatus::Starting {
+                let detail = serde_json::json!({"check": check, "failing_streak": streak});
+                self.event(now.as_str(), detail);
+            }
             self.state.health = Some(after);
             self.save();
         }

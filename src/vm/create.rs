@@ -58,6 +58,24 @@ pub(crate) fn create_as(
     by: DefinedBy,
     disk: DiskFrom,
 ) -> Result<VmSpec> {
+    let made = make(home, name, cfg, source_name, by, disk);
+    crate::events::after(
+        home,
+        name.as_str(),
+        "created",
+        |s: &VmSpec| serde_json::json!({"image": s.image}),
+        made,
+    )
+}
+
+fn make(
+    home: &Home,
+    name: &VmName,
+    cfg: &VmConfig,
+    source_name: &str,
+    by: DefinedBy,
+    disk: DiskFrom,
+) -> Result<VmSpec> {
     let spec = spec::validate(name, cfg, limits(), source_name)?;
     let paths = home.vm(name);
     // Check everything before touching the home, so bad input leaves nothing behind; the checks

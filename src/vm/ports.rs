@@ -157,6 +157,15 @@ struct Plan {
 
 /// Forward `f` from now on (running VM) and at every start.
 pub fn add(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
+    let changed = add_now(home, name, f);
+    crate::events::after(home, name.as_str(), "port-added", port_of, changed)
+}
+
+fn port_of(c: &Changed) -> serde_json::Value {
+    serde_json::json!({ "port": c.spec.to_string() })
+}
+
+fn add_now(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let paths = home.defined(name)?;
     if let Some(why) = foreign_address(&f) {
         return Err(Error::Usage(format!("{f}: {why}")));
@@ -222,6 +231,11 @@ fn plan_add(home: &Home, name: &VmName, paths: &VmPaths, f: PortForward) -> Resu
 
 /// Stop forwarding `f` (running VM) and drop it from the definition.
 pub fn rm(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
+    let changed = rm_now(home, name, f);
+    crate::events::after(home, name.as_str(), "port-removed", port_of, changed)
+}
+
+fn rm_now(home: &Home, name: &VmName, f: PortForward) -> Result<Changed> {
     let paths = home.defined(name)?;
     plan_rm(name, &paths, f)?;
     let _home_lock = fsutil::lock_exclusive(&home.vms_lock())?;

@@ -12,6 +12,17 @@ use crate::vm::stop::{StopMode, stop};
 /// left behind would restart a VM whose definition is gone, and could not run its stop. Returns
 /// what was done to units, one line each.
 pub fn rm(home: &Home, name: &VmName, force: bool) -> Result<Vec<String>> {
+    let removed = remove(home, name, force);
+    crate::events::after(
+        home,
+        name.as_str(),
+        "removed",
+        |_| serde_json::json!({}),
+        removed,
+    )
+}
+
+fn remove(home: &Home, name: &VmName, force: bool) -> Result<Vec<String>> {
     let paths = home.defined(name)?;
     if let Liveness::Running { state, .. } = runstate::liveness(&paths) {
         if !force {

@@ -24,7 +24,7 @@ use crate::qemu::qmp::{Qmp, QmpError};
 use crate::runstate;
 use crate::sys::fsutil;
 use crate::sys::rt::block_on;
-use crate::types::VmName;
+use crate::types::{VmName, format_utc};
 
 /// The `-drive id=` of the VM's disk (see `qemu::argv`).
 const DISK_DEVICE: &str = "disk0";
@@ -69,27 +69,6 @@ pub fn parse_list(v: &Value) -> Vec<Snapshot> {
             }
         })
         .collect()
-}
-
-/// `YYYY-MM-DDTHH{sep}MM{sep}SS` of a unix time, UTC.
-fn format_utc(unix: i64, sep: char) -> String {
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}{sep}{:02}{sep}{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 fn format_clock(ns: i64) -> String {
@@ -269,14 +248,19 @@ pub fn create(home: &Home, name: &VmName, tag: Option<String>) -> Result<Done> {
     let tag = tag.unwrap_or_else(|| default_tag(fsutil::unix_now()));
     check_tag(&tag)?;
     let paths = vm_paths(home, name)?;
-    apply(&paths, name, Action::Save, &tag, |snaps, _| {
+    let done = apply(&paths, name, Action::Save, &tag, |snaps, _| {
         if snaps.iter().any(|s| s.tag == tag) {
             return Err(Error::Usage(format!(
                 "VM {name} already has a snapshot tagged {tag:?}; pick another tag or `vmctl snapshot delete {name} {tag}` first"
             )));
         }
         Ok(())
-    })
+    });
+    crate::events::after(home, name.as_str(), "snapshot", tag_of, done)
+}
+
+fn tag_of(d: &Done) -> serde_json::Value {
+    serde_json::json!({ "tag": d.tag.to_string() })
 }
 
 /// Bring the VM back to snapshot `tag`. A running VM loses its current state, so that needs
@@ -285,7 +269,7 @@ pub fn revert(home: &Home, name: &VmName, tag: &str, force: bool) -> Result<Done
     let paths = vm_paths(home, name)?;
     // Ask before taking the lock: a pending question must not block a `stop`.
     let confirmed = force || (runstate::liveness(&paths).is_running() && confirm(name, tag)?);
-    apply(&paths, name, Action::Load, tag, |snaps, live| {
+    let done = apply(&paths, name, Action::Load, tag, |snaps, live| {
         require_tag(name, snaps, tag)?;
         if live && !confirmed {
             return Err(Error::State(format!(
@@ -293,15 +277,17 @@ pub fn revert(home: &Home, name: &VmName, tag: &str, force: bool) -> Result<Done
             )));
         }
         Ok(())
-    })
+    });
+    crate::events::after(home, name.as_str(), "reverted", tag_of, done)
 }
 
 /// Delete snapshot `tag` (the disk space is only partly given back by qcow2).
 pub fn delete(home: &Home, name: &VmName, tag: &str) -> Result<Done> {
     let paths = vm_paths(home, name)?;
-    apply(&paths, name, Action::Delete, tag, |snaps, _| {
+    let done = apply(&paths, name, Action::Delete, tag, |snaps, _| {
         require_tag(name, snaps, tag)
-    })
+    });
+    crate::events::after(home, name.as_str(), "snapshot-deleted", tag_of, done)
 }
 
 /// Ask on the terminal whether to revert a running VM; false without a terminal.

@@ -65,6 +65,14 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
             return stop_unit(&paths, name, &unit);
         }
     }
+    // The supervisor sees QEMU end: this says a command asked (the event is recorded here,
+    // with the step that stopped it).
+    let asked: &[u8] = if matches!(mode, StopMode::Kill) {
+        b"kill"
+    } else {
+        b"poweroff"
+    };
+    fsutil::write_atomic(&paths.stop_request(), asked)?;
     let outcome = block_on(async {
         let mut qmp = match mode {
             StopMode::Kill => None,
@@ -91,6 +99,8 @@ pub fn stop(home: &Home, name: &VmName, mode: StopMode) -> Result<Stopped> {
         return Err(Error::Other(format!("VM {name} is still running")));
     }
     runstate::clean(&paths);
+    let detail = serde_json::json!({"step": outcome.step.as_str(), "seconds": (outcome.seconds * 10.0).round() / 10.0});
+    crate::events::record(home, name.as_str(), "stopped", detail);
     Ok(Stopped {
         name: name.to_string(),
         was_running: true,

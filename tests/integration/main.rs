@@ -9,6 +9,7 @@ mod console;
 mod crash;
 mod disk;
 mod engines;
+mod events;
 mod generator;
 mod harness;
 mod image_import;
