@@ -54,6 +54,7 @@ impl Event {
         let mut s = format!("{} {} {}", self.time, self.vm, self.event);
         for (k, v) in &self.detail {
             match v {
+                serde_json::Value::Null => {}
                 serde_json::Value::String(t) => s.push_str(&format!(" {k}={t}")),
                 other => s.push_str(&format!(" {k}={other}")),
             }
@@ -65,6 +66,9 @@ impl Event {
 /// Append `event` to the home's log. Never fails the caller: an event that cannot be written
 /// is logged and dropped (the VM's own files stay the truth).
 pub fn emit(home: &Home, event: Event) {
+    // In the journal too (a service's log), with the VM and the event as fields.
+    let detail = serde_json::Value::Object(event.detail.clone());
+    tracing::info!(vm = %event.vm, event = %event.event, %detail, "event: {}", event.line());
     if let Err(e) = append(home, &event) {
         tracing::warn!(vm = %event.vm, "cannot record event {}: {e}", event.event);
     }

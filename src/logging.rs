@@ -1,6 +1,8 @@
 //! Logging: to stderr, with levels that mean something (error: the request failed; warn:
-//! degraded, e.g. TCG; info: lifecycle steps; debug: argv and QMP traffic), and in the journal's
-//! own form when stderr is the journal.
+//! degraded, e.g. TCG; info: lifecycle steps; debug: argv and QMP traffic), and straight to the
+//! journal when stderr is the journal: each record with its fields as journal fields
+//! (`VMCTL_VM=web`, `VMCTL_EVENT=stopped`, ...), so that `journalctl VMCTL_VM=web` selects one
+//! VM across its units.
 
 /// Logs go to stderr. When stderr is the journal (a systemd service), lines carry a syslog
 /// priority prefix instead of a timestamp and level, and lifecycle steps (info) are logged by
@@ -9,6 +11,22 @@ pub fn init(verbose: u8, journal: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VMCTL_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("vmctl={},warn", level(verbose, journal)))
     });
+    if journal {
+        // The journal's own protocol, fields and all; its stream (stderr) should the socket
+        // be missing.
+        if let Ok(layer) = tracing_journald::layer() {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let layer = layer
+                .with_field_prefix(Some("VMCTL".into()))
+                .with_syslog_identifier("vmctl".into());
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .init();
+            return;
+        }
+    }
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

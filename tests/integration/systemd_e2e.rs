@@ -288,6 +288,27 @@ done"#
         journal.contains("Main process exited, code=exited, status=137"),
         "vmctl run should exit 128+9 when QEMU is killed:\n{journal}"
     );
+    // The supervisor's records carry the VM and the event as journal fields.
+    let records = c.ok(&["journalctl", "VMCTL_VM=web", "-o", "json", "--no-pager"]);
+    let events: Vec<String> = records
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["VMCTL_EVENT"].as_str().map(str::to_string))
+        .collect();
+    for want in ["started", "ready", "crashed", "restarted"] {
+        assert!(
+            events.iter().any(|e| e == want),
+            "journalctl VMCTL_VM=web has no VMCTL_EVENT={want}: {events:?}"
+        );
+    }
+    let log = c.ok(&["vmctl", "events", "--all", "--no-follow"]);
+    assert!(
+        log.contains(" web crashed signal=9") && log.contains(" web restarted restarts=1"),
+        "{log}"
+    );
+    let stats = c.ok(&["vmctl", "stats", "web", "--json", "--interval", "0.2"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats[0]["restarts"], 1, "{stats}");
     eprintln!("e2e restart: test took {:.2?}", t0.elapsed());
 }
 
@@ -680,15 +701,16 @@ fn benchmark_systemd_boot_to_port_and_stop_overhead() {
             "-u",
             &unit("web"),
             "-o",
-            "cat",
+            "json",
             "--no-pager",
         ]);
+        // The supervisor's record of the stop, its fields as journal fields.
         let seconds: f64 = journal
             .lines()
-            .filter(|l| l.starts_with("stopped ") && l.contains("step=\"acpi\""))
-            .find_map(|l| l.split_once(" seconds=").map(|(_, s)| s.trim().parse()))
-            .unwrap_or_else(|| panic!("no `stopped ... seconds=` line in:\n{journal}"))
-            .unwrap();
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["MESSAGE"] == "stopped" && r["VMCTL_STEP"] == "acpi")
+            .find_map(|r| r["VMCTL_SECONDS"].as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| panic!("no `stopped` record with VMCTL_STEP=acpi in:\n{journal}"));
         let guest_us = (seconds * 1e6) as u64;
         println!(
             "bench-systemd: stop stop_ms={} guest_poweroff_ms={} overhead_ms={}",
