@@ -25,7 +25,8 @@ pub struct EventsArgs {
     /// Print the events recorded so far first (the log keeps the last 4-8 MiB).
     #[arg(long)]
     pub all: bool,
-    /// Stop once the recorded events are printed instead of waiting for more (with --all).
+    /// Stop once the recorded events are printed instead of waiting for more (with --all; with
+    /// --json they are one array, where a stream is one JSON object per line).
     #[arg(long, requires = "all")]
     pub no_follow: bool,
 }

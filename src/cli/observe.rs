@@ -97,6 +97,16 @@ pub fn events(home: &Home, a: EventsArgs) -> Result<u8> {
         |e: &crate::events::Event| a.names.is_empty() || a.names.iter().any(|n| n.as_str() == e.vm);
     let mut out = std::io::stdout().lock();
     let mut follow = crate::events::Follower::open(&home.events_log(), a.all);
+    if a.no_follow && json_mode() {
+        // A listing, not a stream: one document.
+        let recorded: Vec<_> = follow
+            .next_events()
+            .into_iter()
+            .filter(|e| wanted(e))
+            .collect();
+        crate::cli::output::print_json(&recorded);
+        return Ok(0);
+    }
     loop {
         for e in follow.next_events().into_iter().filter(|e| wanted(e)) {
             let line = if json_mode() {

@@ -33,6 +33,8 @@ fn invocation(path: &[String], cmd: &clap::Command, home: &std::path::Path) -> V
     match path {
         // It would serve until stopped: an address it refuses instead.
         [p] if p == "metrics" => args.extend(["--listen".into(), "nosuch".into()]),
+        // It follows the log until stopped: the recorded events only.
+        [p] if p == "events" => args.extend(["--all".into(), "--no-follow".into()]),
         // It writes where it is told: into the test's home.
         [p] if p == "man" => args.push(home.join("man").display().to_string()),
         _ => {}

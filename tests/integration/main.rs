@@ -18,6 +18,7 @@ mod lifecycle;
 mod metrics;
 mod network;
 mod nspawn;
+mod package;
 mod ports;
 mod provision;
 mod qmp_shell;
