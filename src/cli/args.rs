@@ -182,6 +182,11 @@ pub enum SystemdCmd {
     /// Stop the VMs that generated units run, remove the vmctl-generator link and reload
     /// systemd: the units it made go away.
     UninstallGenerator(UserArg),
+    /// Run `vmctl metrics` for this home as a service (vmctl-metrics.service); enable and start
+    /// it as asked.
+    InstallMetrics(crate::cli::args_observe::InstallMetricsArgs),
+    /// Stop, disable and remove vmctl-metrics.service.
+    UninstallMetrics(UserArg),
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,22 @@ pub struct MetricsArgs {
     pub listen: String,
 }
 
+#[derive(Debug, Args)]
+pub struct InstallMetricsArgs {
+    /// Install for your user's service manager (systemctl --user).
+    #[arg(long)]
+    pub user: bool,
+    /// Address to serve on, as IP:PORT. Loopback unless you name another address here.
+    #[arg(long, value_name = "IP:PORT", default_value = crate::metrics::serve::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Start it at boot (or login): `systemctl enable`.
+    #[arg(long)]
+    pub enable: bool,
+    /// Start (or restart) it now.
+    #[arg(long)]
+    pub now: bool,
+}
+
 fn interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.1..=3600.0).contains(&v) => Ok(v),

@@ -97,6 +97,8 @@ pub fn route(cmd: Cmd) -> Handler {
         Cmd::Systemd(SystemdCmd::Uninstall(a)) => to!(systemd::uninstall, a),
         Cmd::Systemd(SystemdCmd::InstallGenerator(a)) => to!(systemd::install_generator, a),
         Cmd::Systemd(SystemdCmd::UninstallGenerator(a)) => to!(systemd::uninstall_generator, a),
+        Cmd::Systemd(SystemdCmd::InstallMetrics(a)) => to!(systemd::install_metrics, a),
+        Cmd::Systemd(SystemdCmd::UninstallMetrics(a)) => to!(systemd::uninstall_metrics, a),
     }
 }
 

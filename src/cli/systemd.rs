@@ -82,6 +82,25 @@ pub fn install_generator(_home: &Home, a: InstallGeneratorArgs) -> Result<u8> {
     Ok(0)
 }
 
+pub fn install_metrics(home: &Home, a: crate::cli::args_observe::InstallMetricsArgs) -> Result<u8> {
+    let listen = crate::metrics::serve::parse_listen(&a.listen)?;
+    print_lines(&crate::systemd::metricsunit::install(
+        home,
+        Scope::user(a.user),
+        listen,
+        a.enable,
+        a.now,
+    )?);
+    Ok(0)
+}
+
+pub fn uninstall_metrics(_home: &Home, a: UserArg) -> Result<u8> {
+    print_lines(&crate::systemd::metricsunit::uninstall(Scope::user(
+        a.user,
+    ))?);
+    Ok(0)
+}
+
 pub fn uninstall_generator(_home: &Home, a: UserArg) -> Result<u8> {
     print_lines(&link::uninstall(Scope::user(a.user))?);
     Ok(0)

@@ -219,7 +219,7 @@ pub fn link_wanted(scope: Scope, unit_path: &Path) -> Result<()> {
 }
 
 /// The reverse of [`enable`].
-fn disable(scope: Scope, unit_path: &Path, running: bool) -> Result<()> {
+pub(crate) fn disable(scope: Scope, unit_path: &Path, running: bool) -> Result<()> {
     let unit = unit_path.file_name().unwrap_or_default().to_string_lossy();
     if running {
         return systemctl(scope, &["disable", &unit]).map(|_| ());

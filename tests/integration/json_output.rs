@@ -96,11 +96,12 @@ fn every_subcommand_answers_json_and_its_errors_are_json_with_their_exit_code() 
     assert!(all.len() > 40, "{} subcommands", all.len());
     let (mut failed, mut answered) = (0, 0);
     for (path, cmd) in &all {
-        // These link or unlink vmctl's generator in the host's systemd directories, whatever the
-        // home; their reports are `print_lines`, as `systemd install`'s (walked here).
+        // These write or remove vmctl's generator link or the metrics unit in the host's systemd
+        // directories, whatever the home; their reports are `print_lines`, as `systemd
+        // install`'s (walked here).
         if path
             .last()
-            .is_some_and(|p| p.ends_with("install-generator"))
+            .is_some_and(|p| p.ends_with("install-generator") || p.ends_with("install-metrics"))
         {
             continue;
         }

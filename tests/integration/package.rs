@@ -101,6 +101,46 @@ fn the_debian_package_installs_runs_a_vm_and_purges_leaving_the_vms() {
     vmctl(&["start", "pk", "--wait"]);
     let page = http_get(port).unwrap_or_default();
     assert!(page.contains("vmctl tiny guest: pk"), "{page}");
+    // The metrics endpoint as a service of the installed binary: it verifies and serves.
+    let mport = free_port();
+    let listen = format!("127.0.0.1:{mport}");
+    vmctl(&[
+        "systemd",
+        "install-metrics",
+        "--listen",
+        &listen,
+        "--enable",
+        "--now",
+    ]);
+    c.ok(&[
+        "systemd-analyze",
+        "verify",
+        "/etc/systemd/system/vmctl-metrics.service",
+    ]);
+    let (scraped, _) = crate::systemd_e2e::wait_for(
+        &c,
+        "vmctl-metrics.service serving",
+        std::time::Duration::from_secs(30),
+        || {
+            crate::harness::http_get_path(mport, "/metrics")
+                .filter(|m| m.contains("vmctl_vm_up{vm=\"pk\"} 1"))
+        },
+    );
+    // Its sandbox (no capability) still reads QEMU's /proc and asks QEMU for the disk's I/O.
+    for series in [
+        "vmctl_vm_state{vm=\"pk\",state=\"running\"} 1",
+        "vmctl_vm_memory_rss_bytes{vm=\"pk\"}",
+        "vmctl_vm_disk_read_bytes_total{vm=\"pk\"}",
+    ] {
+        assert!(scraped.contains(series), "{series} missing:\n{scraped}");
+    }
+    vmctl(&["systemd", "uninstall-metrics"]);
+    c.ok(&[
+        "test",
+        "!",
+        "-e",
+        "/etc/systemd/system/vmctl-metrics.service",
+    ]);
     vmctl(&["stop", "pk"]);
 
     apt(&["purge", "vmctl"]);
