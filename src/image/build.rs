@@ -137,15 +137,27 @@ fn run_recipe(b: &Builtin, r: &Recipe, name: &str, arch: Arch, tmp: &Path) -> Re
         .arg(&out.dir)
         .env("VMCTL_CACHE_DIR", &cache)
         .envs(r.env.get(&arch).into_iter().flatten())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .ctx(|| "Cannot run bash for the image build".to_string())?;
     // Ctrl-C reaches the build script too (same process group); it cleans up its mounts and
     // exits, and we outlive it to remove the temporary directory.
     let status = {
         let _guard = crate::sys::process::IgnoreInterrupts::new();
-        child
+        // The script's own log lines (`NAME: ...`) are its steps.
+        let mut steps = crate::term::progress::Steps::new(&format!("building image {name}"));
+        let step_prefix = format!("{name}: ");
+        if let Some(err) = child.stderr.take() {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(|l| l.ok())
+            {
+                steps.line(&line, line.strip_prefix(&step_prefix));
+            }
+        }
+        let status = child
             .wait()
-            .ctx(|| "Cannot wait for the image build".to_string())?
+            .ctx(|| "Cannot wait for the image build".to_string())?;
+        steps.finish(status.success());
+        status
     };
     if !status.success() {
         return Err(Error::Other(format!(

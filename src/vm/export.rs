@@ -1,9 +1,9 @@
 //! `vmctl export NAME [-o FILE]`: a stopped VM and its base image in one zstd-compressed archive
 //! (`vm::archive`), written under a temporary name beside FILE and renamed once complete, with a
-//! progress line on a terminal. A running VM is refused (its disk would not hold still), and so
+//! progress bar on a terminal (plain lines at each tenth elsewhere). A running VM is refused (its disk would not hold still), and so
 //! is one with a saved state (its disk belongs to a guest that is still running in it).
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -12,7 +12,7 @@ use crate::def::store::load;
 use crate::error::{Error, IoContext, Result};
 use crate::paths::Home;
 use crate::sys::fsutil;
-use crate::types::{VmName, human_bytes};
+use crate::types::VmName;
 use crate::vm::archive::{self, Hashing, Manifest, Member};
 
 /// zstd's default level: fast, and disks compress well at it.
@@ -127,7 +127,7 @@ fn write(
     let file = fsutil::create_new_file(tmp)?;
     let zstd = zstd::Encoder::new(BufWriter::new(file), LEVEL).path_ctx("compress", tmp)?;
     let mut tar = tar::Builder::new(zstd);
-    let mut progress = Progress::new(name, total);
+    let progress = crate::term::progress::Progress::bytes(&format!("exporting VM {name}"), total);
     for (member, path) in members {
         let f = std::fs::File::open(path).path_ctx("read", path)?;
         let size = f.metadata().path_ctx("read", path)?.len();
@@ -160,67 +160,6 @@ fn write(
         .into_inner()
         .map_err(|e| Error::Other(format!("Cannot write {}: {e}", tmp.display())))?;
     file.sync_all().path_ctx("write", tmp)?;
-    progress.done();
+    progress.finish();
     Ok(())
-}
-
-/// A progress line on stderr while bytes go by, when stderr is a terminal.
-struct Progress {
-    on: bool,
-    what: String,
-    total: u64,
-    done: std::rc::Rc<std::cell::Cell<u64>>,
-}
-
-impl Progress {
-    fn new(name: &VmName, total: u64) -> Progress {
-        Progress {
-            on: std::io::stderr().is_terminal(),
-            what: format!("exporting VM {name}"),
-            total,
-            done: Default::default(),
-        }
-    }
-    fn reading<R: std::io::Read>(&mut self, inner: R) -> Counted<R> {
-        Counted {
-            inner,
-            done: self.done.clone(),
-            on: self.on,
-            what: self.what.clone(),
-            total: self.total,
-            last: std::time::Instant::now(),
-        }
-    }
-    fn done(&self) {
-        if self.on {
-            eprintln!("\r{}: {} done{:20}", self.what, human_bytes(self.total), "");
-        }
-    }
-}
-
-struct Counted<R> {
-    inner: R,
-    done: std::rc::Rc<std::cell::Cell<u64>>,
-    on: bool,
-    what: String,
-    total: u64,
-    last: std::time::Instant,
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done.set(self.done.get() + n as u64);
-        if self.on && self.last.elapsed().as_millis() >= 200 {
-            self.last = std::time::Instant::now();
-            let pct = self.done.get() * 100 / self.total.max(1);
-            eprint!(
-                "\r{}: {} of {} ({pct}%)   ",
-                self.what,
-                human_bytes(self.done.get()),
-                human_bytes(self.total)
-            );
-        }
-        Ok(n)
-    }
 }

@@ -106,7 +106,11 @@ pub fn import(home: &Home, file: &Path, name: Option<&VmName>) -> Result<Importe
 fn unpack(file: &Path, dir: &Path) -> Result<Manifest> {
     let refuse = |why: String| Error::Usage(format!("FILE: {} {why}", file.display()));
     let f = std::fs::File::open(file).map_err(|e| refuse(format!("cannot be read: {e}")))?;
-    let zstd = zstd::Decoder::new(f).map_err(|e| refuse(format!("cannot be read: {e}")))?;
+    let size = f.metadata().map_or(0, |m| m.len());
+    let progress =
+        crate::term::progress::Progress::bytes(&format!("importing {}", file.display()), size);
+    let zstd = zstd::Decoder::new(progress.reading(f))
+        .map_err(|e| refuse(format!("cannot be read: {e}")))?;
     let mut tar = tar::Archive::new(zstd);
     let damaged = |e: std::io::Error| {
         refuse(format!(
@@ -159,6 +163,7 @@ fn unpack(file: &Path, dir: &Path) -> Result<Manifest> {
     if let Some(why) = archive::mismatch(&manifest, &read) {
         return Err(refuse(why));
     }
+    progress.finish();
     Ok(manifest)
 }
 

@@ -338,7 +338,7 @@ async fn run_job(q: &mut Qmp, command: &str, mut args: Value, hmp: &str) -> Resu
         Err(e) => return Err(e.into()),
     }
     let deadline = Instant::now() + JOB_TIMEOUT;
-    let mut shown = None;
+    let progress = crate::term::progress::Progress::percent(command);
     loop {
         let jobs = q.execute_raw("query-jobs", None).await?;
         let job = jobs
@@ -353,12 +353,12 @@ async fn run_job(q: &mut Qmp, command: &str, mut args: Value, hmp: &str) -> Resu
             job["total-progress"].as_u64().unwrap_or(0),
         );
         if let Some(pct) = (cur * 100).checked_div(total) {
-            if shown != Some(pct) {
-                eprintln!("vmctl: {command}: {pct}%");
-                shown = Some(pct);
-            }
+            progress.set(pct);
         }
         if job["status"] == "concluded" || job["status"] == "null" {
+            if job["error"].is_null() {
+                progress.finish();
+            }
             if let Err(e) = q
                 .execute_raw("job-dismiss", Some(json!({"id": job_id})))
                 .await
