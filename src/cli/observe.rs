@@ -43,10 +43,11 @@ impl Show for Vec<VmStats> {
     fn text(&self) -> String {
         let opt = |b: Option<u64>| b.map_or("-".into(), human_bytes);
         let mut out = format!(
-            "{:<16} {:<8} {:>6} {:>10} {:>10} {:>21} {:>10} {:>10} {:>8} {:>4} {}\n",
+            "{:<16} {:<8} {:>6} {:>6} {:>10} {:>10} {:>21} {:>10} {:>10} {:>8} {:>4} {}\n",
             "NAME",
             "STATE",
             "CPU%",
+            "VCPU%",
             "RSS",
             "MEMORY",
             "DISK (USED/SIZE)",
@@ -63,10 +64,11 @@ impl Show for Vec<VmStats> {
                 human_bytes(s.disk_virtual_bytes)
             );
             out.push_str(&format!(
-                "{:<16} {:<8} {:>6} {:>10} {:>10} {:>21} {:>10} {:>10} {:>8} {:>4} {}\n",
+                "{:<16} {:<8} {:>6} {:>6} {:>10} {:>10} {:>21} {:>10} {:>10} {:>8} {:>4} {}\n",
                 s.name,
                 s.state,
                 s.cpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
+                s.vcpu_percent.map_or("-".into(), |c| format!("{c:.1}")),
                 opt(s.rss_bytes),
                 human_bytes(s.memory_bytes),
                 disk,

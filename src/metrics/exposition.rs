@@ -205,6 +205,7 @@ mod tests {
             cpu_seconds: running.then_some(12.5),
             vcpu_seconds: running.then_some(10.25),
             cpu_percent: None,
+            vcpu_percent: None,
             rss_bytes: running.then_some(600 << 20),
             disk_virtual_bytes: 10 << 30,
             disk_allocated_bytes: 5 << 20,

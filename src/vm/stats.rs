@@ -32,8 +32,10 @@ pub struct VmStats {
     /// CPU time of QEMU's process (every thread) and of its vCPU threads alone.
     pub cpu_seconds: Option<f64>,
     pub vcpu_seconds: Option<f64>,
-    /// Share of one host CPU over the last interval (`stats` fills it in from two samples).
+    /// Share of one host CPU over the last interval, QEMU's whole process and its vCPU threads
+    /// (`stats` fills them in from two samples).
     pub cpu_percent: Option<f64>,
+    pub vcpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
     pub disk_virtual_bytes: u64,
     /// What the VM's own disk layer takes on the host (not its image).
@@ -86,6 +88,7 @@ fn one(home: &Home, name: &VmName) -> Result<VmStats> {
         cpu_seconds: None,
         vcpu_seconds: None,
         cpu_percent: None,
+        vcpu_percent: None,
         rss_bytes: None,
         disk_virtual_bytes: spec.disk.0,
         disk_allocated_bytes: allocated(&paths),
@@ -161,13 +164,16 @@ fn disk_io(reply: &serde_json::Value) -> Option<(u64, u64)> {
 /// The CPU share between two samples of the same VMs: the process's CPU seconds over the wall
 /// seconds between them, in percent of one host CPU (QEMU with two busy vCPUs can show 200).
 pub fn fill_cpu_percent(before: &[VmStats], after: &mut [VmStats], seconds: f64) {
+    let share = |b: Option<f64>, a: Option<f64>| match (b, a) {
+        (Some(b), Some(a)) if seconds > 0.0 => {
+            Some(((a - b).max(0.0) / seconds * 1000.0).round() / 10.0)
+        }
+        _ => None,
+    };
     for a in after.iter_mut() {
         let b = before.iter().find(|b| b.name == a.name && b.pid == a.pid);
-        if let (Some(b0), Some(a0)) = (b.and_then(|b| b.cpu_seconds), a.cpu_seconds) {
-            if seconds > 0.0 {
-                a.cpu_percent = Some(((a0 - b0).max(0.0) / seconds * 1000.0).round() / 10.0);
-            }
-        }
+        a.cpu_percent = share(b.and_then(|b| b.cpu_seconds), a.cpu_seconds);
+        a.vcpu_percent = share(b.and_then(|b| b.vcpu_seconds), a.vcpu_seconds);
     }
 }
 
@@ -199,6 +205,7 @@ mod tests {
             cpu_seconds: cpu,
             vcpu_seconds: None,
             cpu_percent: None,
+            vcpu_percent: None,
             rss_bytes: None,
             disk_virtual_bytes: 0,
             disk_allocated_bytes: 0,
@@ -215,10 +222,13 @@ mod tests {
 
     #[test]
     fn cpu_share_is_the_growth_of_cpu_time_over_wall_time() {
-        let before = [at(Some(10.0), Some(7))];
+        let mut before = [at(Some(10.0), Some(7))];
+        before[0].vcpu_seconds = Some(8.0);
         let mut after = [at(Some(10.5), Some(7))];
+        after[0].vcpu_seconds = Some(8.25);
         fill_cpu_percent(&before, &mut after, 1.0);
         assert_eq!(after[0].cpu_percent, Some(50.0));
+        assert_eq!(after[0].vcpu_percent, Some(25.0));
         // Another QEMU (a restart between the samples) has no share yet.
         let mut other = [at(Some(0.2), Some(8))];
         fill_cpu_percent(&before, &mut other, 1.0);
