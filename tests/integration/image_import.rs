@@ -357,18 +357,27 @@ fn image_import_refuses_other_formats_by_name() {
         refused(&t, &p, &["--format", "raw"], &[&message]);
     }
     let luks = d.join("x.luks");
-    qemu_img(&[
-        "create",
-        "-q",
-        "--object",
-        "secret,id=s0,data=pw",
-        "-f",
-        "luks",
-        "-o",
-        "key-secret=s0",
-        s(&luks),
-        "16M",
-    ]);
+    // qemu-img times its key derivation in CPU time; on a loaded host it can measure none and
+    // give up ("Unable to get accurate CPU usage"): a fixture's hiccup, tried again.
+    let create_luks = || {
+        Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "--object",
+                "secret,id=s0,data=pw",
+                "-f",
+                "luks",
+            ])
+            .args(["-o", "key-secret=s0", s(&luks), "16M"])
+            .output()
+            .unwrap()
+    };
+    let made = (0..5).map(|_| create_luks()).find(|o| {
+        o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("accurate CPU usage")
+    });
+    let made = made.expect("qemu-img could not time the LUKS key derivation in 5 tries");
+    assert!(made.status.success(), "qemu-img create luks: {made:?}");
     refused(&t, &luks, &[], &["is a luks image"]);
     // The classic: a VMDK descriptor whose extent is a host file.
     let descriptor = d.join("descriptor.vmdk");
