@@ -6,15 +6,23 @@ use std::process::Command;
 
 use crate::harness::*;
 
+/// `vmctl export NAME --format FORMAT`, which must succeed: the document (stdout) and what it
+/// says it does not carry (stderr).
+fn export(t: &TestHome, name: &str, format: &str) -> (String, String) {
+    let out = t.run(&["export", name, "--format", format]);
+    assert!(out.status.success(), "{out:?}");
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_vm_exports_as_a_libvirt_domain_that_libvirts_schema_accepts() {
     let t = TestHome::new();
     let port = free_port();
     create_tiny(&t, "lv", port);
-    let out = t.run(&["export", "lv", "--format", "libvirt"]);
-    assert!(out.status.success(), "{out:?}");
-    let xml = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (xml, stderr) = export(&t, "lv", "libvirt");
     assert!(
         stderr.contains("not carried: host_access = false"),
         "{stderr}"
@@ -103,10 +111,11 @@ fn a_vm_exports_as_kubevirt_objects_that_kubevirts_schema_accepts_with_unknown_k
     )
     .unwrap();
     t.ok(&["create", "kv", "--from", def.to_str().unwrap()]);
-    let out = t.run(&["export", "kv", "--format", "kubevirt"]);
-    assert!(out.status.success(), "{out:?}");
-    let yaml = String::from_utf8(out.stdout).unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not carried: [health] start_period"));
+    let (yaml, stderr) = export(&t, "kv", "kubevirt");
+    assert!(
+        stderr.contains("not carried: [health] start_period"),
+        "{stderr}"
+    );
     assert!(
         yaml.contains("runStrategy: Always") && yaml.contains("kind: Service"),
         "{yaml}"
@@ -130,10 +139,7 @@ fn a_vm_exports_as_a_nomad_job_that_warns_of_its_open_forwards() {
     let t = TestHome::new();
     let port = free_port();
     create_tiny(&t, "nj", port);
-    let out = t.run(&["export", "nj", "--format", "nomad"]);
-    assert!(out.status.success(), "{out:?}");
-    let hcl = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (hcl, stderr) = export(&t, "nj", "nomad");
     assert!(hcl.contains("driver       = \"qemu\""), "{hcl}");
     assert!(
         hcl.contains(&format!("port \"tcp_8080\" {{ static = {port} }}")),
