@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::def::store::{load, names};
 use crate::error::Result;
 use crate::paths::{Home, VmPaths};
+use crate::qemu::control::ctl_connect_if_free;
 use crate::runstate::{self, Liveness};
 use crate::sys::fsutil;
 use crate::sys::procfs;
@@ -138,19 +139,15 @@ fn allocated(paths: &VmPaths) -> u64 {
 /// Bytes read from and written to the VM's disk (`disk0`) since QEMU started, when the
 /// control socket is free now.
 fn block_io(paths: &VmPaths) -> Option<(u64, u64)> {
-    let _lock = fsutil::try_lock_exclusive(&paths.ctl_lock()).ok()??;
     let reply = crate::sys::rt::block_on(async {
-        let mut q = crate::qemu::qmp::Qmp::connect(
-            &paths.qmp_ctl_socket(),
-            std::time::Duration::from_secs(2),
-        )
-        .await
-        .map_err(|e| crate::error::Error::Qemu(e.to_string()))?;
-        q.execute_raw("query-blockstats", None)
-            .await
-            .map_err(|e| crate::error::Error::Qemu(e.to_string()))
+        let wait = std::time::Duration::from_secs(2);
+        let Some((mut q, _lock)) = ctl_connect_if_free(paths, wait).await? else {
+            return Ok(None);
+        };
+        let reply = q.execute_raw("query-blockstats", None).await?;
+        Ok::<_, crate::error::Error>(Some(reply))
     })
-    .ok()?;
+    .ok()??;
     disk_io(&reply)
 }
 
