@@ -61,10 +61,14 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
     }
     let pid = {
         let _lock = fsutil::lock_exclusive(&paths.lock())?;
-        if let Liveness::Running { pid, .. } = runstate::liveness(&paths) {
-            return Err(Error::State(format!(
-                "VM {name} is already running (QEMU pid {pid})"
-            )));
+        match runstate::liveness(&paths) {
+            Liveness::Running { pid, .. } => {
+                return Err(Error::State(format!(
+                    "VM {name} is already running (QEMU pid {pid})"
+                )));
+            }
+            Liveness::Stale => wait_for_the_last_run(&paths),
+            Liveness::Stopped => {}
         }
         let restored = crate::saved::read(&paths).is_some();
         (spawn_supervisor(home, &paths, name)?, restored)
@@ -77,6 +81,29 @@ pub fn start(home: &Home, name: &VmName, wait: Option<Duration>) -> Result<Start
         started.ready_seconds = Some(t0.elapsed().as_secs_f64());
     }
     Ok(started)
+}
+
+/// A QEMU that just died leaves its supervisor finishing (ending its passt, recording the exit)
+/// and its passt exiting, both holding the VM's forwards for a moment: wait for them, by the
+/// pids the run folder names, so that the new start finds its host ports free. Bounded, and
+/// nothing is signalled (a pid since reused only costs the wait).
+fn wait_for_the_last_run(paths: &VmPaths) {
+    let pids: Vec<i32> = [
+        runstate::read_state(paths).map(|s| s.supervisor_pid),
+        crate::net::state::read(paths).map(|n| n.passt_pid),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let _ = crate::sys::rt::block_on(async {
+        for pid in pids {
+            crate::sys::process::ExitWatch::new(pid)
+                .wait_until(deadline)
+                .await;
+        }
+        Ok(())
+    });
 }
 
 /// What `start` reports of a VM whose QEMU runs as `pid`.
